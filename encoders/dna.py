@@ -1,0 +1,181 @@
+"""DNA encoders: Nucleotide Transformer (transformers ESM classes over non-overlapping 6-mers), Enformer
+(enformer-pytorch, 128 bp per output bin) and Evo 2 (optional `evo2` package, CUDA only).
+
+Enformer under transformers 5: its `_trunk` Sequential aliases the stem / conv tower / transformer modules, so
+save_pretrained refuses the shared tensors and from_pretrained looks for `all_tied_weights_keys`. We keep `_trunk` as a
+plain attribute outside the module tree and drop the unused output heads, so only one copy of each tensor is saved.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import torch
+from transformers import EsmConfig, EsmModel
+from transformers.utils import cached_file
+
+from encoders.base import Encoder, Featurizer, pad_sequences, read_vocab, register_encoder, require_strings
+from encoders.tokenized import HFTokenEncoder
+
+DNA_INDEX = {"A": 0, "C": 1, "G": 2, "T": 3, "N": 4}
+
+
+def nucleotide_transformer_vocab(k: int = 6) -> list[str]:
+    """The Nucleotide Transformer vocabulary layout (specials, all k-mers, single nucleotides); used for tiny models.
+    Real checkpoints always use their own vocab.txt."""
+    kmers = ["".join(p) for p in itertools.product("ATCG", repeat=k)]
+    return ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>", *kmers, "A", "T", "C", "G", "N"]
+
+
+@register_encoder("nucleotide_transformer")
+class NucleotideTransformerEncoder(HFTokenEncoder):
+    """InstaDeepAI/nucleotide-transformer-500m-human-ref and the other checkpoints that load into transformers'
+    native `EsmModel` (the v2 checkpoints need their remote code and are not supported)."""
+
+    model_class = EsmModel
+    config_class = EsmConfig
+
+    @classmethod
+    def from_source(cls, source: str | None, **options: Any) -> NucleotideTransformerEncoder:
+        source = source or "InstaDeepAI/nucleotide-transformer-500m-human-ref"
+        model = EsmModel.from_pretrained(source, add_pooling_layer=False)
+        options.setdefault("vocab", read_vocab(cached_file(source, "vocab.txt")))
+        return cls.wrap(model, source, options)
+
+    def featurizer_spec(self) -> dict:
+        return {
+            "type": self.type_name,
+            "what": "dna",
+            "vocab": self.options["vocab"],
+            "prefix": ["<cls>"],
+            "suffix": [],
+            "pad_token": "<pad>",
+            "kmer": self.options.get("kmer", 6),
+            "max_length": self.model.config.max_position_embeddings - 2,
+        }
+
+
+class OneHotDNAFeaturizer(Featurizer):
+    """DNA -> indices A,C,G,T,N = 0..4 padded with -1 up to a multiple of `bin_size` (Enformer's 128 bp bins)."""
+
+    def __call__(self, items):
+        seqs = require_strings(items, "dna")
+        bin_size = self.spec["bin_size"]
+        rows = []
+        for i, seq in enumerate(seqs):
+            bad = set(seq) - set(DNA_INDEX)
+            if bad:
+                raise ValueError(f"dna input {i}: characters {sorted(bad)} are not A, C, G, T or N")
+            rows.append([DNA_INDEX[c] for c in seq])
+        width = max(math.ceil(len(r) / bin_size) for r in rows) * bin_size
+        out = pad_sequences([r + [-1] * (width - len(r)) for r in rows], pad_id=-1)
+        lengths = torch.tensor([len(r) for r in rows])
+        out["mask"] = torch.arange(width)[None, :] < lengths[:, None]
+        return out
+
+    def output_lengths(self, mask: torch.Tensor) -> list[int]:
+        return [math.ceil(n / self.spec["bin_size"]) for n in mask.sum(-1).tolist()]
+
+
+@register_encoder("enformer")
+class EnformerEncoder(Encoder):
+    """Enformer trunk embeddings, one vector (2 x dim) per 128 bp bin; source: EleutherAI/enformer-official-rough
+    or a local folder saved by enformer-pytorch."""
+
+    featurizer_class = OneHotDNAFeaturizer
+
+    def __init__(self, spec: dict):
+        super().__init__(spec)
+        from enformer_pytorch import Enformer
+        from enformer_pytorch.config_enformer import EnformerConfig
+
+        config = {**spec["config"], "target_length": -1}
+        enformer = Enformer(EnformerConfig(**config))
+        trunk = enformer._modules.pop("_trunk")
+        object.__setattr__(enformer, "_trunk", trunk)  # keep it callable, outside the saved module tree
+        enformer._modules.pop("_heads", None)
+        self.enformer = enformer
+
+    @property
+    def hidden_size(self) -> int:
+        return self.spec["config"]["dim"] * 2
+
+    @property
+    def bin_size(self) -> int:
+        return 2 ** self.spec["config"].get("num_downsamples", 7)
+
+    @classmethod
+    def from_source(cls, source: str | None, **options: Any) -> EnformerEncoder:
+        from enformer_pytorch import Enformer
+
+        source = source or "EleutherAI/enformer-official-rough"
+        pretrained = Enformer.from_pretrained(source)
+        return cls.wrap(pretrained, source, options)
+
+    @classmethod
+    def wrap(cls, pretrained: torch.nn.Module, source: str | None, options: dict) -> EnformerEncoder:
+        config = {k: v for k, v in pretrained.config.to_dict().items() if not k.startswith("_")}
+        keep = {"dim", "depth", "heads", "attn_dim_key", "dropout_rate", "attn_dropout", "pos_dropout",
+                "use_checkpointing", "use_convnext", "num_downsamples", "dim_divisible_by", "use_tf_gamma",
+                "output_heads", "target_length"}
+        encoder = cls({"type": cls.type_name, "source": source, "config": {k: config[k] for k in keep if k in config},
+                       "options": options})
+        state = {k: v for k, v in pretrained.state_dict().items() if not k.startswith(("_trunk.", "_heads."))}
+        encoder.enformer.load_state_dict(state, strict=True)
+        return encoder
+
+    def featurizer_spec(self) -> dict:
+        return {"type": self.type_name, "bin_size": self.bin_size}
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from enformer_pytorch.data import seq_indices_to_one_hot
+
+        dtype = next(self.enformer.parameters()).dtype
+        emb = self.enformer(seq_indices_to_one_hot(values).to(dtype), return_only_embeddings=True)
+        lengths = torch.div(mask.sum(-1) + self.bin_size - 1, self.bin_size, rounding_mode="floor")
+        out_mask = torch.arange(emb.shape[1], device=emb.device)[None, :] < lengths[:, None]
+        return emb, out_mask
+
+
+class ByteFeaturizer(Featurizer):
+    """Evo 2's character-level tokenizer: one token per base, the token id is the byte value."""
+
+    def __call__(self, items):
+        seqs = require_strings(items, "dna")
+        return pad_sequences([list(s.encode("ascii")) for s in seqs], pad_id=1)
+
+
+@register_encoder("evo2")
+class Evo2Encoder(Encoder):
+    """Evo 2 (Arc Institute) intermediate-layer embeddings. Needs the optional `evo2` package, which requires CUDA and
+    flash-attn; it cannot run on CPU-only machines, so CI only checks the import guard."""
+
+    featurizer_class = ByteFeaturizer
+    HIDDEN = {"evo2_1b_base": 1920, "evo2_7b": 4096, "evo2_40b": 8192}
+
+    def __init__(self, spec: dict):
+        super().__init__(spec)
+        try:
+            from evo2 import Evo2
+        except ImportError as err:
+            raise ImportError(
+                "The evo2 encoder needs the `evo2` package and a CUDA GPU: pip install flash-attn evo2 "
+                "(see https://github.com/ArcInstitute/evo2). Use nucleotide_transformer or enformer on CPU."
+            ) from err
+        name = spec.get("source") or "evo2_1b_base"  # pragma: no cover - GPU only
+        self.evo2 = Evo2(name)  # pragma: no cover
+        self.layer = self.options.get("layer", "blocks.20.mlp.l3")  # pragma: no cover
+
+    @property
+    def hidden_size(self) -> int:  # pragma: no cover - GPU only
+        return self.HIDDEN[self.spec.get("source") or "evo2_1b_base"]
+
+    @classmethod
+    def from_source(cls, source: str | None, **options: Any) -> Evo2Encoder:
+        return cls({"type": cls.type_name, "source": source or "evo2_1b_base", "options": options})
+
+    def forward(self, values, mask):  # pragma: no cover - GPU only
+        _, emb = self.evo2(values, return_embeddings=True, layer_names=[self.layer])
+        return emb[self.layer], mask
