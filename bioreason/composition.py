@@ -24,7 +24,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Genera
 from bioreason.configuration_bioreason import MODALITIES, BioReasonConfig, placeholder_tokens
 from bioreason.modeling_bioreason import BioReasonForCausalLM
 from bioreason.processing_bioreason import BioReasonProcessor
-from encoders.base import Encoder, load_encoder
+from encoders.base import Encoder, get_encoder_class, load_encoder
 from projectors.base import normalize_spec
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -85,6 +85,16 @@ def load_llm(source: str, dtype: torch.dtype | None = None, **kwargs: Any) -> tu
     return model, tokenizer
 
 
+def _encoder_type(spec: Any) -> str | None:
+    if isinstance(spec, str):
+        return spec.partition(":")[0]
+    if isinstance(spec, tuple):
+        return spec[0]
+    if isinstance(spec, dict):
+        return spec["type"]
+    return None
+
+
 def _encoder_from(spec: Any) -> Encoder:
     if isinstance(spec, Encoder):
         return spec
@@ -119,9 +129,11 @@ def compose(
     """
     if not encoders:
         raise ValueError("compose needs at least one encoder, e.g. {'protein': 'antiberty'}")
-    for modality in encoders:
+    for modality, spec in encoders.items():
         if modality not in MODALITIES:
             raise ValueError(f"Unknown modality {modality!r}; available: {sorted(MODALITIES)}")
+        if _encoder_type(spec) is not None:
+            get_encoder_class(_encoder_type(spec))  # fail on a typo before loading a large LLM
     if isinstance(llm, str):
         llm_model, tokenizer = load_llm(llm, dtype=dtype)
     else:
@@ -142,16 +154,15 @@ def compose(
         modalities[modality] = {
             "encoder": encoder.spec,
             "projector": pspec,
-            **{f"{k}_id": tokenizer.convert_tokens_to_ids(tokens[k]) for k in ("start_token", "pad_token", "end_token")},
+            **{f"{k}_id": tokenizer.convert_tokens_to_ids(tokens[k])
+               for k in ("start_token", "pad_token", "end_token")},
         }
         proc_modalities[modality] = {"featurizer": encoder.featurizer_spec(), "projector": pspec, **tokens}
 
     text_config = llm_model.config.to_dict()
     text_config.pop("quantization_config", None)
-    if attn_implementation:
-        text_config["_attn_implementation"] = attn_implementation
     config = BioReasonConfig(text_config=text_config, modalities=modalities, **config_kwargs)
-    model = BioReasonForCausalLM(config)
+    model = BioReasonForCausalLM._from_config(config, attn_implementation=attn_implementation)
     # the projector specs now carry every derived option (resampler width / heads), so reloads rebuild them exactly
     for modality, proj in model.model.projectors.items():
         config.modalities[modality]["projector"]["options"] = dict(proj.options)

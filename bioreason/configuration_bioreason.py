@@ -54,7 +54,7 @@ class BioReasonConfig(PreTrainedConfig):
             if name not in MODALITIES:
                 raise ValueError(f"Unknown modality {name!r}; available: {sorted(MODALITIES)}")
         super().__post_init__(**kwargs)
-        # Like Llava: tie_word_embeddings was saved in the text config for tied LLMs (SmolLM2 ties lm_head to embeddings).
+        # As in Llava: tied LLMs (SmolLM2) record tie_word_embeddings in the text config.
         if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
             self.tie_word_embeddings = True
 

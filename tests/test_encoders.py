@@ -1,0 +1,256 @@
+"""Encoders: featurize -> forward contract, spec round trips, real loading code on local folders, input errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import ENCODER_TYPES, ESM_VOCAB, GENES, sample_items, tiny_encoder
+from safetensors.torch import save_file
+from transformers import BertConfig, BertModel, EsmConfig, EsmModel
+
+from encoders import ENCODERS, build_encoder, build_featurizer, load_encoder
+from encoders.dna import EnformerEncoder, nucleotide_transformer_vocab
+
+
+def run(encoder, items):
+    featurizer = build_featurizer(encoder.featurizer_spec())
+    batch = featurizer(items)
+    encoder.eval()
+    with torch.no_grad():
+        emb, mask = encoder(batch["values"], batch["mask"])
+    return featurizer, batch, emb, mask
+
+
+@pytest.mark.parametrize("kind", ENCODER_TYPES)
+def test_forward_matches_featurizer_lengths(kind):
+    encoder = tiny_encoder(kind)
+    featurizer, batch, emb, mask = run(encoder, sample_items(kind, 2))
+    assert emb.shape[0] == 2 and emb.shape[-1] == encoder.hidden_size
+    assert mask.shape == emb.shape[:2]
+    # the processor sizes placeholder runs from the featurizer alone: it must agree with what the encoder emits
+    assert mask.sum(-1).tolist() == featurizer.output_lengths(batch["mask"])
+
+
+@pytest.mark.parametrize("kind", ENCODER_TYPES)
+def test_spec_rebuild_gives_identical_embeddings(kind):
+    encoder = tiny_encoder(kind)
+    json.dumps(encoder.spec)  # the spec lives in config.json
+    rebuilt = build_encoder(json.loads(json.dumps(encoder.spec)))
+    rebuilt.load_state_dict(encoder.state_dict())
+    items = sample_items(kind, 2)
+    assert torch.equal(run(encoder, items)[2], run(rebuilt, items)[2])
+
+
+@pytest.mark.parametrize("kind", ["esm2", "antiberty", "nucleotide_transformer", "geneformer"])
+def test_padding_does_not_change_an_items_embedding(kind):
+    encoder = tiny_encoder(kind)
+    items = sample_items(kind, 2)
+    _, _, alone, mask_alone = run(encoder, items[1:])
+    _, _, batched, mask_b = run(encoder, items)
+    n = int(mask_alone[0].sum())
+    assert torch.allclose(alone[0, :n], batched[1, :n], atol=1e-5)
+
+
+def test_unknown_encoder_names_the_available_ones():
+    with pytest.raises(ValueError, match=r"Unknown encoder 'esm3'; available: \['antiberty'"):
+        build_encoder({"type": "esm3"})
+
+
+def test_esm2_ids_match_fair_esm_alphabet():
+    import esm
+
+    alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
+    assert alphabet.all_toks == ESM_VOCAB
+    seqs = ["MKTAYIAKQR", "GGSW"]
+    _, _, tokens = alphabet.get_batch_converter()([("a", seqs[0]), ("b", seqs[1])])
+    ours = build_featurizer(tiny_encoder("esm2").featurizer_spec())(seqs)
+    assert torch.equal(ours["values"], tokens)
+
+
+def test_nucleotide_transformer_kmer_tokenization():
+    featurizer = build_featurizer(tiny_encoder("nucleotide_transformer").featurizer_spec())
+    vocab = nucleotide_transformer_vocab()
+    ids = featurizer(["ACGTACGGNCAT"])["values"][0].tolist()
+    # <cls>, one 6-mer, then 'GGNCAT' holds an N so it falls back to single nucleotides
+    assert [vocab[i] for i in ids] == ["<cls>", "ACGTAC", "G", "G", "N", "C", "A", "T"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "items", "error", "match"),
+    [
+        ("esm2", ["MKT1"], ValueError, r"protein input 0: character '1' at position 3"),
+        ("esm2", [42], TypeError, "protein input 0 must be a sequence string"),
+        ("esm2", ["MKT", ""], ValueError, "protein input 1 is an empty sequence"),
+        ("esm2", ["A" * 300], ValueError, "protein input 0 is 302 tokens long; the encoder accepts at most 254"),
+        ("enformer", ["ACGTRY"], ValueError, r"dna input 0: characters \['R', 'Y'\] are not A, C, G, T or N"),
+        ("geneformer", [{"TP53": 3.0, "CD3E": 1.0}], ValueError, "none of its 2 genes .* symbols vs Ensembl ids"),
+        ("geneformer", [{GENES[0]: -1.0}], ValueError, "negative expression values"),
+        ("geneformer", [{GENES[0]: float("nan")}], ValueError, "NaN or inf"),
+        ("expression", [{"TP53": 1.0}], ValueError, "none of its 1 genes are in the 30-gene panel"),
+        ("expression", ["not a cell"], TypeError, "rna input 0 must be a"),
+        ("precomputed", [np.zeros(5)], ValueError, "expected an embedding of 1 x 12 values"),
+        ("precomputed", ["cell_1"], ValueError, "is an id .* but the precomputed encoder has no store"),
+    ],
+)
+def test_bad_inputs_raise_precise_errors(kind, items, error, match):
+    featurizer = build_featurizer(tiny_encoder(kind).featurizer_spec())
+    with pytest.raises(error, match=match):
+        featurizer(items)
+
+
+def test_lowercase_sequences_are_uppercased():
+    featurizer = build_featurizer(tiny_encoder("esm2").featurizer_spec())
+    assert torch.equal(featurizer(["mktay"])["values"], featurizer(["MKTAY"])["values"])
+
+
+def test_geneformer_rank_value_encoding_by_hand():
+    spec = tiny_encoder("geneformer").featurizer_spec()
+    spec["medians"] = {GENES[0]: 10.0, GENES[1]: 1.0, GENES[2]: 1.0}
+    featurizer = build_featurizer(spec)
+    # totals cancel out; normalised: g0 = 8/10 = 0.8, g1 = 1, g2 = 0 (not expressed), g3 = 1 (tie with g1: by id)
+    ids = featurizer([{GENES[0]: 8.0, GENES[1]: 1.0, GENES[2]: 0.0, GENES[3]: 1.0}])["values"][0].tolist()
+    vocab = spec["vocab"]
+    assert [vocab[i] for i in ids] == ["<cls>", GENES[1], GENES[3], GENES[0]]
+
+
+def test_rna_items_accept_dict_series_anndata_and_pairs():
+    import anndata
+    import pandas as pd
+
+    featurizer = build_featurizer(tiny_encoder("expression").featurizer_spec())
+    values = np.arange(30, dtype=np.float32)
+    as_dict = featurizer([dict(zip(GENES[:30], values, strict=True))])
+    series = featurizer([pd.Series(values, index=GENES[:30])])
+    adata = anndata.AnnData(values[None, :], var=pd.DataFrame(index=GENES[:30]))
+    row = featurizer([adata[0]])
+    pair = featurizer([(GENES[:30], values)])
+    for other in (series, row, pair):
+        assert torch.equal(as_dict["values"], other["values"])
+
+
+@pytest.mark.parametrize("fmt", ["npz", "safetensors", "h5ad"])
+def test_precomputed_store_lookup(tmp_path, fmt):
+    import anndata
+
+    emb = np.random.default_rng(0).normal(size=(3, 12)).astype(np.float32)
+    ids = ["c0", "c1", "c2"]
+    path = str(tmp_path / f"store.{fmt}")
+    if fmt == "npz":
+        np.savez(path, ids=np.array(ids), embeddings=emb)
+    elif fmt == "safetensors":
+        save_file({i: torch.from_numpy(e) for i, e in zip(ids, emb, strict=True)}, path)
+    else:
+        adata = anndata.AnnData(np.zeros((3, 2), dtype=np.float32), obsm={"X_tf": emb})
+        adata.obs_names = ids
+        adata.write_h5ad(path)
+    encoder = load_encoder("precomputed", path, obsm_key="X_tf")
+    assert encoder.hidden_size == 12
+    featurizer = build_featurizer(encoder.featurizer_spec())
+    out = featurizer(["c2", emb[0]])
+    assert torch.allclose(out["values"][:, 0], torch.from_numpy(emb[[2, 0]]))
+    with pytest.raises(KeyError, match="id 'c9' not found"):
+        featurizer(["c9"])
+
+
+def _save_vocab(folder, vocab):
+    with open(os.path.join(folder, "vocab.txt"), "w") as fh:
+        fh.write("\n".join(vocab) + "\n")
+
+
+@pytest.mark.parametrize("kind", ["esm2", "nucleotide_transformer"])
+def test_esm_family_loads_from_local_folder(tmp_path, kind):
+    vocab = ESM_VOCAB if kind == "esm2" else nucleotide_transformer_vocab()
+    model = EsmModel(EsmConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                               intermediate_size=64, max_position_embeddings=128, position_embedding_type="rotary",
+                               pad_token_id=1, mask_token_id=2), add_pooling_layer=False)
+    model.save_pretrained(tmp_path)
+    _save_vocab(tmp_path, vocab)
+    encoder = load_encoder(kind, str(tmp_path))
+    assert encoder.spec["source"] == str(tmp_path) and encoder.featurizer_spec()["vocab"] == vocab
+    item = "MKTAYIAK" if kind == "esm2" else "ACGTACGTACGTAA"
+    batch = build_featurizer(encoder.featurizer_spec())([item])
+    model.eval()
+    with torch.no_grad():
+        expected = model(input_ids=batch["values"], attention_mask=batch["mask"].long()).last_hidden_state
+        got, _ = encoder.eval()(batch["values"], batch["mask"])
+    assert torch.equal(expected, got)
+
+
+def test_geneformer_loads_from_local_folder_with_json_dictionary(tmp_path):
+    vocab = ["<pad>", "<mask>", *GENES]
+    model = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                 intermediate_size=64, max_position_embeddings=64), add_pooling_layer=False)
+    model.save_pretrained(tmp_path)
+    with open(tmp_path / "token_dictionary.json", "w") as fh:
+        json.dump({g: i for i, g in enumerate(vocab)}, fh)
+    encoder = load_encoder("geneformer", str(tmp_path))
+    assert encoder.featurizer_spec()["vocab"] == vocab
+    assert torch.equal(encoder.model.embeddings.word_embeddings.weight, model.embeddings.word_embeddings.weight)
+
+
+def test_geneformer_pickle_dictionary_refuses_objects(tmp_path):
+    import pickle
+
+    from encoders.rna import load_gene_dict
+
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps({"ENSG1": 1, "ENSG2": 2}))
+    assert load_gene_dict(str(plain)) == {"ENSG1": 1, "ENSG2": 2}
+    hostile = tmp_path / "hostile.pkl"
+    hostile.write_bytes(pickle.dumps({"ENSG1": os.getcwd}))  # any global reference, e.g. a callable
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load object"):
+        load_gene_dict(str(hostile))
+
+
+def test_enformer_loads_from_local_folder_and_saves_no_shared_tensors(tmp_path):
+    from enformer_pytorch import Enformer
+
+    reference = Enformer.from_hparams(dim=48, depth=1, heads=2, output_heads=dict(human=4), target_length=-1,
+                                      dim_divisible_by=16, attn_dim_key=8)
+    reference.config.save_pretrained(tmp_path)
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items() if not k.startswith("_trunk.")},
+              str(tmp_path / "model.safetensors"))
+    encoder = load_encoder("enformer", str(tmp_path))
+    assert isinstance(encoder, EnformerEncoder)
+    assert not any(k.startswith(("enformer._trunk", "enformer._heads")) for k in encoder.state_dict())
+    x = torch.randint(0, 4, (1, 256))
+    reference.eval()
+    with torch.no_grad():
+        got, mask = encoder.eval()(x, torch.ones(1, 256, dtype=torch.bool))
+        assert torch.equal(reference(x, return_only_embeddings=True), got)
+    assert mask.sum().item() == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "hint"), [("evo2", "pip install flash-attn evo2"), ("esmc", "conflicts with fair-esm")]
+)
+def test_optional_encoders_say_how_to_install(kind, hint):
+    with pytest.raises(ImportError, match=hint):
+        load_encoder(kind)
+
+
+def test_registry_lists_every_encoder_the_design_names():
+    assert set(ENCODERS) == {"nucleotide_transformer", "enformer", "evo2", "esm2", "esmc", "antiberty", "geneformer",
+                             "expression", "precomputed"}
+
+
+def test_antiberty_real_weights_load_without_pickle_code():
+    encoder = load_encoder("antiberty")
+    assert encoder.hidden_size == 512
+    path = os.path.join(encoder_path(), "pytorch_model.bin")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert torch.equal(encoder.model.embeddings.word_embeddings.weight, state["bert.embeddings.word_embeddings.weight"])
+    featurizer, batch, emb, mask = run(encoder, ["EVQLVESGGGLVQPGGSLRLSCAAS"])
+    assert batch["values"][0, 0].item() == 2 and batch["values"][0, -1].item() == 3  # [CLS] ... [SEP]
+    assert 1 not in batch["values"][0].tolist()  # no [UNK]: the transformers-5 tokenizer bug does not apply
+    assert emb.shape == (1, 27, 512) and torch.isfinite(emb).all()
+
+
+def encoder_path():
+    from encoders.protein import antiberty_default_dir
+
+    return antiberty_default_dir()

@@ -1,0 +1,233 @@
+"""BioReasonForCausalLM + BioReasonProcessor on tiny real-class models: every encoder x projector, exact save/load
+through the Auto classes, generation, freezing, LoRA, several modalities in one prompt, and the errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import ENCODER_TYPES, MODALITY_OF, sample_items, tiny_encoder, tiny_llm, tiny_model, tiny_tokenizer
+from transformers import AutoModelForCausalLM, AutoProcessor
+
+from bioreason import BioReasonForCausalLM, BioReasonProcessor
+from bioreason.composition import compose
+
+PROJECTORS = ["linear", "mlp2x_gelu", "resampler", "mean"]
+
+
+def prompt_for(kind: str, n: int = 2) -> dict:
+    modality = MODALITY_OF[kind]
+    return {"text": [f"Describe <{modality}>.", f"What is <{modality}>?"][:n], modality: sample_items(kind, n)}
+
+
+@pytest.mark.parametrize("projector", PROJECTORS)
+@pytest.mark.parametrize("kind", ENCODER_TYPES)
+def test_every_encoder_and_projector_trains_saves_and_reloads_exactly(tmp_path, kind, projector):
+    model, processor = tiny_model(kind, projector=projector)
+    inputs = processor(**prompt_for(kind))
+    modality = MODALITY_OF[kind]
+    assert set(inputs) == {"input_ids", "attention_mask", f"{modality}_values", f"{modality}_mask"}
+
+    out = model(**inputs, labels=inputs["input_ids"])
+    out.loss.backward()
+    projector_grads = [p.grad for p in model.model.projectors.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in projector_grads)  # features reach the loss
+
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    assert not list(tmp_path.glob("*.bin")) and (tmp_path / "model.safetensors").exists()
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    loaded_proc = AutoProcessor.from_pretrained(tmp_path)
+    assert isinstance(loaded, BioReasonForCausalLM) and isinstance(loaded_proc, BioReasonProcessor)
+    reloaded_inputs = loaded_proc(**prompt_for(kind))
+    for key in inputs:
+        assert torch.equal(inputs[key], reloaded_inputs[key])
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, loaded(**reloaded_inputs).logits)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+@pytest.mark.parametrize("tie", [False, True])
+def test_pretrained_llm_and_encoder_weights_survive_compose_and_load(tmp_path, family, tie):
+    tok = tiny_tokenizer()
+    llm = tiny_llm(family, vocab_size=len(tok), tie=tie)
+    encoder = tiny_encoder("esm2")
+    original_llm = {k: v.clone() for k, v in llm.state_dict().items()}
+    original_enc = {k: v.clone() for k, v in encoder.state_dict().items()}
+    model, processor = compose(llm, {"protein": encoder}, projector="mlp2x_gelu", tokenizer=tok)
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    lm = loaded.model.language_model.state_dict()
+    for key, value in original_llm.items():
+        if key.startswith("lm_head"):
+            continue
+        key = key.removeprefix("model.")
+        if "embed_tokens" in key:  # resized: the old rows are kept
+            assert torch.equal(lm[key][: value.shape[0]], value)
+        else:
+            assert torch.equal(lm[key], value), key
+    for key, value in original_enc.items():
+        assert torch.equal(loaded.model.encoders["protein"].state_dict()[key], value), key
+    head = loaded.lm_head.weight
+    assert torch.equal(head[: original_llm["lm_head.weight"].shape[0]], original_llm["lm_head.weight"])
+    assert (head.data_ptr() == loaded.get_input_embeddings().weight.data_ptr()) == tie
+    assert head.shape[0] == len(processor.tokenizer)
+
+
+def test_several_modalities_and_sequences_in_one_prompt():
+    model, processor = tiny_model(["nucleotide_transformer", "esm2", "expression"], projector="linear")
+    dna = sample_items("nucleotide_transformer", 2)
+    text = ["Reference <dna> vs variant <dna>: effect on <protein> in <rna>?", "Is <protein> expressed?"]
+    inputs = processor(text=text, dna=dna, protein=sample_items("esm2", 2), rna=sample_items("expression", 1))
+    ids = inputs["input_ids"]
+    cfg = model.config.modalities
+    # per-position projection: one placeholder per encoder position of each item (NT: <cls> + 6-mers)
+    assert int((ids[0] == cfg["dna"]["pad_token_id"]).sum()) == sum(1 + len(s) // 6 + len(s) % 6 for s in dna)
+    assert int((ids == cfg["dna"]["start_token_id"]).sum()) == 2
+    assert int((ids[1] == cfg["dna"]["pad_token_id"]).sum()) == 0
+    assert int((ids == cfg["rna"]["pad_token_id"]).sum()) == 2  # expression encoder with num_tokens=2
+    model.eval()
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        # the second variant matters: swapping the two DNA inputs changes the first prompt's logits
+        swapped = processor(text=text, dna=dna[::-1], protein=sample_items("esm2", 2),
+                            rna=sample_items("expression", 1))
+        assert not torch.allclose(logits[0], model(**swapped).logits[0][-logits.shape[1]:])
+
+
+def test_generate_never_emits_placeholder_tokens():
+    model, processor = tiny_model("esm2")
+    pad = model.config.modalities["protein"]["pad_token_id"]
+
+    def favour_placeholder(module, args, logits):  # make the placeholder the model's favourite next token
+        logits = logits.clone()
+        logits[..., pad] += 1000.0
+        return logits
+
+    model.lm_head.register_forward_hook(favour_placeholder)
+    inputs = processor(**prompt_for("esm2"))
+    model.eval()
+    with torch.no_grad():
+        assert (model(**inputs).logits[:, -1].argmax(-1) == pad).all()
+        out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    new = out[:, inputs["input_ids"].shape[1]:]
+    assert new.shape == (2, 8)
+    assert not set(new.flatten().tolist()) & set(model.config.placeholder_token_ids())
+
+
+def test_generation_uses_the_modality_inputs():
+    model, processor = tiny_model("esm2", projector="linear")
+    model.eval()
+    a = processor(text=["Describe <protein>."], protein=["MKTAYIAKQRQISFVK"])
+    b = processor(text=["Describe <protein>."], protein=["GGGGGGGGGGGGGGGG"])
+    with torch.no_grad():
+        la = model(**a).logits[0, -1]
+        lb = model(**b).logits[0, -1]
+        out = model.generate(**a, max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    assert not torch.allclose(la, lb)
+    assert torch.allclose(out.logits[0][0], la, atol=1e-5)  # the prefill step saw the protein features
+
+
+def test_feature_placeholder_mismatch_names_both_counts():
+    model, processor = tiny_model("esm2", projector="linear")
+    inputs = processor(**prompt_for("esm2", 1))
+    pad = model.config.modalities["protein"]["pad_token_id"]
+    ids = inputs["input_ids"].clone()
+    first = (ids[0] == pad).nonzero()[0, 0]
+    ids[0, first] = 5
+    n = int((inputs["input_ids"] == pad).sum())
+    with pytest.raises(ValueError, match=f"{n - 1} <\\|protein_pad\\|> tokens in input_ids, {n} projected features"):
+        model(**{**inputs, "input_ids": ids})
+
+
+def test_placeholders_without_inputs_are_an_error():
+    model, processor = tiny_model("esm2")
+    inputs = processor(**prompt_for("esm2", 1))
+    with pytest.raises(ValueError, match="no protein inputs were given"):
+        model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"text": "Describe <protein> and <protein>.", "protein": ["MKT"]}, "2 <protein> markers but 1 protein inputs"),
+        ({"text": "Describe <protein>."}, "1 <protein> markers but 0 protein inputs"),
+        ({"text": "Describe this.", "protein": ["MKT"]}, "1 protein inputs were given but the text has no <protein>"),
+        ({"text": "Describe <dna>.", "dna": ["ACGT"]}, r"this model has no dna encoder; it handles \['protein'\]"),
+    ],
+)
+def test_processor_errors(kwargs, match):
+    _, processor = tiny_model("esm2")
+    with pytest.raises(ValueError, match=match):
+        processor(**kwargs)
+
+
+def test_model_rejects_a_modality_it_lacks():
+    model, processor = tiny_model("esm2")
+    inputs = processor(**prompt_for("esm2", 1))
+    with pytest.raises(ValueError, match="this model has no dna encoder"):
+        model(**inputs, dna_values=torch.zeros(1, 4, dtype=torch.long), dna_mask=torch.ones(1, 4, dtype=torch.bool))
+
+
+def _step(model, inputs):
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model.train()
+    model(**inputs, labels=inputs["input_ids"]).loss.backward()
+    opt.step()
+    return {n: not torch.equal(before[n], p.detach()) for n, p in model.named_parameters()}
+
+
+def test_default_freeze_policy_keeps_encoders_fixed():
+    model, processor = tiny_model("esm2")
+    changed = _step(model, processor(**prompt_for("esm2")))
+    assert not any(v for n, v in changed.items() if n.startswith("model.encoders."))
+    assert all(v for n, v in changed.items() if n.startswith("model.projectors."))
+    assert any(v for n, v in changed.items() if n.startswith("model.language_model."))
+    assert not model.model.encoders["protein"].training  # frozen encoders stay in eval mode (no dropout)
+
+
+def test_set_trainable_flags_persist_through_save(tmp_path):
+    model, processor = tiny_model("esm2")
+    model.set_trainable(encoders=True, llm=False)
+    changed = _step(model, processor(**prompt_for("esm2")))
+    assert any(v for n, v in changed.items() if n.startswith("model.encoders."))
+    assert not any(v for n, v in changed.items() if n.startswith(("model.language_model.", "lm_head")))
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert all(p.requires_grad for p in loaded.model.encoders.parameters())
+    assert not any(p.requires_grad for p in loaded.model.language_model.parameters())
+
+
+def test_expression_encoder_is_trainable_by_default():
+    model, processor = tiny_model("expression")
+    changed = _step(model, processor(**prompt_for("expression")))
+    assert all(v for n, v in changed.items() if n.startswith("model.encoders."))
+
+
+def test_lora_trains_only_adapters_and_projectors(tmp_path):
+    from bioreason.adaptation import apply_lora
+
+    model, processor = tiny_model("esm2")
+    peft_model = apply_lora(model, r=4, alpha=8)
+    changed = _step(peft_model, processor(**prompt_for("esm2")))
+    moved = {n for n, v in changed.items() if v}
+    assert moved and all("lora_" in n or ".projectors." in n for n in moved)
+    assert any("lora_" in n for n in moved) and any(".projectors." in n for n in moved)
+    peft_model.save_pretrained(tmp_path)
+    assert (tmp_path / "adapter_model.safetensors").exists()
+
+
+def test_attn_implementation_reaches_the_llm(tmp_path):
+    model, _ = tiny_model("esm2", attn_implementation="eager")
+    assert model.model.language_model.config._attn_implementation == "eager"
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="sdpa")
+    assert loaded.model.language_model.config._attn_implementation == "sdpa"
+
+
+def test_bf16_forward(tmp_path):
+    model, processor = tiny_model("enformer", projector="resampler")
+    model = model.to(torch.bfloat16)
+    out = model(**processor(**prompt_for("enformer")))
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits.float()).all()
