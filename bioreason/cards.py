@@ -1,0 +1,47 @@
+"""Model cards rendered from the Jinja templates in `model_cards/` through huggingface_hub's `ModelCard`, so the
+metadata block (base_model, library_name, tags) is what the Hub parses.
+
+Templates are read from the source checkout (`model_cards/` beside the packages); an installed wheel without them
+falls back to huggingface_hub's default model card template."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from huggingface_hub import ModelCard, ModelCardData
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "model_cards"
+MODALITY_TAGS = {"dna": "genomics", "rna": "transcriptomics", "protein": "proteomics"}
+
+
+def composed_card(model, llm_source: str, repo_id: str = "path/to/model") -> ModelCard:
+    """The card written next to a freshly composed model."""
+    config = model.config
+    encoders = config.modalities
+    base_models = [llm_source] + [s["encoder"]["source"] for s in encoders.values() if s["encoder"].get("source")]
+    data = ModelCardData(
+        base_model=[b for b in base_models if "/" in b and not os.path.isabs(b)] or None,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=["biology", "bioreason", *[MODALITY_TAGS[m] for m in encoders]],
+    )
+    parts = [
+        {"modality": m, "encoder": s["encoder"]["type"], "source": s["encoder"].get("source"),
+         "trainable": model.model.encoder_trainable(m), "projector": s["projector"]["type"]}
+        for m, s in encoders.items()
+    ]
+    first = next(iter(encoders))
+    template = TEMPLATES / "composed.md.j2"
+    return ModelCard.from_template(
+        data,
+        template_path=str(template) if template.exists() else None,
+        model_name=os.path.basename(repo_id.rstrip("/")),
+        modalities=list(encoders),
+        parts=parts,
+        llm_type=config.text_config.model_type,
+        llm_source=llm_source,
+        repo_id=repo_id,
+        example_prompt=f"What can you tell about this sequence? <{first}>",
+        example_kwargs=f"{first}=[...]",
+    )

@@ -1,0 +1,275 @@
+"""`bioreason data build`: a user's FASTA + labels, table or .h5ad -> a validated task dataset with honest splits.
+
+Splits: records whose `split_column` value is in `ood_values` go to `ood_test`; the rest are split into `train` and
+`id_test` by a seeded shuffle of their groups (a group never straddles splits; by default each record is its own group).
+Leakage: an input identical to one in a test split is reported, and removed from `train` with `drop_leaked`.
+Skips happen only through explicit policies (`max_length`, `skip_unlabeled`) and are counted in the summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bioreason.data.alphabets import AlphabetPolicy, clean_sequence
+from bioreason.data.errors import BioReasonDataError
+from bioreason.data.readers import read_fasta, read_h5ad, read_table, require_columns
+from bioreason.data.records import make_record, save_task, summarize, to_dataset_dict
+
+NOUNS = {"dna": "DNA sequence", "rna": "cell", "protein": "protein"}
+
+
+@dataclass
+class BuildOptions:
+    modality: str
+    label_column: str
+    out: str
+    task: str = "custom"
+    fasta: str | None = None
+    labels: str | None = None
+    table: str | None = None
+    h5ad: str | None = None
+    id_column: str = "id"
+    sequence_column: str = "sequence"
+    group_column: str | None = None
+    reasoning_column: str | None = None
+    question: str | None = None
+    label_set: list[str] | None = None
+    split_column: str | None = None
+    ood_values: list[str] | None = None
+    id_test_fraction: float = 0.2
+    seed: int = 0
+    max_length: int | None = None
+    skip_unlabeled: bool = False
+    drop_leaked: bool = False
+    use_raw: bool = False
+    gene_vocab: str | None = None
+    policy: AlphabetPolicy = field(default_factory=AlphabetPolicy)
+
+
+@dataclass
+class Raw:
+    id: str
+    value: str  # a sequence, or a cell id
+    label: str
+    where: str | int
+    split_value: str | None = None
+    group: str | None = None
+    reasoning: str = ""
+    fingerprint: str = ""
+
+
+def _rows_from_frame(frame, path: str, opts: BuildOptions, id_col: str, seq_col: str | None) -> list[Raw]:
+    require_columns(frame, path, id_col, seq_col, opts.label_column, opts.split_column, opts.group_column,
+                    opts.reasoning_column)
+    rows, seen = [], {}
+    for i, rec in enumerate(frame.to_dict("records")):
+        line = i + 2 if not path.endswith((".parquet", ".jsonl")) else i + 1
+        rid = str(rec[id_col]).strip()
+        if not rid:
+            raise BioReasonDataError(path, line, f"empty {id_col!r}")
+        if rid in seen:
+            raise BioReasonDataError(path, line, f"duplicate id {rid!r} (first on line {seen[rid]})")
+        seen[rid] = line
+        rows.append(Raw(
+            id=rid, value=str(rec[seq_col]) if seq_col else "", label=_text(rec[opts.label_column]), where=line,
+            split_value=_text(rec[opts.split_column]) if opts.split_column else None,
+            group=_text(rec[opts.group_column]) if opts.group_column else None,
+            reasoning=_text(rec[opts.reasoning_column]) if opts.reasoning_column else "",
+        ))
+    return rows
+
+
+def _text(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return str(value).strip()
+
+
+def read_inputs(opts: BuildOptions, notes: dict):
+    """Raw records from exactly one input form; returns (raws, source_file, cells AnnData or None)."""
+    given = [x for x in (opts.fasta, opts.table, opts.h5ad) if x]
+    if len(given) != 1:
+        raise BioReasonDataError(None, None, "give exactly one of --fasta (with --labels), --table or --h5ad")
+    if opts.fasta:
+        if opts.modality == "rna":
+            raise BioReasonDataError(opts.fasta, None, "rna tasks read cells from --h5ad, not FASTA")
+        if not opts.labels:
+            raise BioReasonDataError(opts.fasta, None, "--fasta needs --labels CSV joined on --id-column")
+        records = read_fasta(opts.fasta)
+        frame = read_table(opts.labels)
+        require_columns(frame, opts.labels, opts.id_column)
+        labelled = {r.id: r for r in _rows_from_frame(frame, opts.labels, opts, opts.id_column, None)}
+        fasta_ids = {r.id for r in records}
+        unlabeled = [r for r in records if r.id not in labelled]
+        orphans = [i for i in labelled if i not in fasta_ids]
+        notes["labels_without_sequence"] = len(orphans)
+        if unlabeled and not opts.skip_unlabeled:
+            raise BioReasonDataError(opts.fasta, unlabeled[0].id, f"{len(unlabeled)} sequences have no label in "
+                                     f"{opts.labels} (e.g. {[r.id for r in unlabeled[:3]]}); use --skip-unlabeled")
+        notes.setdefault("skipped", {})["no_label"] = len(unlabeled)
+        raws = []
+        for rec in records:
+            if rec.id in labelled:
+                lab = labelled[rec.id]
+                raws.append(Raw(rec.id, rec.sequence, lab.label, rec.id, lab.split_value, lab.group, lab.reasoning))
+        return raws, opts.fasta, None
+    if opts.table:
+        if opts.modality == "rna":
+            raise BioReasonDataError(opts.table, None, "rna tasks read cells from --h5ad")
+        frame = read_table(opts.table)
+        return _rows_from_frame(frame, opts.table, opts, opts.id_column, opts.sequence_column), opts.table, None
+    return _read_cells(opts, notes)
+
+
+def _read_cells(opts: BuildOptions, notes: dict):
+    path = opts.h5ad
+    if opts.modality != "rna":
+        raise BioReasonDataError(path, None, "--h5ad inputs are rna (transcriptomic) tasks: use --modality rna")
+    adata = read_h5ad(path)
+    obs = adata.obs
+    for column in (opts.label_column, opts.split_column, opts.group_column, opts.reasoning_column):
+        if column and column not in obs.columns:
+            raise BioReasonDataError(path, None, f"missing obs column {column!r}; obs columns are {list(obs.columns)}")
+    if opts.use_raw:
+        if adata.raw is None:
+            raise BioReasonDataError(path, None, "--use-raw given but the file has no .raw")
+        adata = adata.raw.to_adata()
+        adata.obs = obs
+    matrix = adata.X
+    dense = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+    bad = ~np.isfinite(dense)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise BioReasonDataError(path, str(adata.obs_names[row]), "expression contains NaN or inf")
+    if (dense < 0).any():
+        row = int(np.argwhere(dense < 0)[0][0])
+        raise BioReasonDataError(path, str(adata.obs_names[row]),
+                                 "negative expression values (scaled data? use --use-raw for the .raw counts)")
+    if opts.gene_vocab:
+        vocab = _read_gene_vocab(opts.gene_vocab)
+        genes = [str(g) for g in adata.var_names]
+        overlap = sum(g in vocab for g in genes)
+        notes["gene_vocab_overlap"] = {"genes": len(genes), "in_vocab": overlap, "vocab": len(vocab)}
+        if overlap == 0:
+            kind = "Ensembl ids" if genes[0].startswith("ENS") else "gene symbols"
+            raise BioReasonDataError(path, None, f"none of the {len(genes)} genes ({kind}, e.g. {genes[:3]}) are in "
+                                     f"the gene vocabulary {opts.gene_vocab} (e.g. {sorted(vocab)[:3]})")
+    raws = []
+    for i, (cell, rec) in enumerate(adata.obs.iterrows()):
+        raws.append(Raw(
+            id=str(cell), value=str(cell), label=_text(rec[opts.label_column]), where=str(cell),
+            split_value=_text(rec[opts.split_column]) if opts.split_column else None,
+            group=_text(rec[opts.group_column]) if opts.group_column else None,
+            reasoning=_text(rec[opts.reasoning_column]) if opts.reasoning_column else "",
+            fingerprint=hashlib.sha1(np.ascontiguousarray(dense[i]).tobytes()).hexdigest(),
+        ))
+    adata.X = dense.astype(np.float32)
+    return raws, path, adata
+
+
+def _read_gene_vocab(path: str) -> set[str]:
+    if path.endswith(".json"):
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return set(data) if isinstance(data, (dict, list)) else set()
+    with open(path, encoding="utf-8") as fh:
+        return {line.strip().split()[0] for line in fh if line.strip()}
+
+
+def split_records(raws: list[Raw], opts: BuildOptions, source: str, notes: dict) -> dict[str, str]:
+    """id -> split name."""
+    assignment: dict[str, str] = {}
+    if opts.split_column:
+        if not opts.ood_values:
+            raise BioReasonDataError(source, None, "--split-column needs --ood-values v1,v2")
+        present = Counter(r.split_value for r in raws)
+        unknown = [v for v in opts.ood_values if v not in present]
+        if unknown:
+            raise BioReasonDataError(source, None, f"--ood-values {unknown} match no record of {opts.split_column!r}; "
+                                     f"values are {sorted(v for v in present if v)[:20]}")
+        for r in raws:
+            if r.split_value in opts.ood_values:
+                assignment[r.id] = "ood_test"
+    else:
+        notes["ood_test"] = "empty: no --split-column / --ood-values given"
+    rest = [r for r in raws if r.id not in assignment]
+    groups = sorted({r.group or r.id for r in rest})
+    rng = np.random.default_rng(opts.seed)
+    order = [groups[i] for i in rng.permutation(len(groups))]
+    n_test = int(round(len(order) * opts.id_test_fraction))
+    test_groups = set(order[:n_test])
+    for r in rest:
+        assignment[r.id] = "id_test" if (r.group or r.id) in test_groups else "train"
+    return assignment
+
+
+def default_question(modality: str, label_column: str, label_set: list[str]) -> str:
+    return (f"<{modality}>\nWhat is the {label_column.replace('_', ' ')} of this {NOUNS[modality]}? "
+            f"Answer with one of: {', '.join(label_set)}.")
+
+
+def render_question(template: str | None, modality: str, label_column: str, label_set: list[str]) -> str:
+    if template is None:
+        return default_question(modality, label_column, label_set)
+    text = template.replace("{labels}", ", ".join(label_set))
+    return text if f"<{modality}>" in text else f"<{modality}>\n{text}"
+
+
+def build_task(opts: BuildOptions) -> dict:
+    """Build, validate and save; returns the summary."""
+    if opts.modality not in NOUNS:
+        raise BioReasonDataError(None, None, f"--modality must be one of {sorted(NOUNS)}")
+    notes: dict = {"task": opts.task, "modality": opts.modality, "skipped": {}}
+    raws, source, cells = read_inputs(opts, notes)
+    notes["source"] = os.path.basename(source)
+
+    kept = []
+    for r in raws:
+        if not r.label:
+            if opts.skip_unlabeled:
+                notes["skipped"]["no_label"] = notes["skipped"].get("no_label", 0) + 1
+                continue
+            raise BioReasonDataError(source, r.where, f"record {r.id!r} has an empty {opts.label_column!r}")
+        if opts.modality != "rna":
+            r.value = clean_sequence(r.value, opts.modality, opts.policy, source, r.where)
+            r.fingerprint = r.value
+            if opts.max_length is not None and len(r.value) > opts.max_length:
+                key = f"longer_than_{opts.max_length}"
+                notes["skipped"][key] = notes["skipped"].get(key, 0) + 1
+                continue
+        kept.append(r)
+    if not kept:
+        raise BioReasonDataError(source, None, "no records left to build a task from")
+
+    label_set = opts.label_set or sorted({r.label for r in kept})
+    allowed = set(label_set)
+    for r in kept:
+        if r.label not in allowed:
+            raise BioReasonDataError(source, r.where, f"label {r.label!r} is not in the label set {label_set}")
+
+    assignment = split_records(kept, opts, source, notes)
+    test_prints = {r.fingerprint for r in kept if assignment[r.id] != "train"}
+    leaked = [r for r in kept if assignment[r.id] == "train" and r.fingerprint in test_prints]
+    notes["leakage"] = {"train_inputs_also_in_test": len(leaked), "dropped_from_train": bool(opts.drop_leaked)}
+    if opts.drop_leaked:
+        notes["skipped"]["leaked_into_test"] = len(leaked)
+        kept = [r for r in kept if r not in leaked]
+
+    question = render_question(opts.question, opts.modality, opts.label_column, label_set)
+    records = [
+        make_record(r.id, opts.task, assignment[r.id], opts.modality, [r.value], question, r.label, label_set,
+                    reasoning=r.reasoning, group=r.group or r.id)
+        for r in kept
+    ]
+    dataset = to_dataset_dict(records)
+    summary = summarize(dataset, notes)
+    save_task(dataset, opts.out, summary)
+    if cells is not None:
+        cells[[r.id for r in kept]].write_h5ad(os.path.join(opts.out, "cells.h5ad"))
+    return summary
