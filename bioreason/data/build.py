@@ -62,6 +62,7 @@ class Raw:
     group: str | None = None
     reasoning: str = ""
     fingerprint: str = ""
+    label_at: tuple[str, str | int] | None = None  # (file, line) of the label when it came from another file
 
 
 def _rows_from_frame(frame, path: str, opts: BuildOptions, id_col: str, seq_col: str | None) -> list[Raw]:
@@ -117,7 +118,8 @@ def read_inputs(opts: BuildOptions, notes: dict):
         for rec in records:
             if rec.id in labelled:
                 lab = labelled[rec.id]
-                raws.append(Raw(rec.id, rec.sequence, lab.label, rec.id, lab.split_value, lab.group, lab.reasoning))
+                raws.append(Raw(rec.id, rec.sequence, lab.label, rec.id, lab.split_value, lab.group, lab.reasoning,
+                                label_at=(opts.labels, lab.where)))
         return raws, opts.fasta, None
     if opts.table:
         if opts.modality == "rna":
@@ -235,7 +237,8 @@ def build_task(opts: BuildOptions) -> dict:
             if opts.skip_unlabeled:
                 notes["skipped"]["no_label"] = notes["skipped"].get("no_label", 0) + 1
                 continue
-            raise BioReasonDataError(source, r.where, f"record {r.id!r} has an empty {opts.label_column!r}")
+            raise BioReasonDataError(*(r.label_at or (source, r.where)),
+                                     f"record {r.id!r} has an empty {opts.label_column!r}")
         if opts.modality != "rna":
             r.value = clean_sequence(r.value, opts.modality, opts.policy, source, r.where)
             r.fingerprint = r.value
@@ -251,7 +254,8 @@ def build_task(opts: BuildOptions) -> dict:
     allowed = set(label_set)
     for r in kept:
         if r.label not in allowed:
-            raise BioReasonDataError(source, r.where, f"label {r.label!r} is not in the label set {label_set}")
+            raise BioReasonDataError(*(r.label_at or (source, r.where)),
+                                     f"label {r.label!r} of {r.id!r} is not in the label set {label_set}")
 
     assignment = split_records(kept, opts, source, notes)
     test_prints = {r.fingerprint for r in kept if assignment[r.id] != "train"}

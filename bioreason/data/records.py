@@ -76,7 +76,8 @@ def save_task(dataset: DatasetDict, out: str, summary: dict) -> None:
     from datasets.utils.logging import disable_progress_bar
 
     disable_progress_bar()  # three splits of a few thousand rows: the bars are noise in the CLI summary
-    dataset.save_to_disk(out)
+    # one shard per split: datasets writes no shard at all for an empty split unless told, then cannot load it
+    dataset.save_to_disk(out, num_shards={split: 1 for split in dataset})
     with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=2)
 
@@ -84,8 +85,9 @@ def save_task(dataset: DatasetDict, out: str, summary: dict) -> None:
 def to_dataset_dict(records: list[dict]) -> DatasetDict:
     from datasets import Dataset
 
-    by_split = {s: [r for r in records if r["split"] == s] for s in SPLITS}
-    return DatasetDict({s: Dataset.from_list(rows, features=FEATURES) for s, rows in by_split.items()})
+    columns = {s: {name: [r[name] for r in records if r["split"] == s] for name in FEATURES} for s in SPLITS}
+    # from_dict, not from_list: an empty split must still carry the schema (from_list([]) saves none)
+    return DatasetDict({s: Dataset.from_dict(cols, features=FEATURES) for s, cols in columns.items()})
 
 
 def check_task(path: str) -> dict:

@@ -1,0 +1,113 @@
+"""The bundled real benchmarks: built offline from installed packages, valid, honestly split, deterministic."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from conftest import tiny_llm, tiny_tokenizer
+from datasets import load_from_disk
+
+from bioreason.benchmarks import BENCHMARKS, build_benchmark
+from bioreason.composition import compose
+from bioreason.data import check_task, load_cells, modality_inputs, rna_items, to_messages
+from encoders import build_encoder
+
+NAMES = sorted(BENCHMARKS)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("benchmarks")
+    return {name: (str(root / name), build_benchmark(name, str(root / name), seed=0)) for name in NAMES}
+
+
+def test_four_benchmarks_cover_the_three_modalities():
+    assert {b.modality for b in BENCHMARKS.values()} == {"dna", "rna", "protein"}
+    assert set(NAMES) == {"antibody_chain", "jaspar_tf_class", "pbmc_cell_type", "peptide_activity"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_benchmark_is_valid_split_and_carded(built, name):
+    path, summary = built[name]
+    assert check_task(path)["splits"] == summary["splits"]
+    for split in ("train", "id_test", "ood_test"):
+        assert summary["splits"][split]["records"] > 0
+    ds = load_from_disk(path)
+    label_set = set(ds["train"][0]["label_set"])
+    for split in ds:
+        assert set(ds[split]["answer"]) <= label_set
+    assert set(ds["ood_test"]["answer"]) <= set(ds["train"]["answer"])  # OOD stays answerable
+    train_groups, test_groups = set(ds["train"]["group"]), set(ds["id_test"]["group"])
+    assert not train_groups & test_groups
+    modality = BENCHMARKS[name].modality
+    tested = {tuple(x) for split in ("id_test", "ood_test") for x in ds[split][modality]}
+    assert not tested & {tuple(x) for x in ds["train"][modality]}
+    assert all(r for r in ds["train"]["reasoning"])
+    card = open(os.path.join(path, "DATA_CARD.md")).read()
+    assert BENCHMARKS[name].license in card and str(summary["splits"]["ood_test"]["records"]) in card
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_benchmark_is_deterministic_with_its_seed(built, tmp_path, name):
+    path, _ = built[name]
+    again = load_from_disk(build_benchmark(name, str(tmp_path / "a"), seed=0) and str(tmp_path / "a"))
+    first = load_from_disk(path)
+    for split in first:
+        assert list(first[split]["id"]) == list(again[split]["id"])
+        modality = BENCHMARKS[name].modality
+        assert list(first[split][modality]) == list(again[split][modality])
+    other = load_from_disk(build_benchmark(name, str(tmp_path / "b"), seed=1) and str(tmp_path / "b"))
+    assert set(other["id_test"]["id"]) != set(first["id_test"]["id"])
+
+
+def test_split_rules_hold(built):
+    jaspar = load_from_disk(built["jaspar_tf_class"][0])
+    assert all(", vertebrates)" in r for r in list(jaspar["train"]["reasoning"]) + list(jaspar["id_test"]["reasoning"]))
+    assert not any(", vertebrates)" in r for r in jaspar["ood_test"]["reasoning"])
+    antibody = load_from_disk(built["antibody_chain"][0])
+    assert {i.split("|")[0] for i in antibody["train"]["id"]} == {"human", "mouse"}
+    assert not {i.split("|")[0] for i in antibody["ood_test"]["id"]} & {"human", "mouse"}
+    cells = load_cells(built["pbmc_cell_type"][0])
+    pbmc = load_from_disk(built["pbmc_cell_type"][0])
+    ood_clusters = {str(cells.obs.loc[c[0], "louvain"]) for c in pbmc["ood_test"]["rna"]}
+    assert ood_clusters == {"5", "6", "9"}
+
+
+def test_jaspar_sites_come_from_their_matrix(built):
+    from bioreason.benchmarks.jaspar import load_matrices
+
+    matrices = {m["matrix"]: m for m in load_matrices()}
+    ds = load_from_disk(built["jaspar_tf_class"][0])
+    for row in ds["id_test"].select(range(20)):
+        m = matrices[row["group"]]
+        start, end = (int(x) for x in row["reasoning"].split()[1].split("-"))
+        site = row["dna"][0][start - 1: end]
+        assert len(site) == len(m["counts"]) and len(row["dna"][0]) == 48
+        freqs = m["counts"] / m["counts"].sum(1, keepdims=True)
+        # the site is a sample from the profile: no position uses a base the profile (nearly) never has
+        assert all(freqs[i]["ACGT".index(b)] > 0 or m["counts"][i].sum() < 20 for i, b in enumerate(site))
+
+
+def test_records_feed_the_processor_and_model(built):
+    """A benchmark record -> chat messages -> processor -> tiny model forward, for a protein and an rna task."""
+    tok = tiny_tokenizer()
+    path = built["pbmc_cell_type"][0]
+    cells = load_cells(path)
+    expression = build_encoder({"type": "expression", "options": {"genes": list(cells.var_names), "hidden_size": 16}})
+    protein = build_encoder({"type": "antiberty", "config": {"vocab_size": 25, "hidden_size": 16,
+                                                             "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                             "intermediate_size": 32, "max_position_embeddings": 160},
+                             "options": {"vocab": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+                                                   *"ACDEFGHIKLMNPQRSTVWY"]}})
+    model, processor = compose(tiny_llm(vocab_size=len(tok)), {"rna": expression, "protein": protein},
+                               projector="mean", tokenizer=tok)
+    for name in ("pbmc_cell_type", "antibody_chain"):
+        record = load_from_disk(built[name][0])["train"][0]
+        text = processor.tokenizer.apply_chat_template(to_messages(record), tokenize=False)
+        items = modality_inputs(record)
+        if "rna" in items:
+            items["rna"] = rna_items(cells, items["rna"])
+        out = model(**processor(text=text, **items))
+        assert torch.isfinite(out.logits).all()

@@ -1,0 +1,369 @@
+"""The data package: every reader and validation rule, splits, leakage, the build / check CLI, and a fuzz of the
+readers that may raise only BioReasonDataError."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+from datasets import load_from_disk
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bioreason.data import (
+    AlphabetPolicy,
+    BioReasonDataError,
+    BuildOptions,
+    build_task,
+    check_task,
+    clean_sequence,
+    load_cells,
+    read_fasta,
+    read_h5ad,
+    read_table,
+    rna_items,
+)
+
+PROTEINS = ["MKTAYIAKQR", "GSHMLEDPVR", "MVLSPADKTN", "MKWVTFISLL", "MALWMRLLPL", "MKVLAAGIVG", "MSDNELQKAL",
+            "MTEYKLVVVG"]
+
+
+def write(path, text, gz=False):
+    data = text.encode()
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return str(path)
+
+
+def fasta_text(seqs, prefix="p"):
+    return "".join(f">{prefix}{i} some description\n{s[:5]}\n{s[5:]}\n" for i, s in enumerate(seqs))
+
+
+def labels_csv(n, prefix="p", extra=None):
+    rows = ["id,family,source"] + [f"{prefix}{i},{'kinase' if i % 2 else 'globin'},{'lab' if i < n - 2 else 'zoo'}"
+                                    for i in range(n)]
+    return "\n".join(rows + (extra or [])) + "\n"
+
+
+# Readers --------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_fasta_plain_and_gzipped(tmp_path, gz):
+    records = read_fasta(write(tmp_path / "a.fa", fasta_text(PROTEINS[:3]), gz=gz))
+    assert [(r.id, r.sequence, r.line) for r in records] == [(f"p{i}", PROTEINS[i], 1 + 3 * i) for i in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("MKTAYIAKQR\n>p1\nMKT\n", r"line 1: sequence data before the first '>' header"),
+        (">p0\n>p1\nMKT\n", r"line 1: record 'p0' has an empty sequence"),
+        (">p0\nMKT\n>p0\nMKV\n", r"line 3: duplicate id 'p0' \(first seen on line 1\)"),
+        (">\nMKT\n", "line 1: header without an id"),
+        ("", "no FASTA records"),
+    ],
+)
+def test_read_fasta_errors(tmp_path, content, match):
+    with pytest.raises(BioReasonDataError, match=match):
+        read_fasta(write(tmp_path / "bad.fa", content))
+
+
+def test_read_fasta_binary_missing_and_directory(tmp_path):
+    binary = tmp_path / "x.fa"
+    binary.write_bytes(b">p\x00\x01\x02")
+    with pytest.raises(BioReasonDataError, match="x.fa: binary data"):
+        read_fasta(str(binary))
+    latin = tmp_path / "y.fa"
+    latin.write_bytes(b">p\n\xff\xfe")
+    with pytest.raises(BioReasonDataError, match="y.fa: not UTF-8 text"):
+        read_fasta(str(latin))
+    with pytest.raises(BioReasonDataError, match="nope.fa: file not found"):
+        read_fasta(str(tmp_path / "nope.fa"))
+    with pytest.raises(BioReasonDataError, match="is a directory"):
+        read_fasta(str(tmp_path))
+    truncated = tmp_path / "t.fa.gz"
+    truncated.write_bytes(gzip.compress(b">p\nMKT\n")[:12])
+    with pytest.raises(BioReasonDataError, match="corrupt gzip"):
+        read_fasta(str(truncated))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
+def test_read_table_formats(tmp_path, fmt):
+    frame = pd.DataFrame({"id": ["a", "b"], "sequence": ["MKT", "GGS"], "y": ["x", "z"]})
+    path = tmp_path / f"t.{fmt}"
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    elif fmt == "tsv":
+        frame.to_csv(path, sep="\t", index=False)
+    elif fmt == "jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path)
+    assert read_table(str(path)).to_dict("records") == frame.to_dict("records")
+
+
+def test_read_table_and_h5ad_errors(tmp_path):
+    with pytest.raises(BioReasonDataError, match="unknown table format"):
+        read_table(write(tmp_path / "t.xlsx", "a"))
+    with pytest.raises(BioReasonDataError, match="cannot be parsed as a table"):
+        read_table(write(tmp_path / "t.parquet", "not parquet"))
+    with pytest.raises(BioReasonDataError, match="not a readable .h5ad file"):
+        read_h5ad(write(tmp_path / "x.h5ad", "plain text"))
+
+
+# Alphabets ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("seq", "modality", "policy", "expected"),
+    [
+        ("acgtn", "dna", AlphabetPolicy(), "ACGTN"),
+        ("ACGRT", "dna", AlphabetPolicy(iupac="to_n"), "ACGNT"),
+        ("ACGRT", "dna", AlphabetPolicy(iupac="keep"), "ACGRT"),
+        ("MKTX*", "protein", AlphabetPolicy(), "MKTX"),
+        ("MKTBZ", "protein", AlphabetPolicy(ambiguous="to_x"), "MKTXX"),
+    ],
+)
+def test_alphabet_policies(seq, modality, policy, expected):
+    assert clean_sequence(seq, modality, policy, "f", 1) == expected
+
+
+@pytest.mark.parametrize(
+    ("seq", "modality", "policy", "match"),
+    [
+        ("ACGRT", "dna", AlphabetPolicy(), r"IUPAC ambiguity code 'R' at position 4 \(see --iupac\)"),
+        ("ACGUT", "dna", AlphabetPolicy(), "invalid character 'U' at position 4"),
+        ("MK*TA", "protein", AlphabetPolicy(), "internal stop codon"),
+        ("MKTU", "protein", AlphabetPolicy(ambiguous="error"), "ambiguous residue 'U'"),
+        ("mkta", "protein", AlphabetPolicy(lowercase="error"), "lowercase residues"),
+        ("MKT1", "protein", AlphabetPolicy(), "invalid character '1'"),
+        ("*", "protein", AlphabetPolicy(), "empty sequence"),
+    ],
+)
+def test_alphabet_errors_name_file_and_record(seq, modality, policy, match):
+    with pytest.raises(BioReasonDataError, match=rf"^f\.fa: record 'r7': {match}"):
+        clean_sequence(seq, modality, policy, "f.fa", "r7")
+
+
+# Building from user files -------------------------------------------------------------------------------------------
+def build_fasta(tmp_path, seqs=PROTEINS, labels=None, **kw):
+    fasta = write(tmp_path / "in.fa", fasta_text(seqs))
+    csv = write(tmp_path / "labels.csv", labels if labels is not None else labels_csv(len(seqs)))
+    opts = BuildOptions(modality="protein", label_column="family", out=str(tmp_path / "out"), fasta=fasta,
+                        labels=csv, **kw)
+    return build_task(opts), opts
+
+
+def test_fasta_plus_labels_builds_a_loadable_dataset_dict(tmp_path):
+    summary, opts = build_fasta(tmp_path, split_column="source", ood_values=["zoo"], seed=3)
+    ds = load_from_disk(opts.out)
+    assert set(ds) == {"train", "id_test", "ood_test"}
+    assert sorted(ds["ood_test"]["id"]) == ["p6", "p7"]
+    assert len(ds["train"]) + len(ds["id_test"]) == 6 and len(ds["id_test"]) == 1
+    row = ds["train"][0]
+    assert row["question"].startswith("<protein>\n") and row["label_set"] == ["globin", "kinase"]
+    assert row["protein"] == [PROTEINS[int(row["id"][1:])]]
+    assert summary["label_coverage"]["ood_test"] == "2/2"
+    # deterministic with the seed, different with another seed
+    again, _ = build_fasta(tmp_path, split_column="source", ood_values=["zoo"], seed=3)
+    assert again["splits"] == summary["splits"]
+    assert check_task(opts.out)["splits"] == summary["splits"]
+
+
+def test_without_split_column_ood_is_empty_and_said(tmp_path):
+    summary, _ = build_fasta(tmp_path)
+    assert summary["splits"]["ood_test"]["records"] == 0
+    assert "empty" in summary["ood_test"]
+
+
+def test_unlabeled_sequences_error_or_are_counted(tmp_path):
+    labels = labels_csv(6) + "zz9,kinase,lab\n"  # 2 sequences lack labels; 1 label lacks a sequence
+    with pytest.raises(BioReasonDataError, match=r"2 sequences have no label .*\['p6', 'p7'\]"):
+        build_fasta(tmp_path, labels=labels)
+    summary, _ = build_fasta(tmp_path, labels=labels, skip_unlabeled=True)
+    assert summary["skipped"]["no_label"] == 2 and summary["labels_without_sequence"] == 1
+    assert sum(s["records"] for s in summary["splits"].values()) == 6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"label_column": "missing"}, r"labels.csv: missing column 'missing'; columns are \['id', 'family'"),
+        ({"label_set": ["kinase"]}, r"labels.csv: line 2: label 'globin' of 'p0' is not in the label set \['kinase'\]"),
+        ({"split_column": "source", "ood_values": ["mars"]}, r"--ood-values \['mars'\] match no record"),
+        ({"split_column": "source"}, "needs --ood-values"),
+    ],
+)
+def test_label_and_split_errors(tmp_path, kwargs, match):
+    fasta = write(tmp_path / "in.fa", fasta_text(PROTEINS))
+    csv = write(tmp_path / "labels.csv", labels_csv(len(PROTEINS)))
+    opts = BuildOptions(**{"modality": "protein", "label_column": "family", "out": str(tmp_path / "o"),
+                           "fasta": fasta, "labels": csv, **kwargs})
+    with pytest.raises(BioReasonDataError, match=match):
+        build_task(opts)
+
+
+def test_label_set_errors_point_at_the_fasta_record_for_bad_residues(tmp_path):
+    with pytest.raises(BioReasonDataError, match=r"in.fa: record 'p1': invalid character 'J'"):
+        build_fasta(tmp_path, seqs=[PROTEINS[0], "MKJTA", *PROTEINS[2:]])
+
+
+def test_too_long_sequences_are_skipped_and_counted(tmp_path):
+    seqs = [*PROTEINS[:6], "M" * 50, "M" * 60]
+    summary, _ = build_fasta(tmp_path, seqs=seqs, max_length=20)
+    assert summary["skipped"]["longer_than_20"] == 2
+    assert sum(s["records"] for s in summary["splits"].values()) == 6
+
+
+def test_leakage_is_reported_and_dropped_on_request(tmp_path):
+    seqs = [*PROTEINS[:6], PROTEINS[0], PROTEINS[1]]  # the two OOD ("zoo") records repeat train sequences
+    summary, _ = build_fasta(tmp_path, seqs=seqs, split_column="source", ood_values=["zoo"])
+    leaked = summary["leakage"]["train_inputs_also_in_test"]
+    assert leaked >= 1 and summary["leakage"]["dropped_from_train"] is False
+    dropped, opts = build_fasta(tmp_path, seqs=seqs, split_column="source", ood_values=["zoo"], drop_leaked=True)
+    assert dropped["skipped"]["leaked_into_test"] == leaked
+    ds = load_from_disk(opts.out)
+    tested = {s for split in ("id_test", "ood_test") for row in ds[split]["protein"] for s in row}
+    assert not tested & {s for row in ds["train"]["protein"] for s in row}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
+@pytest.mark.parametrize("modality", ["dna", "protein"])
+def test_table_input_for_sequences(tmp_path, fmt, modality):
+    seqs = ["ACGTACGTAA", "TTGACCAGTA", "GGGCCCAAAT", "ACGTTTGACA"] if modality == "dna" else PROTEINS[:4]
+    frame = pd.DataFrame({"name": [f"s{i}" for i in range(4)], "seq": seqs, "cls": ["a", "b", "a", "b"]})
+    path = tmp_path / f"t.{fmt}"
+    {"csv": lambda: frame.to_csv(path, index=False), "tsv": lambda: frame.to_csv(path, sep="\t", index=False),
+     "jsonl": lambda: frame.to_json(path, orient="records", lines=True),
+     "parquet": lambda: frame.to_parquet(path)}[fmt]()
+    opts = BuildOptions(modality=modality, label_column="cls", out=str(tmp_path / "o"), table=str(path),
+                        id_column="name", sequence_column="seq", question="Which class? {labels}")
+    summary = build_task(opts)
+    ds = load_from_disk(opts.out)
+    assert sum(s["records"] for s in summary["splits"].values()) == 4
+    assert ds["train"][0]["question"] == f"<{modality}>\nWhich class? a, b"
+
+
+def make_h5ad(path, x=None, genes=None):
+    rng = np.random.default_rng(0)
+    x = rng.poisson(2, size=(10, 6)).astype(np.float32) if x is None else x
+    obs = pd.DataFrame({"cell_type": ["T", "B"] * 5, "donor": ["d1"] * 8 + ["d2"] * 2},
+                       index=[f"cell{i}" for i in range(10)])
+    adata = anndata.AnnData(x, obs=obs, var=pd.DataFrame(index=genes or [f"GENE{i}" for i in range(6)]))
+    adata.write_h5ad(path)
+    return str(path)
+
+
+def test_h5ad_input_builds_rna_task_with_cells(tmp_path):
+    path = make_h5ad(tmp_path / "c.h5ad")
+    vocab = write(tmp_path / "vocab.txt", "GENE0\nGENE1\nGENE2\nOTHER\n")
+    opts = BuildOptions(modality="rna", label_column="cell_type", out=str(tmp_path / "o"), h5ad=path,
+                        split_column="donor", ood_values=["d2"], gene_vocab=vocab)
+    summary = build_task(opts)
+    assert summary["gene_vocab_overlap"] == {"genes": 6, "in_vocab": 3, "vocab": 4}
+    assert summary["splits"]["ood_test"]["records"] == 2
+    ds = load_from_disk(opts.out)
+    cells = load_cells(opts.out)
+    items = rna_items(cells, ds["ood_test"][0]["rna"])
+    assert items[0].n_obs == 1 and items[0].obs_names[0] in {"cell8", "cell9"}
+    assert check_task(opts.out)["splits"]["ood_test"]["records"] == 2
+
+
+@pytest.mark.parametrize(
+    ("x", "genes", "kwargs", "match"),
+    [
+        (np.full((10, 6), np.nan, dtype=np.float32), None, {}, r"record 'cell0': expression contains NaN or inf"),
+        (-np.ones((10, 6), dtype=np.float32), None, {}, "negative expression values"),
+        (None, None, {"label_column": "tissue"}, r"missing obs column 'tissue'; obs columns are \['cell_type'"),
+        (None, [f"ENSG{i:011d}" for i in range(6)], {"gene_vocab": "SYMBOLS"}, r"none of the 6 genes \(Ensembl ids"),
+        (None, None, {"use_raw": True}, "no .raw"),
+    ],
+)
+def test_h5ad_errors(tmp_path, x, genes, kwargs, match):
+    path = make_h5ad(tmp_path / "c.h5ad", x=x, genes=genes)
+    if kwargs.get("gene_vocab"):
+        kwargs["gene_vocab"] = write(tmp_path / "v.txt", "TP53\nCD3E\n")
+    opts = BuildOptions(**{"modality": "rna", "label_column": "cell_type", "out": str(tmp_path / "o"), "h5ad": path,
+                           **kwargs})
+    with pytest.raises(BioReasonDataError, match=match):
+        build_task(opts)
+
+
+def test_check_rejects_a_tampered_dataset(tmp_path):
+    _, opts = build_fasta(tmp_path, split_column="source", ood_values=["zoo"])
+    ds = load_from_disk(opts.out)
+    bad = ds["train"].map(lambda r: {"answer": "plant"} if r["id"] == ds["train"][0]["id"] else {})
+    ds["train"] = bad
+    ds.save_to_disk(str(tmp_path / "tampered"))
+    with pytest.raises(BioReasonDataError, match="answer 'plant' is not in its label_set"):
+        check_task(str(tmp_path / "tampered"))
+    with pytest.raises(BioReasonDataError, match="not a saved task dataset"):
+        check_task(str(tmp_path / "nothing"))
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "bioreason.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_build_and_check_and_error_without_traceback(tmp_path):
+    fasta = write(tmp_path / "in.fa", fasta_text(PROTEINS))
+    csv = write(tmp_path / "labels.csv", labels_csv(len(PROTEINS)))
+    out = str(tmp_path / "o")
+    proc = run_cli("data", "build", "--modality", "protein", "--fasta", fasta, "--labels", csv, "--label-column",
+                   "family", "--split-column", "source", "--ood-values", "zoo", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.split("\n", 1)[1])
+    assert summary["splits"]["ood_test"]["records"] == 2
+    proc = run_cli("data", "check", out)
+    assert proc.returncode == 0 and "OK" in proc.stdout
+    bad = write(tmp_path / "bad.fa", "MKT\n")
+    proc = run_cli("data", "build", "--modality", "protein", "--fasta", bad, "--labels", csv, "--label-column",
+                   "family", "--out", out)
+    assert proc.returncode == 1
+    assert "bad.fa: line 1: sequence data before the first '>' header" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# Fuzz ---------------------------------------------------------------------------------------------------------------
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(data=st.binary(max_size=300), gz=st.booleans())
+def test_fasta_reader_fuzz_raises_only_data_errors(tmp_path, data, gz):
+    path = tmp_path / "f.fa"
+    path.write_bytes(gzip.compress(data) if gz else data)
+    try:
+        for rec in read_fasta(str(path)):
+            assert rec.id and rec.sequence
+    except BioReasonDataError:
+        pass
+
+
+@FUZZ
+@given(data=st.binary(max_size=300), ext=st.sampled_from(["csv", "tsv", "jsonl", "parquet", "h5ad"]))
+def test_table_and_h5ad_readers_fuzz_raise_only_data_errors(tmp_path, data, ext):
+    path = tmp_path / f"t.{ext}"
+    path.write_bytes(data)
+    try:
+        (read_h5ad if ext == "h5ad" else read_table)(str(path))
+    except BioReasonDataError:
+        pass
+
+
+@FUZZ
+@given(records=st.lists(st.tuples(st.text(min_size=0, max_size=6), st.text(max_size=12),
+                                  st.sampled_from(["a", "b", ""])), min_size=1, max_size=8),
+       modality=st.sampled_from(["dna", "protein"]))
+def test_build_fuzz_random_records_raise_only_data_errors(tmp_path, records, modality):
+    frame = pd.DataFrame({"id": [r[0] for r in records], "sequence": [r[1] for r in records],
+                          "y": [r[2] for r in records]})
+    path = tmp_path / "t.parquet"
+    frame.to_parquet(path)
+    try:
+        build_task(BuildOptions(modality=modality, label_column="y", out=str(tmp_path / "o"), table=str(path)))
+    except BioReasonDataError:
+        pass
