@@ -246,6 +246,33 @@ def test_table_input_for_sequences(tmp_path, fmt, modality):
     assert ds["train"][0]["question"] == f"<{modality}>\nWhich class? a, b"
 
 
+def test_rna_from_an_expression_table(tmp_path):
+    frame = pd.DataFrame({"cell": [f"c{i}" for i in range(6)], "type": ["T", "B"] * 3,
+                          "CD3E": [5, 0, 4, 1, 6, 0], "MS4A1": [0, 7, 1, 5, 0, 6]})
+    frame.to_csv(tmp_path / "expr.csv", index=False)
+    opts = BuildOptions(modality="rna", label_column="type", out=str(tmp_path / "o"), table=str(tmp_path / "expr.csv"),
+                        id_column="cell")
+    summary = build_task(opts)
+    assert sum(s["records"] for s in summary["splits"].values()) == 6
+    cells = load_cells(opts.out)
+    assert list(cells.var_names) == ["CD3E", "MS4A1"] and cells["c1"].X[0, 1] == 7
+    frame["MS4A1"] = frame["MS4A1"].astype(str)
+    frame.loc[2, "MS4A1"] = "high"
+    frame.to_csv(tmp_path / "expr.csv", index=False)
+    with pytest.raises(BioReasonDataError, match=r"expr.csv: line 4: gene column 'MS4A1' holds a non-number 'high'"):
+        build_task(opts)
+
+
+def test_dna_from_fasta(tmp_path):
+    fasta = write(tmp_path / "d.fa", ">s0\nACGTACGT\n>s1\nttgacgtc\n>s2\nGGGCCCAA\n>s3\nACGTNNAC\n")
+    labels = write(tmp_path / "l.tsv", "id\ty\ns0\ta\ns1\tb\ns2\ta\ns3\tb\n")
+    opts = BuildOptions(modality="dna", label_column="y", out=str(tmp_path / "o"), fasta=fasta, labels=labels)
+    build_task(opts)
+    ds = load_from_disk(opts.out)
+    seqs = {r["id"]: r["dna"][0] for split in ds for r in ds[split]}
+    assert seqs["s1"] == "TTGACGTC"  # soft-masked lowercase upper-cased by policy
+
+
 def make_h5ad(path, x=None, genes=None):
     rng = np.random.default_rng(0)
     x = rng.poisson(2, size=(10, 6)).astype(np.float32) if x is None else x

@@ -122,18 +122,40 @@ def read_inputs(opts: BuildOptions, notes: dict):
                                 label_at=(opts.labels, lab.where)))
         return raws, opts.fasta, None
     if opts.table:
-        if opts.modality == "rna":
-            raise BioReasonDataError(opts.table, None, "rna tasks read cells from --h5ad")
         frame = read_table(opts.table)
+        if opts.modality == "rna":
+            return _read_cells(opts, notes, opts.table, _table_to_anndata(frame, opts))
         return _rows_from_frame(frame, opts.table, opts, opts.id_column, opts.sequence_column), opts.table, None
-    return _read_cells(opts, notes)
-
-
-def _read_cells(opts: BuildOptions, notes: dict):
-    path = opts.h5ad
     if opts.modality != "rna":
-        raise BioReasonDataError(path, None, "--h5ad inputs are rna (transcriptomic) tasks: use --modality rna")
-    adata = read_h5ad(path)
+        raise BioReasonDataError(opts.h5ad, None, "--h5ad inputs are rna (transcriptomic) tasks: use --modality rna")
+    return _read_cells(opts, notes, opts.h5ad, read_h5ad(opts.h5ad))
+
+
+def _table_to_anndata(frame, opts: BuildOptions):
+    """A wide expression table (one row per cell: the id, label and split columns, then one column per gene)."""
+    import anndata
+    import pandas as pd
+
+    require_columns(frame, opts.table, opts.id_column, opts.label_column)
+    meta = [c for c in (opts.id_column, opts.label_column, opts.split_column, opts.group_column,
+                        opts.reasoning_column) if c]
+    genes = [c for c in frame.columns if c not in meta]
+    if not genes:
+        raise BioReasonDataError(opts.table, None, "no gene columns besides the id / label / split columns")
+    values = frame[genes].apply(pd.to_numeric, errors="coerce")
+    bad = values.isna() & (frame[genes].astype(str).apply(lambda col: col.str.strip()) != "nan")
+    if bad.to_numpy().any():
+        row, col = (int(x) for x in np.argwhere(bad.to_numpy())[0])
+        raise BioReasonDataError(opts.table, row + 2, f"gene column {genes[col]!r} holds a non-number "
+                                                       f"{frame[genes[col]].iloc[row]!r}")
+    ids = frame[opts.id_column].astype(str)
+    if ids.duplicated().any():
+        raise BioReasonDataError(opts.table, f"{ids[ids.duplicated()].iloc[0]}", "duplicate cell id")
+    obs = frame[meta].astype(str).set_index(ids.to_numpy())
+    return anndata.AnnData(values.to_numpy(dtype=np.float32), obs=obs, var=pd.DataFrame(index=genes))
+
+
+def _read_cells(opts: BuildOptions, notes: dict, path: str, adata):
     obs = adata.obs
     for column in (opts.label_column, opts.split_column, opts.group_column, opts.reasoning_column):
         if column and column not in obs.columns:
