@@ -64,21 +64,12 @@ class BioReasonProcessor(ProcessorMixin):
             out.append(rebuilt)
         return out
 
-    def __call__(
-        self,
-        text: str | list[str] | None = None,
-        dna: Sequence[Any] | None = None,
-        rna: Sequence[Any] | None = None,
-        protein: Sequence[Any] | None = None,
-        return_tensors: str | None = "pt",
-        padding: bool | str = True,
-        **kwargs: Any,
-    ) -> BatchFeature:
-        if text is None:
-            raise ValueError("text is required: it carries one marker (e.g. <protein>) per modality input")
-        texts = [text] if isinstance(text, str) else list(text)
+    def prepare(self, texts: list[str], dna: Sequence[Any] | None = None, rna: Sequence[Any] | None = None,
+                protein: Sequence[Any] | None = None) -> tuple[list[str], dict[str, torch.Tensor]]:
+        """Check markers against inputs, featurize, and expand the markers; returns the expanded texts and the
+        modality tensors. `__call__` tokenizes the result; collators that need character offsets use this."""
         given = {"dna": dna, "rna": rna, "protein": protein}
-        data: dict[str, Any] = {}
+        data: dict[str, torch.Tensor] = {}
         for modality in MODALITIES:
             items = given[modality]
             if items is not None and (isinstance(items, str) or not isinstance(items, Sequence)):
@@ -104,6 +95,21 @@ class BioReasonProcessor(ProcessorMixin):
             texts = self.expand_markers(texts, modality, counts)
             data[f"{modality}_values"] = tensors["values"]
             data[f"{modality}_mask"] = tensors["mask"]
+        return texts, data
+
+    def __call__(
+        self,
+        text: str | list[str] | None = None,
+        dna: Sequence[Any] | None = None,
+        rna: Sequence[Any] | None = None,
+        protein: Sequence[Any] | None = None,
+        return_tensors: str | None = "pt",
+        padding: bool | str = True,
+        **kwargs: Any,
+    ) -> BatchFeature:
+        if text is None:
+            raise ValueError("text is required: it carries one marker (e.g. <protein>) per modality input")
+        texts, data = self.prepare([text] if isinstance(text, str) else list(text), dna=dna, rna=rna, protein=protein)
         encoded = self.tokenizer(texts, padding=padding, return_tensors=return_tensors, **kwargs)
         data = {**encoded, **data}
         return BatchFeature(data=data, tensor_type=return_tensors)

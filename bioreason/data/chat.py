@@ -56,6 +56,10 @@ def to_messages(record: dict, with_answer: bool = True, system_prompt: str = SYS
     return messages
 
 
-def modality_inputs(record: dict) -> dict[str, list]:
-    """The record's non-empty modality inputs, keyed as the processor takes them."""
-    return {m: list(record[m]) for m in ("dna", "rna", "protein") if record.get(m)}
+def modality_inputs(record: dict, cells=None) -> dict[str, list]:
+    """The record's non-empty modality inputs, keyed as the processor takes them; rna cell ids become one-row
+    AnnData items when the task's `cells` AnnData is given."""
+    items = {m: list(record[m]) for m in ("dna", "rna", "protein") if record.get(m)}
+    if "rna" in items and cells is not None:
+        items["rna"] = [cells[ref] for ref in items["rna"]]
+    return items

@@ -1,0 +1,66 @@
+"""Rewards: strict correctness resists the hacks that substring matching pays for."""
+
+from __future__ import annotations
+
+import pytest
+
+from bioreason.rewards import REWARDS, get_reward
+
+LABELS = ["heavy", "kappa", "lambda"]
+
+
+def score(name, text, gold="kappa", **kw):
+    return get_reward(name)([text], answer=[gold], label_set=[LABELS], **kw)[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<think>two Cys</think><answer>kappa</answer>", 1.0),
+        ("<think>x</think><answer> Kappa. </answer>\n", 1.0),  # case / whitespace / full stop are not hacks
+        ("<think>x</think><answer>lambda</answer>", 0.0),
+        ("<think>x</think><answer>heavy, kappa or lambda</answer>", 0.0),  # several labels
+        ("<think>x</think><answer>not kappa</answer>", 0.0),  # a negation
+        ("<think>x</think> the answer is kappa", 0.0),  # outside the tags
+        ("kappa", 0.0),
+        ("<think>x</think><answer>kappa</answer><answer>lambda</answer>", 0.0),  # two answers
+        ("<think>x</think><answer>kappa</answer> or maybe lambda", 0.0),  # hedging after the answer
+        ("<think>x</think><answer>kappa light chain</answer>", 0.0),
+    ],
+)
+def test_correctness_is_strict(text, expected):
+    assert score("correctness", text) == expected
+
+
+def test_correctness_requires_the_label_set_when_given():
+    assert get_reward("correctness")(["<answer>kappa</answer>"], answer=["kappa"], label_set=[["heavy"]]) == [0.0]
+    assert get_reward("correctness")(["<answer>kappa</answer>"], answer=["kappa"]) == [1.0]
+
+
+def test_conversational_completions():
+    completion = [{"role": "assistant", "content": "<think>x</think><answer>kappa</answer>"}]
+    assert get_reward("correctness")([completion], answer=["kappa"]) == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("<think>x</think><answer>a</answer>", 1.0), ("<answer>a</answer>", 0.5), ("a", 0.0),
+     ("<think>x</think><answer>a</answer> extra", 0.0)],
+)
+def test_format(text, expected):
+    assert score("format", text) == expected
+
+
+def test_multilabel_f1_by_hand():
+    f1 = get_reward("multilabel_f1")
+    assert f1(["<answer>GO:1, GO:2</answer>"], answer=["GO:2; GO:3"]) == [pytest.approx(0.5)]
+    assert f1(["<answer>GO:1</answer>"], answer=[["GO:1"]]) == [1.0]
+    assert f1(["GO:1"], answer=["GO:1"]) == [0.0]
+
+
+def test_length_and_registry():
+    assert score("length", "a" * 10, target_chars=20) == 1.0
+    assert score("length", "a" * 30, target_chars=20) == pytest.approx(0.5)
+    assert set(REWARDS) == {"correctness", "format", "multilabel_f1", "length"}
+    with pytest.raises(ValueError, match=r"Unknown reward 'substring'; available: \['correctness'"):
+        get_reward("substring")
