@@ -6,8 +6,8 @@ This needs no `{% generation %}` markers in the chat template (SmolLM2's has non
 
 Packing (`packing=True`) concatenates the batch into one row whose `position_ids` restart at 0 for every example and
 drops the attention mask: transformers then builds a block-diagonal mask from the position ids (sdpa / eager on CPU,
-flash-attention varlen on GPU), so packed examples never attend to each other. (transformers reads packing from position ids only without a KV cache:
-trainers pass `use_cache=False`.)
+flash-attention varlen on GPU), so packed examples never attend to each other. transformers reads packing from the
+position ids only when there is no KV cache: trainers pass `use_cache=False`.
 """
 
 from __future__ import annotations
