@@ -15,22 +15,32 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "model_cards"
 MODALITY_TAGS = {"dna": "genomics", "rna": "transcriptomics", "protein": "proteomics"}
 
 
-def composed_card(model, llm_source: str, repo_id: str = "path/to/model") -> ModelCard:
-    """The card written next to a freshly composed model."""
-    config = model.config
-    encoders = config.modalities
+def _parts(model) -> list[dict]:
+    return [
+        {"modality": m, "encoder": s["encoder"]["type"], "source": s["encoder"].get("source"),
+         "trainable": model.model.encoder_trainable(m), "projector": s["projector"]["type"]}
+        for m, s in model.config.modalities.items()
+    ]
+
+
+def _card_data(model, llm_source: str, **kwargs) -> ModelCardData:
+    encoders = model.config.modalities
     base_models = [llm_source] + [s["encoder"]["source"] for s in encoders.values() if s["encoder"].get("source")]
-    data = ModelCardData(
+    return ModelCardData(
         base_model=[b for b in base_models if "/" in b and not os.path.isabs(b)] or None,
         library_name="transformers",
         pipeline_tag="text-generation",
         tags=["biology", "bioreason", *[MODALITY_TAGS[m] for m in encoders]],
+        **kwargs,
     )
-    parts = [
-        {"modality": m, "encoder": s["encoder"]["type"], "source": s["encoder"].get("source"),
-         "trainable": model.model.encoder_trainable(m), "projector": s["projector"]["type"]}
-        for m, s in encoders.items()
-    ]
+
+
+def composed_card(model, llm_source: str, repo_id: str = "path/to/model") -> ModelCard:
+    """The card written next to a freshly composed model."""
+    config = model.config
+    encoders = config.modalities
+    data = _card_data(model, llm_source)
+    parts = _parts(model)
     first = next(iter(encoders))
     template = TEMPLATES / "composed.md.j2"
     return ModelCard.from_template(
@@ -44,4 +54,29 @@ def composed_card(model, llm_source: str, repo_id: str = "path/to/model") -> Mod
         repo_id=repo_id,
         example_prompt=f"What can you tell about this sequence? <{first}>",
         example_kwargs=f"{first}=[...]",
+    )
+
+
+def trained_card(model, metrics: dict, dataset_name: str, llm_source: str,
+                 repo_id: str = "path/to/model") -> ModelCard:
+    """The card of a pipeline run: stages with budgets and ID / OOD results as model-index eval results."""
+    from huggingface_hub import EvalResult
+
+    if llm_source == "default":
+        llm_source = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    final = metrics["stages"][-1]
+    results = [
+        EvalResult(task_type="text-classification", dataset_type=dataset_name, dataset_name=f"{dataset_name} ({key})",
+                   dataset_split=split, metric_type=metric, metric_value=float(final[key][metric]))
+        for key, split in (("id", "id_test"), ("ood", "ood_test"))
+        for metric in ("accuracy", "macro_f1") if metric in final.get(key, {})
+    ]
+    name = os.path.basename(repo_id.rstrip("/"))
+    data = _card_data(model, llm_source, eval_results=results or None, model_name=name)
+    template = TEMPLATES / "trained.md.j2"
+    return ModelCard.from_template(
+        data, template_path=str(template) if template.exists() else None, model_name=name, repo_id=repo_id,
+        llm_type=model.config.text_config.model_type, llm_source=llm_source, parts=_parts(model),
+        dataset=dataset_name, stages=metrics["stages"], budget=metrics.get("budget"),
+        eval_note=f"{final.get('id', {}).get('n', '?')} / {final.get('ood', {}).get('n', '?')} examples",
     )

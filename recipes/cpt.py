@@ -1,0 +1,83 @@
+"""Continued pre-training: `text` mode trains the LLM on biological text (txt / jsonl / parquet with a `text` column,
+packed by TRL); `align` mode trains only the projectors on sequence -> description pairs (a task dataset's records with
+their reasoning text as the description), so a freshly composed model learns to read its encoders first.
+
+    bioreason run cpt --config recipes/configs/antibody_chain/cpt.yaml [key=value ...]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from accelerate import PartialState
+from trl import SFTConfig, TrlParser
+
+from recipes import sft
+from recipes.common import AdaptArguments, DataArguments, ModelArguments, load_model, save_final, write_json
+
+
+@dataclass
+class CPTRecipeArguments:
+    mode: str = "align"  # "align" (projectors on sequence -> description) or "text" (LLM on a text corpus)
+    text_files: list[str] | None = None  # text mode: .txt (one document per blank-line block), .jsonl, .parquet
+    resume: bool = False
+
+
+def load_text_corpus(files: list[str]):
+    """A `datasets.Dataset` with one `text` column from .txt / .jsonl / .parquet files."""
+    from datasets import Dataset, concatenate_datasets, load_dataset
+
+    parts = []
+    for path in files:
+        if path.endswith(".txt"):
+            with open(path, encoding="utf-8") as fh:
+                docs = [d.strip() for d in fh.read().split("\n\n") if d.strip()]
+            parts.append(Dataset.from_dict({"text": docs}))
+        elif path.endswith((".jsonl", ".json")):
+            parts.append(load_dataset("json", data_files=path, split="train").select_columns(["text"]))
+        elif path.endswith(".parquet"):
+            parts.append(load_dataset("parquet", data_files=path, split="train").select_columns(["text"]))
+        else:
+            raise ValueError(f"{path}: text corpora are .txt, .jsonl or .parquet")
+    return concatenate_datasets(parts)
+
+
+def run(recipe: CPTRecipeArguments, model_args: ModelArguments, data: DataArguments, adapt: AdaptArguments,
+        config: SFTConfig, model=None, processor=None, callbacks=None) -> dict:
+    if recipe.mode == "align":
+        # only the projectors learn; the collator trains on the description of each input
+        adapt = AdaptArguments(lora_r=0, encoders_trainable=False, projectors_trainable=True, llm_trainable=False)
+        if model is not None:
+            model.set_trainable(encoders=False, projectors=True, llm=False)
+        result = sft.run(sft.SFTRecipeArguments(target="describe", resume=recipe.resume), model_args, data, adapt,
+                         config, model=model, processor=processor, callbacks=callbacks)
+        return result
+    if recipe.mode != "text" or not recipe.text_files:
+        raise ValueError("cpt mode must be 'align', or 'text' with text_files")
+    from trl import SFTTrainer
+
+    if model is None:
+        model, processor = load_model(model_args, adapt)
+    config.dataset_text_field = "text"
+    config.remove_unused_columns = True
+    trainer = SFTTrainer(model=model, args=config, train_dataset=load_text_corpus(recipe.text_files),
+                         processing_class=processor.tokenizer, callbacks=callbacks)
+    start = time.time()
+    trainer.train(resume_from_checkpoint=True if recipe.resume else None)
+    return {"steps": trainer.state.global_step, "seconds": round(time.time() - start, 1), "model": trainer.model,
+            "processor": processor}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = TrlParser((CPTRecipeArguments, ModelArguments, DataArguments, AdaptArguments, SFTConfig))
+    recipe, model_args, data, adapt, config = parser.parse_args_and_config(args=argv)
+    result = run(recipe, model_args, data, adapt, config)
+    if PartialState().is_main_process:
+        save_final(result.pop("model"), result.pop("processor"), f"{config.output_dir}/final")
+        write_json(f"{config.output_dir}/metrics.json", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Reinforcement learning with GRPO on TRL's `GRPOTrainer`, subclassed (not forked) so that the encoders stay in the
+loop: modality tensors reach generation and every log-prob pass (policy, old policy, reference).
+
+    bioreason run grpo --config recipes/configs/antibody_chain/grpo.yaml [key=value ...]
+
+How the subclass threads the modalities through TRL (which forwards only image inputs):
+- `_generate_and_score_completions` keeps the batch's dataset rows; `_tokenize_prompts` renders their chat prompts,
+  expands the markers with the BioReason processor and returns the modality tensors as TRL's `multimodal_fields`,
+  which TRL passes to `generate` (placeholder tokens are suppressed by `BioReasonForCausalLM.generate`);
+- the same tensors, reshaped row-aligned `[B, items, ...]` so TRL can shuffle and split them with the rest of the
+  batch, are added to the generation output;
+- `_compute_loss` exposes the current rows' tensors to `_get_per_token_logps_and_entropies`, which is overridden to
+  pass them to the model with TRL's fused LM head.
+Rewards are `bioreason.rewards.REWARDS` entries; dataset columns (`answer`, `label_set`) reach them as keyword lists.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import PartialState
+from trl import GRPOConfig, GRPOTrainer, TrlParser
+
+from bioreason.data.chat import modality_inputs, to_messages
+from bioreason.modeling_bioreason import MODALITY_KWARGS
+from bioreason.rewards import get_reward
+from recipes.common import (
+    AdaptArguments,
+    AtomicCheckpointMixin,
+    DataArguments,
+    ModelArguments,
+    evaluate_splits,
+    load_model,
+    load_task,
+    save_final,
+    train_records,
+    write_json,
+)
+
+
+@dataclass
+class GRPORecipeArguments:
+    rewards: list[str] = field(default_factory=lambda: ["correctness", "format"])
+    evaluate: bool = True
+    resume: bool = False
+
+
+class BioGRPOTrainer(AtomicCheckpointMixin, GRPOTrainer):
+    def __init__(self, *args, processor, cells=None, **kwargs):
+        self.bio_processor = processor
+        self.cells = cells
+        self._rows: list[dict] | None = None  # dataset rows of the batch being generated
+        self._modality_rows: dict[str, torch.Tensor] | None = None  # row-aligned tensors for the log-prob passes
+        super().__init__(*args, processing_class=processor.tokenizer, **kwargs)
+
+    # Generation ------------------------------------------------------------------------------------------------------
+    def _generate_and_score_completions(self, inputs):
+        self._rows = inputs
+        try:
+            output = super()._generate_and_score_completions(inputs)
+            output.update(self._modality_rows or {})
+            return output
+        finally:
+            self._rows, self._modality_rows = None, None
+
+    def _tokenize_prompts(self, prompts: list):
+        texts = [self.processing_class.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+                 for p in prompts]
+        items: dict[str, list] = {}
+        counts: dict[str, set[int]] = {}
+        for row in self._rows:
+            for modality, values in modality_inputs(row, self.cells).items():
+                items.setdefault(modality, []).extend(values)
+                counts.setdefault(modality, set()).add(len(values))
+        if any(len(c) > 1 for c in counts.values()):
+            raise ValueError("GRPO batches need the same number of inputs per modality in every prompt")
+        expanded, data = self.bio_processor.prepare(texts, **items)
+        prompt_ids = self.processing_class(expanded, add_special_tokens=False)["input_ids"]
+        n = len(texts)
+        self._modality_rows = {k: v.reshape(n, -1, *v.shape[1:]).to(self.accelerator.device) for k, v in data.items()}
+        return prompt_ids, None, data
+
+    # Log-probs -------------------------------------------------------------------------------------------------------
+    def _compute_loss(self, model, inputs):
+        self._modality_rows = {k: v for k, v in inputs.items() if k in MODALITY_KWARGS}
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._modality_rows = None
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, **image_inputs):
+        rows = self._modality_rows or {}
+        batch_size = batch_size or input_ids.size(0)
+        logps, entropies = [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            end = min(start + batch_size, input_ids.size(0))
+            model_inputs = {"input_ids": input_ids[start:end], "attention_mask": attention_mask[start:end]}
+            for key, value in rows.items():  # [rows, items, ...] -> the flat item batch the model takes
+                model_inputs[key] = value[start:end].flatten(0, 1)
+            labels = model_inputs["input_ids"].masked_fill(model_inputs["attention_mask"] == 0, -100)
+            labels[:, :-logits_to_keep] = -100
+            with self.accelerator.autocast():
+                outputs = model(**model_inputs, labels=labels, fused_lm_head=True)
+            logps.append(outputs.log_probs[:, -logits_to_keep:])
+            if compute_entropy:
+                entropies.append(outputs.entropy[:, -logits_to_keep:])
+        return torch.cat(logps), (torch.cat(entropies) if compute_entropy else None), None
+
+
+def grpo_dataset(records):
+    """Dataset rows with a conversational `prompt` (system + user) next to the record columns rewards read."""
+    return records.map(lambda r: {"prompt": to_messages(r, with_answer=False)})
+
+
+def grpo_config_defaults(config: GRPOConfig) -> GRPOConfig:
+    config.remove_unused_columns = False
+    return config
+
+
+def run(recipe: GRPORecipeArguments, model_args: ModelArguments, data: DataArguments, adapt: AdaptArguments,
+        config: GRPOConfig, model=None, processor=None, callbacks=None) -> dict:
+    config = grpo_config_defaults(config)
+    # Load data
+    with PartialState().main_process_first():
+        dataset, cells = load_task(data)
+    train = grpo_dataset(train_records(dataset, data))
+    # Load model and processor (a warm start passes the SFT folder as model_path)
+    if model is None:
+        model, processor = load_model(model_args, adapt)
+    # Train
+    trainer = BioGRPOTrainer(model=model, args=config, train_dataset=train, processor=processor, cells=cells,
+                             reward_funcs=[get_reward(name) for name in recipe.rewards], callbacks=callbacks)
+    start = time.time()
+    trainer.train(resume_from_checkpoint=True if recipe.resume else None)
+    result = {"steps": trainer.state.global_step, "seconds": round(time.time() - start, 1)}
+    rewards = [log.get("reward") for log in trainer.state.log_history if "reward" in log]
+    if rewards:
+        result["mean_reward"] = float(sum(rewards) / len(rewards))
+    # Evaluate
+    if recipe.evaluate and trainer.accelerator.is_main_process:
+        result.update(evaluate_splits(trainer.model, processor, dataset, cells, data))
+    result["model"], result["processor"] = trainer.model, processor
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = TrlParser((GRPORecipeArguments, ModelArguments, DataArguments, AdaptArguments, GRPOConfig))
+    recipe, model_args, data, adapt, config = parser.parse_args_and_config(args=argv)
+    result = run(recipe, model_args, data, adapt, config)
+    # Save
+    if PartialState().is_main_process:
+        save_final(result.pop("model"), result.pop("processor"), f"{config.output_dir}/final")
+        write_json(f"{config.output_dir}/metrics.json", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Compose post-training stages by budget: CPT -> SFT -> GRPO, each with its own LoRA rank and freeze policy, ID and
+OOD evaluation after every stage (and every `eval_every_steps`), then one loadable folder, a report and a model card.
+
+    bioreason run pipeline --config recipes/configs/quickstart.yaml [key=value ...]
+
+Budget: `total_examples` training examples are split between SFT and RL by `rl_fraction` (the seed study's finding:
+brief SFT, a larger RL budget). Hand-off: the SFT adapter is merged into the weights before the RL adapter starts, so
+each stage adapts with its own capacity (e.g. SFT rank 256, RL rank 16).
+
+Outputs in `output_dir`: `metrics.json` (`{"stages": [{"name", "id", "ood", "steps", "seconds"}, ...]}`), `final/`
+(loads with `AutoModelForCausalLM` after `import bioreason`), `report.md` + PNG plots, and the model card `README.md`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from accelerate import PartialState
+from transformers import TrainerCallback
+from trl import GRPOConfig, SFTConfig, TrlParser
+
+from recipes import cpt, grpo, sft
+from recipes.common import (
+    AdaptArguments,
+    DataArguments,
+    ModelArguments,
+    base_model,
+    evaluate_splits,
+    load_model,
+    load_task,
+    save_final,
+    write_json,
+)
+
+
+@dataclass
+class PipelineArguments:
+    output_dir: str = "runs/pipeline"
+    stages: list[str] = field(default_factory=lambda: ["cpt", "sft", "grpo"])
+    total_examples: int = 512
+    rl_fraction: float = 0.5
+    cpt_examples: int = 64
+    seed: int = 0
+    bf16: bool = True
+    eval_every_steps: int = 0
+    evaluate_base: bool = True
+    # CPT (projector alignment)
+    cpt_learning_rate: float = 1e-3
+    cpt_batch_size: int = 8
+    # SFT
+    sft_learning_rate: float = 2e-4
+    sft_batch_size: int = 8
+    sft_lora_r: int = 16
+    sft_lora_alpha: int | None = None
+    sft_packing: bool = False
+    # GRPO
+    grpo_learning_rate: float = 5e-5
+    grpo_prompts_per_step: int = 2
+    num_generations: int = 4
+    max_completion_length: int = 32
+    temperature: float = 1.0
+    grpo_lora_r: int = 4
+    grpo_lora_alpha: int | None = None
+    beta: float = 0.0
+    loss_type: str = "dapo"
+    rewards: list[str] = field(default_factory=lambda: ["correctness", "format"])
+    report_to: str = "none"
+
+
+class PeriodicEval(TrainerCallback):
+    """Evaluates ID / OOD every N optimizer steps; the points form the curve in metrics.json."""
+
+    def __init__(self, every: int, evaluate, stage: str, curve: list):
+        self.every, self.evaluate, self.stage, self.curve = every, evaluate, stage, curve
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.every and state.global_step % self.every == 0 and state.is_world_process_zero:
+            self.curve.append({"stage": self.stage, "step": state.global_step, **self.evaluate(model)})
+
+
+def trainer_common(p: PipelineArguments, stage: str) -> dict:
+    return {"output_dir": os.path.join(p.output_dir, "checkpoints", stage), "use_cpu": not _cuda(), "bf16": p.bf16,
+            "seed": p.seed, "report_to": p.report_to, "logging_steps": 1, "save_strategy": "no",
+            "gradient_checkpointing": False, "num_train_epochs": 1, "disable_tqdm": False}
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def strip(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k in ("n", "accuracy", "macro_f1", "format_rate")}
+
+
+def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -> dict:
+    unknown = set(p.stages) - {"cpt", "sft", "grpo"}
+    if unknown:
+        raise ValueError(f"Unknown stages {sorted(unknown)}; available: ['cpt', 'grpo', 'sft']")
+    os.makedirs(p.output_dir, exist_ok=True)
+    with PartialState().main_process_first():
+        dataset, cells = load_task(data)
+    model, processor = load_model(model_args, AdaptArguments(lora_r=0))
+    stages, curve = [], []
+
+    def evaluate(m):
+        return {k: strip(v) for k, v in evaluate_splits(m, processor, dataset, cells, data).items()}
+
+    if p.evaluate_base:
+        start = time.time()
+        stages.append({"name": "base", **evaluate(model), "steps": 0, "seconds": round(time.time() - start, 1)})
+    n_sft = int(round(p.total_examples * (1 - p.rl_fraction))) if "sft" in p.stages else 0
+    n_rl = p.total_examples - n_sft if "grpo" in p.stages else 0
+    for stage in p.stages:
+        stage_data = DataArguments(**{**vars(data)})
+        callbacks = [PeriodicEval(p.eval_every_steps, evaluate, stage, curve)] if p.eval_every_steps else []
+        if stage == "cpt":
+            stage_data.max_train_examples = p.cpt_examples
+            config = SFTConfig(**trainer_common(p, stage), learning_rate=p.cpt_learning_rate,
+                               per_device_train_batch_size=p.cpt_batch_size)
+            result = cpt.run(cpt.CPTRecipeArguments(mode="align"), model_args, stage_data, None, config,
+                             model=model, processor=processor, callbacks=callbacks)
+        elif stage == "sft":
+            stage_data.max_train_examples = n_sft
+            model.set_trainable(encoders=False, projectors=True, llm=True)
+            adapt = AdaptArguments(lora_r=p.sft_lora_r, lora_alpha=p.sft_lora_alpha)
+            model = _adapt(model, adapt)
+            config = SFTConfig(**trainer_common(p, stage), learning_rate=p.sft_learning_rate,
+                               per_device_train_batch_size=p.sft_batch_size, packing=p.sft_packing)
+            result = sft.run(sft.SFTRecipeArguments(), model_args, stage_data, adapt, config, model=model,
+                             processor=processor, callbacks=callbacks)
+        else:
+            stage_data.max_train_examples = n_rl
+            model.set_trainable(encoders=False, projectors=True, llm=True)
+            adapt = AdaptArguments(lora_r=p.grpo_lora_r, lora_alpha=p.grpo_lora_alpha)
+            model = _adapt(model, adapt)
+            config = GRPOConfig(**trainer_common(p, stage), learning_rate=p.grpo_learning_rate,
+                                per_device_train_batch_size=p.grpo_prompts_per_step * p.num_generations,
+                                num_generations=p.num_generations, max_completion_length=p.max_completion_length,
+                                temperature=p.temperature, beta=p.beta, loss_type=p.loss_type)
+            result = grpo.run(grpo.GRPORecipeArguments(rewards=p.rewards), model_args, stage_data, adapt, config,
+                              model=model, processor=processor, callbacks=callbacks)
+        model = result.pop("model")
+        result.pop("processor")
+        if hasattr(model, "merge_and_unload"):  # hand-off: merge this stage's adapter before the next one starts
+            model = model.merge_and_unload()
+        stages.append({"name": stage, "id": strip(result.get("id", {})), "ood": strip(result.get("ood", {})),
+                       "steps": result["steps"], "seconds": result["seconds"],
+                       **({"mean_reward": result["mean_reward"]} if "mean_reward" in result else {})})
+        write_json(os.path.join(p.output_dir, "metrics.json"), {"stages": stages, "curve": curve})
+    metrics = {"stages": stages, "curve": curve,
+               "budget": {"total_examples": p.total_examples, "rl_fraction": p.rl_fraction, "sft_examples": n_sft,
+                          "rl_examples": n_rl, "sft_lora_r": p.sft_lora_r, "grpo_lora_r": p.grpo_lora_r}}
+    # Save
+    if PartialState().is_main_process:
+        final = os.path.join(p.output_dir, "final")
+        save_final(base_model(model), processor, final)
+        write_json(os.path.join(p.output_dir, "metrics.json"), metrics)
+        from recipes.report import write_report
+
+        write_report(p.output_dir, metrics)
+        from bioreason.cards import trained_card
+
+        card = trained_card(base_model(model), metrics, dataset_name=data.dataset, llm_source=model_args.llm)
+        card.save(os.path.join(p.output_dir, "README.md"))
+        card.save(os.path.join(final, "README.md"))
+    return metrics
+
+
+def _adapt(model, adapt: AdaptArguments):
+    if adapt.lora_r <= 0:
+        return model
+    from bioreason.adaptation import apply_lora
+
+    return apply_lora(model, r=adapt.lora_r, alpha=adapt.lora_alpha)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = TrlParser((PipelineArguments, ModelArguments, DataArguments))
+    p, model_args, data = parser.parse_args_and_config(args=argv)
+    return run(p, model_args, data)
+
+
+if __name__ == "__main__":
+    main()

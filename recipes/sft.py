@@ -1,0 +1,92 @@
+"""Supervised fine-tuning on TRL's `SFTTrainer`: loss on the assistant turn only, optional packing, LoRA / QLoRA / full
+fine-tuning, a freeze policy per component.
+
+    bioreason run sft --config recipes/configs/antibody_chain/sft.yaml [key=value ...]
+    accelerate launch --config_file recipes/accelerate/ddp.yaml -m recipes.sft --config FILE
+
+Records become chat text and modality tensors in `bioreason.collator.RecordCollator`, so TRL's own dataset preparation
+is skipped (`dataset_kwargs.skip_prepare_dataset`) and the record columns are kept (`remove_unused_columns=False`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from accelerate import PartialState
+from trl import SFTConfig, SFTTrainer, TrlParser
+
+from bioreason.collator import RecordCollator
+from recipes.common import (
+    AdaptArguments,
+    AtomicCheckpointMixin,
+    DataArguments,
+    ModelArguments,
+    evaluate_splits,
+    load_model,
+    load_task,
+    save_final,
+    train_records,
+    write_json,
+)
+
+
+@dataclass
+class SFTRecipeArguments:
+    target: str = "answer"  # "describe": train on the reasoning text (projector alignment)
+    evaluate: bool = True
+    resume: bool = False
+
+
+class BioSFTTrainer(AtomicCheckpointMixin, SFTTrainer):
+    """SFTTrainer with atomic checkpoints."""
+
+
+def sft_config_defaults(config: SFTConfig) -> tuple[SFTConfig, bool]:
+    """Our collator packs (SFTConfig.packing is read, then switched off so TRL does not try to pack raw records)."""
+    packing, config.packing = config.packing, False
+    config.remove_unused_columns = False
+    config.dataset_kwargs = {**(config.dataset_kwargs or {}), "skip_prepare_dataset": True}
+    return config, packing
+
+
+def run(recipe: SFTRecipeArguments, model_args: ModelArguments, data: DataArguments, adapt: AdaptArguments,
+        config: SFTConfig, model=None, processor=None, callbacks=None) -> dict:
+    """Train and evaluate; returns `{"id", "ood", "steps", "seconds"}`. `model`/`processor` continue a pipeline."""
+    config, packing = sft_config_defaults(config)
+    # Load data
+    with PartialState().main_process_first():
+        dataset, cells = load_task(data)
+    train = train_records(dataset, data)
+    # Load model and processor
+    if model is None:
+        model, processor = load_model(model_args, adapt)
+    collator = RecordCollator(processor, cells=cells, use_reasoning=data.use_reasoning, packing=packing,
+                              target=recipe.target)
+    # Train
+    trainer = BioSFTTrainer(model=model, args=config, train_dataset=train, data_collator=collator,
+                            processing_class=processor.tokenizer, callbacks=callbacks)
+    start = time.time()
+    trainer.train(resume_from_checkpoint=True if recipe.resume else None)
+    seconds = time.time() - start
+    # Evaluate
+    result = {"steps": trainer.state.global_step, "seconds": round(seconds, 1)}
+    if recipe.evaluate and trainer.accelerator.is_main_process:
+        result.update(evaluate_splits(trainer.model, processor, dataset, cells, data))
+    result["model"], result["processor"] = trainer.model, processor
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = TrlParser((SFTRecipeArguments, ModelArguments, DataArguments, AdaptArguments, SFTConfig))
+    recipe, model_args, data, adapt, config = parser.parse_args_and_config(args=argv)
+    result = run(recipe, model_args, data, adapt, config)
+    # Save
+    if PartialState().is_main_process:
+        save_final(result.pop("model"), result.pop("processor"), f"{config.output_dir}/final")
+        write_json(f"{config.output_dir}/metrics.json", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
