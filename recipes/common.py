@@ -120,8 +120,15 @@ def base_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def evaluate_splits(model, processor, dataset, cells, data: DataArguments) -> dict:
-    """Metrics (without per-example predictions) on id_test and ood_test subsets."""
+def evaluate_splits(model, processor, dataset, cells, data: DataArguments, bf16: bool = False) -> dict:
+    """Metrics (without per-example predictions) on id_test and ood_test subsets; `bf16` runs them under bf16
+    autocast (on CPUs with AMX / AVX-512-BF16 that is several times faster than fp32)."""
+    device = next(model.parameters()).device.type
+    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+        return _evaluate_splits(model, processor, dataset, cells, data)
+
+
+def _evaluate_splits(model, processor, dataset, cells, data: DataArguments) -> dict:
     out = {}
     for key, split in (("id", "id_test"), ("ood", "ood_test")):
         records = sample_split(dataset, split, data.max_eval_examples, seed=data.task_seed)

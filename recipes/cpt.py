@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from accelerate import PartialState
+from transformers import set_seed
 from trl import SFTConfig, TrlParser
 
 from recipes import sft
@@ -57,6 +58,7 @@ def run(recipe: CPTRecipeArguments, model_args: ModelArguments, data: DataArgume
         raise ValueError("cpt mode must be 'align', or 'text' with text_files")
     from trl import SFTTrainer
 
+    set_seed(config.seed)
     if model is None:
         model, processor = load_model(model_args, adapt)
     config.dataset_text_field = "text"

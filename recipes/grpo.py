@@ -16,12 +16,15 @@ Rewards are `bioreason.rewards.REWARDS` entries; dataset columns (`answer`, `lab
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 
 import torch
 from accelerate import PartialState
+from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer, TrlParser
+from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model
 
 from bioreason.data.chat import modality_inputs, to_messages
 from bioreason.modeling_bioreason import MODALITY_KWARGS
@@ -53,7 +56,22 @@ class BioGRPOTrainer(AtomicCheckpointMixin, GRPOTrainer):
         self.cells = cells
         self._rows: list[dict] | None = None  # dataset rows of the batch being generated
         self._modality_rows: dict[str, torch.Tensor] | None = None  # row-aligned tensors for the log-prob passes
+        model, config = kwargs["model"], kwargs["args"]
+        reference, beta = None, config.beta
+        if beta != 0 and not hasattr(model, "peft_config"):
+            # TRL would rebuild the KL reference from the model's path by transformers class name, which a registered
+            # custom class (or a model composed in memory) does not have: copy the policy instead, and let TRL's
+            # init run as for beta = 0.
+            reference = copy.deepcopy(model).eval().requires_grad_(False)
+            config.beta = 0.0
         super().__init__(*args, processing_class=processor.tokenizer, **kwargs)
+        if reference is not None:
+            self.args.beta = self.beta = beta
+            if self.args.disable_dropout:
+                disable_dropout_in_model(reference)
+            add_fused_lm_head(reference, temperature=self.temperature,
+                              cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32)
+            self.ref_model = self.accelerator.prepare_model(reference, evaluation_mode=True)
 
     # Generation ------------------------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
@@ -123,6 +141,7 @@ def grpo_config_defaults(config: GRPOConfig) -> GRPOConfig:
 def run(recipe: GRPORecipeArguments, model_args: ModelArguments, data: DataArguments, adapt: AdaptArguments,
         config: GRPOConfig, model=None, processor=None, callbacks=None) -> dict:
     config = grpo_config_defaults(config)
+    set_seed(config.seed)  # before any random init (LoRA A matrices, projectors): reruns and resumes match
     # Load data
     with PartialState().main_process_first():
         dataset, cells = load_task(data)
@@ -141,7 +160,7 @@ def run(recipe: GRPORecipeArguments, model_args: ModelArguments, data: DataArgum
         result["mean_reward"] = float(sum(rewards) / len(rewards))
     # Evaluate
     if recipe.evaluate and trainer.accelerator.is_main_process:
-        result.update(evaluate_splits(trainer.model, processor, dataset, cells, data))
+        result.update(evaluate_splits(trainer.model, processor, dataset, cells, data, bf16=config.bf16))
     result["model"], result["processor"] = trainer.model, processor
     return result
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from accelerate import PartialState
-from transformers import TrainerCallback
+from transformers import TrainerCallback, set_seed
 from trl import GRPOConfig, SFTConfig, TrlParser
 
 from recipes import cpt, grpo, sft
@@ -101,13 +101,14 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
     if unknown:
         raise ValueError(f"Unknown stages {sorted(unknown)}; available: ['cpt', 'grpo', 'sft']")
     os.makedirs(p.output_dir, exist_ok=True)
+    set_seed(p.seed)
     with PartialState().main_process_first():
         dataset, cells = load_task(data)
     model, processor = load_model(model_args, AdaptArguments(lora_r=0))
     stages, curve = [], []
 
     def evaluate(m):
-        return {k: strip(v) for k, v in evaluate_splits(m, processor, dataset, cells, data).items()}
+        return {k: strip(v) for k, v in evaluate_splits(m, processor, dataset, cells, data, bf16=p.bf16).items()}
 
     if p.evaluate_base:
         start = time.time()

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from accelerate import PartialState
+from transformers import set_seed
 from trl import SFTConfig, SFTTrainer, TrlParser
 
 from bioreason.collator import RecordCollator
@@ -54,6 +55,7 @@ def run(recipe: SFTRecipeArguments, model_args: ModelArguments, data: DataArgume
         config: SFTConfig, model=None, processor=None, callbacks=None) -> dict:
     """Train and evaluate; returns `{"id", "ood", "steps", "seconds"}`. `model`/`processor` continue a pipeline."""
     config, packing = sft_config_defaults(config)
+    set_seed(config.seed)  # before any random init (LoRA A matrices, projectors): reruns and resumes match
     # Load data
     with PartialState().main_process_first():
         dataset, cells = load_task(data)
@@ -70,9 +72,10 @@ def run(recipe: SFTRecipeArguments, model_args: ModelArguments, data: DataArgume
     trainer.train(resume_from_checkpoint=True if recipe.resume else None)
     seconds = time.time() - start
     # Evaluate
-    result = {"steps": trainer.state.global_step, "seconds": round(seconds, 1)}
+    result = {"steps": trainer.state.global_step, "seconds": round(seconds, 1),
+              "world_size": trainer.accelerator.num_processes}
     if recipe.evaluate and trainer.accelerator.is_main_process:
-        result.update(evaluate_splits(trainer.model, processor, dataset, cells, data))
+        result.update(evaluate_splits(trainer.model, processor, dataset, cells, data, bf16=config.bf16))
     result["model"], result["processor"] = trainer.model, processor
     return result
 

@@ -1,0 +1,214 @@
+"""Recipes on tiny models: what should train does, what is frozen stays, GRPO keeps the encoder in the loop,
+kill-and-resume reproduces an uninterrupted run, a 2-process DDP run on CPU (gloo), and the pipeline's run folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import tiny_model
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, TrainerCallback
+
+from bioreason.benchmarks import build_benchmark
+from bioreason.rewards import REWARDS, register_reward
+
+CPU = ["--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--logging_steps", "1"]
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    path = tmp_path_factory.mktemp("task") / "antibody"
+    build_benchmark("antibody_chain", str(path))
+    return str(path)
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    torch.manual_seed(0)
+    model, processor = tiny_model("antiberty", projector="mean")
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    return str(tmp_path / "model")
+
+
+def weights(path):
+    return load_file(os.path.join(path, "model.safetensors"))
+
+
+def changed(before, after, prefix):
+    keys = [k for k in before if k.startswith(prefix)]
+    assert keys, prefix
+    return any(not torch.equal(before[k], after[k]) for k in keys)
+
+
+def test_sft_with_lora_changes_llm_and_projector_not_encoder(tmp_path, task, model_dir):
+    from recipes.sft import main
+
+    result = main(["--model_path", model_dir, "--dataset", task, "--max_train_examples", "16", "--max_eval_examples",
+                   "4", "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "4", "--max_steps", "2",
+                   "--learning_rate", "1e-2", "--lora_r", "4", *CPU])
+    before, after = weights(model_dir), weights(tmp_path / "out" / "final")
+    assert changed(before, after, "model.projectors.")
+    assert changed(before, after, "model.language_model.layers.")  # the merged LoRA delta
+    assert not changed(before, after, "model.encoders.")
+    assert result["steps"] == 2 and {"id", "ood"} <= set(result)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["id"]["n"] == 4 and 0 <= metrics["ood"]["accuracy"] <= 1
+
+
+def test_cpt_align_trains_only_projectors(tmp_path, task, model_dir):
+    from recipes.cpt import main
+
+    main(["--model_path", model_dir, "--dataset", task, "--mode", "align", "--max_train_examples", "8",
+          "--max_eval_examples", "2", "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "4",
+          "--max_steps", "2", "--learning_rate", "1e-2", *CPU])
+    before, after = weights(model_dir), weights(tmp_path / "out" / "final")
+    assert changed(before, after, "model.projectors.")
+    assert not changed(before, after, "model.encoders.")
+    assert not changed(before, after, "model.language_model.")
+
+
+def test_cpt_text_trains_the_llm_on_packed_text(tmp_path, model_dir):
+    from recipes.cpt import main
+
+    corpus = tmp_path / "bio.txt"
+    corpus.write_text("\n\n".join(f"Antibodies bind antigens through their CDR loops {i}." for i in range(40)))
+    main(["--model_path", model_dir, "--mode", "text", "--text_files", str(corpus), "--packing", "true",
+          "--max_length", "64", "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "2",
+          "--max_steps", "2", "--learning_rate", "1e-2", *CPU])
+    before, after = weights(model_dir), weights(tmp_path / "out" / "final")
+    assert changed(before, after, "model.language_model.layers.")
+
+
+@pytest.fixture
+def varied_reward():
+    """A reward that differs between samples, so advantages (and gradients) are non-zero."""
+    register_reward("test_varied")(lambda completions, **_: [float(len(str(c)) % 3) for c in completions])
+    yield "test_varied"
+    REWARDS.pop("test_varied")
+
+
+def test_grpo_keeps_the_encoder_in_the_loop(tmp_path, task, model_dir, monkeypatch, varied_reward):
+    from recipes import grpo
+
+    calls = []
+    original_init = grpo.BioGRPOTrainer.__init__
+
+    def spy_init(self, *args, **kwargs):  # record every projector call and whether it could backpropagate
+        original_init(self, *args, **kwargs)
+        for proj in self.model.model.projectors.values() if hasattr(self.model, "model") else []:
+            proj.register_forward_hook(lambda m, a, o: calls.append(torch.is_grad_enabled()))
+
+    monkeypatch.setattr(grpo.BioGRPOTrainer, "__init__", spy_init)
+    result = grpo.main(["--model_path", model_dir, "--dataset", task, "--max_train_examples", "4",
+                        "--max_eval_examples", "2", "--output_dir", str(tmp_path / "out"),
+                        "--per_device_train_batch_size", "4", "--num_generations", "4", "--max_steps", "2",
+                        "--max_completion_length", "6", "--learning_rate", "1e-2", "--gradient_checkpointing",
+                        "false", "--rewards", varied_reward, "--beta", "0.1", "--llm_trainable", "false", *CPU])
+    assert False in calls and True in calls  # features fed generation (no grad) and the loss pass (grad)
+    before, after = weights(model_dir), weights(tmp_path / "out" / "final")
+    assert changed(before, after, "model.projectors.")  # gradients reached the projector through the RL loss
+    assert not changed(before, after, "model.encoders.")
+    assert not changed(before, after, "model.language_model.")
+    assert result["steps"] == 2
+
+
+class Kill(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            raise KeyboardInterrupt("killed")
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, task, model_dir, monkeypatch):
+    from recipes import sft
+
+    argv = ["--model_path", model_dir, "--dataset", task, "--max_train_examples", "16", "--evaluate", "false",
+            "--per_device_train_batch_size", "2", "--max_steps", "4", "--save_strategy", "steps", "--save_steps",
+            "2", "--learning_rate", "1e-2", "--lora_r", "4", *CPU]
+    sft.main([*argv, "--output_dir", str(tmp_path / "full")])
+
+    original = sft.BioSFTTrainer.__init__
+
+    def with_kill(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.add_callback(Kill())
+
+    monkeypatch.setattr(sft.BioSFTTrainer, "__init__", with_kill)
+    with pytest.raises(KeyboardInterrupt):
+        sft.main([*argv, "--output_dir", str(tmp_path / "killed")])
+    assert sorted(p for p in os.listdir(tmp_path / "killed") if p.startswith("checkpoint-")) == ["checkpoint-2"]
+    monkeypatch.setattr(sft.BioSFTTrainer, "__init__", original)
+    sft.main([*argv, "--output_dir", str(tmp_path / "killed"), "--resume", "true"])
+    full, resumed = weights(tmp_path / "full" / "final"), weights(tmp_path / "killed" / "final")
+    for key in full:
+        assert torch.allclose(full[key], resumed[key], atol=1e-6), key
+
+
+def test_a_failed_checkpoint_write_leaves_no_checkpoint(tmp_path, task, model_dir, monkeypatch):
+    from recipes import sft
+
+    def fail(self, output_dir):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sft.BioSFTTrainer, "_save_rng_state", fail)
+    with pytest.raises(OSError, match="disk full"):
+        sft.main(["--model_path", model_dir, "--dataset", task, "--max_train_examples", "8", "--evaluate", "false",
+                  "--per_device_train_batch_size", "2", "--max_steps", "2", "--save_strategy", "steps",
+                  "--save_steps", "1", "--output_dir", str(tmp_path / "out"), *CPU])
+    assert not [p for p in os.listdir(tmp_path / "out") if p.startswith("checkpoint-")]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(tmp_path, task, model_dir):
+    config = tmp_path / "sft.yaml"
+    config.write_text(
+        f"model_path: {model_dir}\ndataset: {task}\nmax_train_examples: 16\nevaluate: false\n"
+        f"output_dir: {tmp_path / 'out'}\nper_device_train_batch_size: 2\nmax_steps: 2\nlearning_rate: 0.01\n"
+        "lora_r: 4\nuse_cpu: true\nbf16: false\nreport_to: none\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # torchrun: accelerate's own multi-process CPU launcher needs MPI; torchrun gives the same DDP over gloo
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "recipes.sft", "--config",
+         str(config)],
+        capture_output=True, text=True, timeout=600, cwd=root,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["world_size"] == 2
+    before, after = weights(model_dir), weights(tmp_path / "out" / "final")
+    assert changed(before, after, "model.projectors.")
+
+
+def test_pipeline_run_folder(tmp_path, task, model_dir):
+    config = tmp_path / "pipe.yaml"
+    out = tmp_path / "run"
+    config.write_text(
+        f"output_dir: {out}\nmodel_path: {model_dir}\ndataset: {task}\nstages: [cpt, sft, grpo]\ntotal_examples: 8\n"
+        "rl_fraction: 0.5\ncpt_examples: 4\nmax_eval_examples: 3\nsft_lora_r: 8\ngrpo_lora_r: 2\nnum_generations: 2\n"
+        "grpo_prompts_per_step: 2\nmax_completion_length: 4\neval_every_steps: 1\nbf16: false\n"
+    )
+    proc = subprocess.run([sys.executable, "-m", "bioreason.cli", "run", "pipeline", "--config", str(config),
+                           "sft_learning_rate=0.01"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [s["name"] for s in metrics["stages"]] == ["base", "cpt", "sft", "grpo"]
+    for stage in metrics["stages"]:
+        assert {"id", "ood", "steps", "seconds"} <= set(stage)
+        assert stage["id"]["n"] == 3 and stage["ood"]["n"] == 3
+    assert metrics["budget"]["sft_examples"] == 4 and metrics["budget"]["rl_examples"] == 4
+    assert metrics["curve"] and {c["stage"] for c in metrics["curve"]} == {"cpt", "sft", "grpo"}
+    assert (out / "report.md").exists() and (out / "stages.png").exists() and (out / "curve.png").exists()
+    import bioreason  # noqa: F401
+
+    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    assert type(model).__name__ == "BioReasonForCausalLM"
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")
+    names = {r.dataset_name for r in card.data.eval_results}
+    assert any("(id)" in n for n in names) and any("(ood)" in n for n in names)
