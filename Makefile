@@ -19,12 +19,13 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The main job: CPT -> SFT -> GRPO of SmolLM2-135M + AntiBERTy on the antibody_chain benchmark (runs/quickstart/),
+# then the trained model reads the bundled trastuzumab Fv, one chain at a time.
 quickstart: install
-	$(PY) -m bioreason.cli compose --llm default --encoder protein=antiberty --projector resampler \
-		--out runs/quickstart/model
-	$(PY) -m bioreason.cli generate --model runs/quickstart/model \
+	$(PY) -m bioreason.cli run pipeline --config recipes/configs/quickstart.yaml
+	$(PY) -m bioreason.cli generate --model runs/quickstart/final --each \
 		--protein @bioreason/assets/trastuzumab_fv.fasta \
-		--prompt "Here are the heavy and light chain variable domains of an antibody. Which chain is which?"
+		--prompt "This is an antibody variable-region sequence. Which chain type is it? Answer with one of: heavy, kappa, lambda."
 
 test: install
 	$(PY) -m pytest -q

@@ -28,29 +28,16 @@ def parse_encoder(text: str) -> tuple[str, str]:
     return modality, rest
 
 
-def read_fasta(path: str) -> list[str]:
-    """Sequences of a small FASTA file given on the command line (the data package has the validating reader)."""
-    seqs, current = [], []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if line.startswith(">"):
-                if current:
-                    seqs.append("".join(current))
-                current = []
-            elif line:
-                current.append(line)
-    if current:
-        seqs.append("".join(current))
-    if not seqs:
-        raise ValueError(f"{path}: no FASTA records")
-    return seqs
+def expand_items(values: list[str] | None) -> list[tuple[str, str]]:
+    """(name, sequence) pairs: literal sequences, or every record of `@file.fasta` (read by the validating reader)."""
+    from bioreason.data.readers import read_fasta
 
-
-def expand_items(values: list[str] | None) -> list[str]:
-    out: list[str] = []
-    for value in values or []:
-        out += read_fasta(value[1:]) if value.startswith("@") else [value]
+    out: list[tuple[str, str]] = []
+    for i, value in enumerate(values or []):
+        if value.startswith("@"):
+            out += [(r.id, r.sequence) for r in read_fasta(value[1:])]
+        else:
+            out.append((f"input{i}", value))
     return out
 
 
@@ -75,20 +62,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoProcessor
 
     import bioreason  # noqa: F401  (Auto class registration)
+    from bioreason.data.chat import SYSTEM_PROMPT
 
     model = AutoModelForCausalLM.from_pretrained(args.model).eval()
     processor = AutoProcessor.from_pretrained(args.model)
-    items = {m: expand_items(getattr(args, m)) or None for m in MODALITIES}
-    prompt = args.prompt
-    for modality, seqs in items.items():  # one marker per item, appended if the prompt does not place them
-        if seqs and f"<{modality}>" not in prompt:
-            prompt = " ".join([f"<{modality}>"] * len(seqs)) + "\n" + prompt
-    messages = [{"role": "user", "content": prompt}]
-    text = processor.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    inputs = processor(text=text, **items)
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
-    print(processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    given = {m: expand_items(getattr(args, m)) for m in MODALITIES}
+    if args.each:  # one prompt per input (of the single modality given)
+        (modality, pairs), = [(m, p) for m, p in given.items() if p] or [(None, [])]
+        jobs = [(name, {modality: [seq]}) for name, seq in pairs]
+    else:
+        jobs = [(None, {m: [seq for _, seq in p] for m, p in given.items() if p})]
+    for name, items in jobs:
+        prompt = args.prompt
+        for modality, seqs in items.items():  # one marker per item, prepended if the prompt does not place them
+            if f"<{modality}>" not in prompt:
+                prompt = " ".join([f"<{modality}>"] * len(seqs)) + "\n" + prompt
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
+        text = processor.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        inputs = processor(text=text, **items)
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
+        answer = processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        print(f"{name}: {answer}" if name else answer)
     return 0
 
 
@@ -172,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     for modality in MODALITIES:
         p.add_argument(f"--{modality}", action="append", help=f"a {modality} input, or @file.fasta")
     p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--each", action="store_true", help="ask the prompt once per input instead of all together")
     p.set_defaults(func=cmd_generate)
 
     data = sub.add_parser("data", help="build and check task datasets").add_subparsers(dest="data_command",

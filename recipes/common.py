@@ -192,3 +192,18 @@ class AtomicCheckpointMixin:
             replace_dir(os.path.join(staging, name), os.path.join(run_dir, name))
             rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit, use_mtime=False)
         self.accelerator.wait_for_everyone()
+
+
+def recipe_main(run, recipe_class, config_class, argv: list[str] | None) -> dict:
+    """Parse `--config FILE` plus overrides into the recipe's dataclasses, run it, and save `final/` and
+    `metrics.json` from the main process."""
+    from accelerate import PartialState
+    from trl import TrlParser
+
+    parser = TrlParser((recipe_class, ModelArguments, DataArguments, AdaptArguments, config_class))
+    recipe, model_args, data, adapt, config = parser.parse_args_and_config(args=argv)
+    result = run(recipe, model_args, data, adapt, config)
+    if PartialState().is_main_process:
+        save_final(result.pop("model"), result.pop("processor"), f"{config.output_dir}/final")
+        write_json(f"{config.output_dir}/metrics.json", result)
+    return result

@@ -10,12 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from accelerate import PartialState
 from transformers import set_seed
-from trl import SFTConfig, TrlParser
+from trl import SFTConfig
 
 from recipes import sft
-from recipes.common import AdaptArguments, DataArguments, ModelArguments, load_model, save_final, write_json
+from recipes.common import AdaptArguments, DataArguments, ModelArguments, load_model, recipe_main
 
 
 @dataclass
@@ -72,13 +71,7 @@ def run(recipe: CPTRecipeArguments, model_args: ModelArguments, data: DataArgume
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = TrlParser((CPTRecipeArguments, ModelArguments, DataArguments, AdaptArguments, SFTConfig))
-    recipe, model_args, data, adapt, config = parser.parse_args_and_config(args=argv)
-    result = run(recipe, model_args, data, adapt, config)
-    if PartialState().is_main_process:
-        save_final(result.pop("model"), result.pop("processor"), f"{config.output_dir}/final")
-        write_json(f"{config.output_dir}/metrics.json", result)
-    return result
+    return recipe_main(run, CPTRecipeArguments, SFTConfig, argv)
 
 
 if __name__ == "__main__":

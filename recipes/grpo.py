@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from accelerate import PartialState
 from transformers import set_seed
-from trl import GRPOConfig, GRPOTrainer, TrlParser
+from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model
 
 from bioreason.data.chat import modality_inputs, to_messages
@@ -37,9 +37,8 @@ from recipes.common import (
     evaluate_splits,
     load_model,
     load_task,
-    save_final,
+    recipe_main,
     train_records,
-    write_json,
 )
 
 
@@ -166,14 +165,7 @@ def run(recipe: GRPORecipeArguments, model_args: ModelArguments, data: DataArgum
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = TrlParser((GRPORecipeArguments, ModelArguments, DataArguments, AdaptArguments, GRPOConfig))
-    recipe, model_args, data, adapt, config = parser.parse_args_and_config(args=argv)
-    result = run(recipe, model_args, data, adapt, config)
-    # Save
-    if PartialState().is_main_process:
-        save_final(result.pop("model"), result.pop("processor"), f"{config.output_dir}/final")
-        write_json(f"{config.output_dir}/metrics.json", result)
-    return result
+    return recipe_main(run, GRPORecipeArguments, GRPOConfig, argv)
 
 
 if __name__ == "__main__":

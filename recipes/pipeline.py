@@ -165,7 +165,8 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
         write_report(p.output_dir, metrics)
         from bioreason.cards import trained_card
 
-        card = trained_card(base_model(model), metrics, dataset_name=data.dataset, llm_source=model_args.llm)
+        card = trained_card(base_model(model), metrics, dataset_name=data.dataset, llm_source=model_args.llm,
+                            repo_id=p.output_dir)
         card.save(os.path.join(p.output_dir, "README.md"))
         card.save(os.path.join(final, "README.md"))
     return metrics
@@ -177,6 +178,25 @@ def _adapt(model, adapt: AdaptArguments):
     from bioreason.adaptation import apply_lora
 
     return apply_lora(model, r=adapt.lora_r, alpha=adapt.lora_alpha)
+
+
+def verify_run_folder(path: str, stages: tuple[str, ...] = ("cpt", "sft", "grpo")) -> dict:
+    """Check a pipeline run folder has what the README promises; returns its metrics. Used by tests and CI."""
+    import json
+
+    with open(os.path.join(path, "metrics.json"), encoding="utf-8") as fh:
+        metrics = json.load(fh)
+    names = [s["name"] for s in metrics["stages"] if s["name"] != "base"]
+    if tuple(names) != tuple(stages):
+        raise ValueError(f"{path}: stages {names}, expected {list(stages)}")
+    for stage in metrics["stages"]:
+        missing = {"name", "id", "ood", "steps", "seconds"} - set(stage)
+        if missing or "accuracy" not in stage["id"] or "accuracy" not in stage["ood"]:
+            raise ValueError(f"{path}: stage {stage.get('name')} lacks {sorted(missing) or 'ID/OOD accuracy'}")
+    for name in ("report.md", "stages.png", "README.md", "final/config.json", "final/model.safetensors"):
+        if not os.path.exists(os.path.join(path, name)):
+            raise ValueError(f"{path}: missing {name}")
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> dict:

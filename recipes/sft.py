@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from accelerate import PartialState
 from transformers import set_seed
-from trl import SFTConfig, SFTTrainer, TrlParser
+from trl import SFTConfig, SFTTrainer
 
 from bioreason.collator import RecordCollator
 from recipes.common import (
@@ -26,9 +26,8 @@ from recipes.common import (
     evaluate_splits,
     load_model,
     load_task,
-    save_final,
+    recipe_main,
     train_records,
-    write_json,
 )
 
 
@@ -81,14 +80,7 @@ def run(recipe: SFTRecipeArguments, model_args: ModelArguments, data: DataArgume
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = TrlParser((SFTRecipeArguments, ModelArguments, DataArguments, AdaptArguments, SFTConfig))
-    recipe, model_args, data, adapt, config = parser.parse_args_and_config(args=argv)
-    result = run(recipe, model_args, data, adapt, config)
-    # Save
-    if PartialState().is_main_process:
-        save_final(result.pop("model"), result.pop("processor"), f"{config.output_dir}/final")
-        write_json(f"{config.output_dir}/metrics.json", result)
-    return result
+    return recipe_main(run, SFTRecipeArguments, SFTConfig, argv)
 
 
 if __name__ == "__main__":

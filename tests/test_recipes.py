@@ -184,6 +184,27 @@ def test_two_process_ddp_on_cpu(tmp_path, task, model_dir):
     assert changed(before, after, "model.projectors.")
 
 
+def test_verify_run_folder_rejects_an_incomplete_run(tmp_path):
+    from recipes.pipeline import verify_run_folder
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"stages": [{"name": "sft", "id": {}, "ood": {}, "steps": 1,
+                                                                   "seconds": 1}]}))
+    with pytest.raises(ValueError, match=r"stages \['sft'\], expected \['cpt', 'sft', 'grpo'\]"):
+        verify_run_folder(str(tmp_path))
+    with pytest.raises(ValueError, match="lacks ID/OOD accuracy"):
+        verify_run_folder(str(tmp_path), stages=("sft",))
+
+
+def test_report_to_tensorboard_writes_events(tmp_path, task, model_dir):
+    pytest.importorskip("tensorboard")
+    from recipes.sft import main
+
+    main(["--model_path", model_dir, "--dataset", task, "--max_train_examples", "4", "--evaluate", "false",
+          "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "2", "--max_steps", "1",
+          "--use_cpu", "true", "--bf16", "false", "--report_to", "tensorboard", "--logging_steps", "1"])
+    assert list(tmp_path.rglob("events.out.tfevents.*"))
+
+
 def test_pipeline_run_folder(tmp_path, task, model_dir):
     config = tmp_path / "pipe.yaml"
     out = tmp_path / "run"
@@ -195,7 +216,9 @@ def test_pipeline_run_folder(tmp_path, task, model_dir):
     proc = subprocess.run([sys.executable, "-m", "bioreason.cli", "run", "pipeline", "--config", str(config),
                            "sft_learning_rate=0.01"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    from recipes.pipeline import verify_run_folder
+
+    metrics = verify_run_folder(str(out))
     assert [s["name"] for s in metrics["stages"]] == ["base", "cpt", "sft", "grpo"]
     for stage in metrics["stages"]:
         assert {"id", "ood", "steps", "seconds"} <= set(stage)

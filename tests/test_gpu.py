@@ -1,0 +1,58 @@
+"""GPU paths: bf16 on CUDA, flash-attention 2 through the LLM, bitsandbytes 4-bit. Skipped without a CUDA device
+(CI has none); run with `pytest -m gpu` on a GPU machine."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_model
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+def prompt():
+    return {"text": ["Describe <protein>.", "What is <protein>?"], "protein": ["MKTAYIAKQR", "EVQLVESGG"]}
+
+
+def test_bf16_cuda_forward_backward_and_generate():
+    model, processor = tiny_model("esm2", hidden=64)
+    model = model.to("cuda", torch.bfloat16)
+    inputs = processor(**prompt()).to("cuda")
+    out = model(**inputs, labels=inputs["input_ids"])
+    out.loss.backward()
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.loss)
+    assert all(p.grad is not None for p in model.model.projectors.parameters())
+    generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert generated.shape[1] == inputs["input_ids"].shape[1] + 4
+
+
+def test_flash_attention_2_matches_sdpa(tmp_path):
+    pytest.importorskip("flash_attn")
+    from transformers import AutoModelForCausalLM
+
+    model, processor = tiny_model("esm2", hidden=64)
+    model.save_pretrained(tmp_path)
+    flash = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="flash_attention_2",
+                                                 dtype=torch.bfloat16).to("cuda").eval()
+    sdpa = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="sdpa", dtype=torch.bfloat16).to(
+        "cuda").eval()
+    assert flash.model.language_model.config._attn_implementation == "flash_attention_2"
+    inputs = processor(**prompt()).to("cuda")
+    with torch.no_grad():
+        a, b = flash(**inputs).logits.float(), sdpa(**inputs).logits.float()
+    assert torch.allclose(a, b, atol=5e-2)
+
+
+def test_bitsandbytes_4bit_on_cuda(tmp_path):
+    bnb = pytest.importorskip("bitsandbytes")
+    from bioreason import BioReasonForCausalLM
+    from bioreason.adaptation import quantization_config
+
+    model, processor = tiny_model("esm2", hidden=64)
+    model.save_pretrained(tmp_path)
+    quantized = BioReasonForCausalLM.from_pretrained(tmp_path, quantization_config=quantization_config(4),
+                                                     device_map={"": 0})
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in quantized.model.language_model.modules())
+    inputs = processor(**prompt()).to("cuda")
+    with torch.no_grad():
+        assert torch.isfinite(quantized(**inputs).logits).all()
