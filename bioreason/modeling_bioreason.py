@@ -198,9 +198,28 @@ class BioReasonForCausalLM(BioReasonPreTrainedModel, GenerationMixin):
     def from_components(cls, llm: str, encoders: dict[str, Any], projector: Any = "resampler", **kwargs: Any):
         """Compose a model and its processor from an LLM source and `{modality: encoder}`; see
         `bioreason.composition.compose` for the accepted forms. Returns `(model, processor)`."""
-        from bioreason.composition import compose
-
+        try:  # (a try block: the remote-code copy of this file must not require the bioreason package)
+            from bioreason.composition import compose
+        except ImportError as err:
+            raise ImportError("from_components needs the bioreason package: pip install bioreason") from err
         return compose(llm=llm, encoders=encoders, projector=projector, **kwargs)
+
+    def push_to_hub(self, repo_id: str, *args: Any, processor: Any = None, private: bool = False,
+                    license: str | None = None, token: str | None = None, **kwargs: Any):
+        """With `processor`, upload one complete folder as `bioreason push` does (weights, processor, card, remote
+        code); without it, transformers' default (weights and config only)."""
+        if processor is None:
+            return super().push_to_hub(repo_id, *args, private=private, token=token, **kwargs)
+        import tempfile
+
+        try:  # (a try block: the remote-code copy of this file must not require the bioreason package)
+            from bioreason.hub import push
+        except ImportError as err:
+            raise ImportError("push_to_hub(processor=...) needs the bioreason package") from err
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+            return push(tmp, repo_id, private=private, license=license, token=token)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.model.get_input_embeddings()

@@ -14,6 +14,7 @@ Both are rebuilt from JSON specs saved in the model / processor config, so `from
 from __future__ import annotations
 
 import copy
+import importlib
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -38,6 +39,15 @@ def get_encoder_class(name: str) -> type[Encoder]:
     if name not in ENCODERS:
         raise ValueError(f"Unknown encoder {name!r}; available: {sorted(ENCODERS)}")
     return ENCODERS[name]
+
+
+def optional_import(module: str, hint: str):
+    """Import a package only some encoders need, with an install hint when it is missing. (A call, not an import
+    statement: the model folder's remote code then does not list every encoder's package as a requirement.)"""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(f"{module} is needed here: {hint}") from err
 
 
 def build_encoder(spec: dict) -> Encoder:

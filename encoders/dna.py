@@ -16,7 +16,15 @@ import torch
 from transformers import EsmConfig, EsmModel
 from transformers.utils import cached_file
 
-from encoders.base import Encoder, Featurizer, pad_sequences, read_vocab, register_encoder, require_strings
+from encoders.base import (
+    Encoder,
+    Featurizer,
+    optional_import,
+    pad_sequences,
+    read_vocab,
+    register_encoder,
+    require_strings,
+)
 from encoders.tokenized import HFTokenEncoder
 
 DNA_INDEX = {"A": 0, "C": 1, "G": 2, "T": 3, "N": 4}
@@ -53,6 +61,17 @@ class NucleotideTransformerEncoder(HFTokenEncoder):
             "kmer": self.options.get("kmer", 6),
             "max_length": self.model.config.max_position_embeddings - 2,
         }
+
+ENFORMER_HINT = "pip install enformer-pytorch==0.8.11 (0.8.12 pins transformers 4)"
+
+
+def _enformer():
+    return optional_import("enformer_pytorch", ENFORMER_HINT)
+
+
+def _enformer_config():
+    return optional_import("enformer_pytorch.config_enformer", ENFORMER_HINT).EnformerConfig
+
 
 def load_weights(source: str) -> dict[str, torch.Tensor]:
     """model.safetensors if the source has it, else pytorch_model.bin through the weights-only unpickler."""
@@ -94,11 +113,8 @@ class EnformerEncoder(Encoder):
 
     def __init__(self, spec: dict):
         super().__init__(spec)
-        from enformer_pytorch import Enformer
-        from enformer_pytorch.config_enformer import EnformerConfig
-
         config = {**spec["config"], "target_length": -1}
-        enformer = Enformer(EnformerConfig(**config))
+        enformer = _enformer().Enformer(_enformer_config()(**config))
         trunk = enformer._modules.pop("_trunk")
         object.__setattr__(enformer, "_trunk", trunk)  # keep it callable, outside the saved module tree
         enformer._modules.pop("_heads", None)
@@ -115,11 +131,8 @@ class EnformerEncoder(Encoder):
     @classmethod
     def from_source(cls, source: str | None, **options: Any) -> EnformerEncoder:
         """Read config + weights ourselves: enformer-pytorch's own from_pretrained fails under transformers 5."""
-        from enformer_pytorch import Enformer
-        from enformer_pytorch.config_enformer import EnformerConfig
-
         source = source or "EleutherAI/enformer-official-rough"
-        pretrained = Enformer(EnformerConfig.from_pretrained(source))
+        pretrained = _enformer().Enformer(_enformer_config().from_pretrained(source))
         pretrained.load_state_dict(load_weights(source), strict=False)
         return cls.wrap(pretrained, source, options)
 
@@ -139,10 +152,8 @@ class EnformerEncoder(Encoder):
         return {"type": self.type_name, "bin_size": self.bin_size}
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from enformer_pytorch.data import seq_indices_to_one_hot
-
-        dtype = next(self.enformer.parameters()).dtype
-        emb = self.enformer(seq_indices_to_one_hot(values).to(dtype), return_only_embeddings=True)
+        one_hot = optional_import("enformer_pytorch.data", ENFORMER_HINT).seq_indices_to_one_hot(values)
+        emb = self.enformer(one_hot.to(next(self.enformer.parameters()).dtype), return_only_embeddings=True)
         lengths = torch.div(mask.sum(-1) + self.bin_size - 1, self.bin_size, rounding_mode="floor")
         out_mask = torch.arange(emb.shape[1], device=emb.device)[None, :] < lengths[:, None]
         return emb, out_mask

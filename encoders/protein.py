@@ -15,7 +15,7 @@ import torch
 from transformers import BertConfig, BertModel, EsmConfig, EsmModel
 from transformers.utils import cached_file
 
-from encoders.base import Encoder, Featurizer, read_vocab, register_encoder, require_strings
+from encoders.base import Encoder, Featurizer, optional_import, read_vocab, register_encoder, require_strings
 from encoders.tokenized import HFTokenEncoder, pad_sequences
 
 
@@ -102,13 +102,15 @@ class AntiBERTyEncoder(HFTokenEncoder):
         }
 
 
+ESMC_HINT = ("it conflicts with fair-esm: pip uninstall -y fair-esm && pip install --no-deps esm httpx "
+             "(see README, 'Optional encoders')")
+
+
 class ESMCFeaturizer(Featurizer):
     """ESM C's own sequence tokenizer (BOS + residues + EOS)."""
 
     def __call__(self, items):  # pragma: no cover - needs the optional `esm` package
-        from esm.tokenization import get_esmc_model_tokenizers
-
-        tok = get_esmc_model_tokenizers()
+        tok = optional_import("esm.tokenization", ESMC_HINT).get_esmc_model_tokenizers()
         rows = [tok.encode(s) for s in require_strings(items, "protein")]
         return pad_sequences(rows, tok.pad_token_id)
 
@@ -128,10 +130,7 @@ class ESMCEncoder(Encoder):
             from esm.models.esmc import ESMC
             from esm.tokenization import get_esmc_model_tokenizers
         except ImportError as err:
-            raise ImportError(
-                "The esmc encoder needs EvolutionaryScale's `esm` package, which conflicts with fair-esm: "
-                "pip uninstall -y fair-esm && pip install --no-deps esm httpx (see README, 'Optional encoders')"
-            ) from err
+            raise ImportError(f"The esmc encoder needs EvolutionaryScale's `esm` package: {ESMC_HINT}") from err
         name = spec.get("source") or "esmc_300m"  # pragma: no cover - below needs the optional package
         d_model, n_heads, n_layers = self.SIZES[name]
         self.model = ESMC(d_model, n_heads, n_layers, get_esmc_model_tokenizers(), use_flash_attn=False)
@@ -144,9 +143,8 @@ class ESMCEncoder(Encoder):
     @classmethod
     def from_source(cls, source: str | None, **options: Any) -> ESMCEncoder:
         encoder = cls({"type": cls.type_name, "source": source or "esmc_300m", "options": options})
-        from esm.models.esmc import ESMC  # pragma: no cover
-
-        encoder.model.load_state_dict(ESMC.from_pretrained(encoder.spec["source"]).state_dict())  # pragma: no cover
+        esmc = optional_import("esm.models.esmc", ESMC_HINT).ESMC  # pragma: no cover
+        encoder.model.load_state_dict(esmc.from_pretrained(encoder.spec["source"]).state_dict())  # pragma: no cover
         return encoder  # pragma: no cover
 
     def forward(self, values, mask):  # pragma: no cover - needs the optional `esm` package

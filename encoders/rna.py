@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from encoders.base import Encoder, Featurizer, pad_sequences, register_encoder
+from encoders.base import Encoder, Featurizer, optional_import, pad_sequences, register_encoder
 from encoders.tokenized import HFTokenEncoder
 
 
@@ -184,8 +184,7 @@ class ExpressionEncoder(Encoder):
     def from_source(cls, source: str | None, **options: Any) -> ExpressionEncoder:
         if source and "genes" not in options:  # a gene list file, one gene a line, or an .h5ad whose var_names to use
             if source.endswith(".h5ad"):
-                import anndata
-
+                anndata = optional_import("anndata", "pip install anndata")
                 options["genes"] = [str(g) for g in anndata.read_h5ad(source, backed="r").var_names]
             else:
                 with open(source, encoding="utf-8") as fh:
@@ -214,9 +213,7 @@ def load_embedding_store(path: str, obsm_key: str | None = None) -> dict[str, np
                 return {str(i): e for i, e in zip(npz["ids"], npz["embeddings"], strict=True)}
             return {k: npz[k] for k in npz.files}
     if path.endswith(".h5ad"):
-        import anndata
-
-        adata = anndata.read_h5ad(path)
+        adata = optional_import("anndata", "pip install anndata").read_h5ad(path)
         if obsm_key is None or obsm_key not in adata.obsm:
             raise ValueError(f"{path}: obsm key {obsm_key!r} not found; available: {sorted(adata.obsm.keys())}")
         return {str(i): np.asarray(e) for i, e in zip(adata.obs_names, adata.obsm[obsm_key], strict=True)}

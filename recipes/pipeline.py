@@ -102,6 +102,10 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
         raise ValueError(f"Unknown stages {sorted(unknown)}; available: ['cpt', 'grpo', 'sft']")
     os.makedirs(p.output_dir, exist_ok=True)
     set_seed(p.seed)
+    llm_source = "HuggingFaceTB/SmolLM2-135M-Instruct" if model_args.llm == "default" else model_args.llm
+    write_json(os.path.join(p.output_dir, "run_config.json"),  # what the card and `bioreason push` describe
+               {"dataset": data.dataset, "llm_source": llm_source, "pipeline": vars(p), "model": vars(model_args),
+                "data": vars(data)})
     with PartialState().main_process_first():
         dataset, cells = load_task(data)
     model, processor = load_model(model_args, AdaptArguments(lora_r=0))
