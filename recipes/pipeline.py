@@ -41,6 +41,10 @@ class PipelineArguments:
     stages: list[str] = field(default_factory=lambda: ["cpt", "sft", "grpo"])
     total_examples: int = 512
     rl_fraction: float = 0.5
+    sft_examples: int | None = None  # explicit budgets override total_examples x rl_fraction
+    rl_examples: int | None = None
+    sft_epochs: float = 1.0
+    save_model: bool = True  # studies of many runs keep metrics only
     cpt_examples: int = 64
     seed: int = 0
     bf16: bool = True
@@ -117,8 +121,7 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
     if p.evaluate_base:
         start = time.time()
         stages.append({"name": "base", **evaluate(model), "steps": 0, "seconds": round(time.time() - start, 1)})
-    n_sft = int(round(p.total_examples * (1 - p.rl_fraction))) if "sft" in p.stages else 0
-    n_rl = p.total_examples - n_sft if "grpo" in p.stages else 0
+    n_sft, n_rl = stage_budgets(p)
     for stage in p.stages:
         stage_data = DataArguments(**{**vars(data)})
         callbacks = [PeriodicEval(p.eval_every_steps, evaluate, stage, curve)] if p.eval_every_steps else []
@@ -133,8 +136,9 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
             model.set_trainable(encoders=False, projectors=True, llm=True)
             adapt = AdaptArguments(lora_r=p.sft_lora_r, lora_alpha=p.sft_lora_alpha)
             model = _adapt(model, adapt)
-            config = SFTConfig(**trainer_common(p, stage), learning_rate=p.sft_learning_rate,
-                               per_device_train_batch_size=p.sft_batch_size, packing=p.sft_packing)
+            config = SFTConfig(**{**trainer_common(p, stage), "num_train_epochs": p.sft_epochs},
+                               learning_rate=p.sft_learning_rate, per_device_train_batch_size=p.sft_batch_size,
+                               packing=p.sft_packing)
             result = sft.run(sft.SFTRecipeArguments(), model_args, stage_data, adapt, config, model=model,
                              processor=processor, callbacks=callbacks)
         else:
@@ -157,13 +161,15 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
                        **({"mean_reward": result["mean_reward"]} if "mean_reward" in result else {})})
         write_json(os.path.join(p.output_dir, "metrics.json"), {"stages": stages, "curve": curve})
     metrics = {"stages": stages, "curve": curve,
-               "budget": {"total_examples": p.total_examples, "rl_fraction": p.rl_fraction, "sft_examples": n_sft,
-                          "rl_examples": n_rl, "sft_lora_r": p.sft_lora_r, "grpo_lora_r": p.grpo_lora_r}}
+               "budget": {"sft_examples": n_sft, "sft_epochs": p.sft_epochs, "rl_examples": n_rl,
+                          "sft_lora_r": p.sft_lora_r, "grpo_lora_r": p.grpo_lora_r}}
     # Save
     if PartialState().is_main_process:
+        write_json(os.path.join(p.output_dir, "metrics.json"), metrics)
+        if not p.save_model:
+            return metrics
         final = os.path.join(p.output_dir, "final")
         save_final(base_model(model), processor, final)
-        write_json(os.path.join(p.output_dir, "metrics.json"), metrics)
         from recipes.report import write_report
 
         write_report(p.output_dir, metrics)
@@ -174,6 +180,13 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
         card.save(os.path.join(p.output_dir, "README.md"))
         card.save(os.path.join(final, "README.md"))
     return metrics
+
+
+def stage_budgets(p: PipelineArguments) -> tuple[int, int]:
+    """(SFT examples, RL prompts): explicit budgets, else `total_examples` split by `rl_fraction`."""
+    n_sft = p.sft_examples if p.sft_examples is not None else int(round(p.total_examples * (1 - p.rl_fraction)))
+    n_rl = p.rl_examples if p.rl_examples is not None else p.total_examples - n_sft
+    return (n_sft if "sft" in p.stages else 0), (n_rl if "grpo" in p.stages else 0)
 
 
 def _adapt(model, adapt: AdaptArguments):

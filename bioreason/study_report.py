@@ -1,0 +1,124 @@
+"""`bioreason study report DIR`: Markdown + PNG plots from a harvested study table (`DIR/results.csv`).
+
+Plots: ID vs OOD scatter with the Pareto front; accuracy against SFT budget (after the SFT stage); the budget-split
+curve (final accuracy against RL's share of the training examples); a heatmap of final OOD accuracy over
+(SFT LoRA rank, RL LoRA rank) pairs. Plots whose axes did not vary in the study are skipped and said so.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def pareto_front(points: np.ndarray) -> np.ndarray:
+    """Indices of points not dominated in both coordinates (higher is better), sorted by the first coordinate."""
+    keep = [i for i, p in enumerate(points) if not any((q >= p).all() and (q > p).any() for q in points)]
+    return np.array(sorted(keep, key=lambda i: points[i, 0]), dtype=int)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    def cell(v):
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    rows = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    rows += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(rows)
+
+
+def _save(fig, out: str, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, name), dpi=120)
+    plt.close(fig)
+    return name
+
+
+def write_study_report(out: str) -> str:
+    table = pd.read_csv(os.path.join(out, "results.csv"))
+    if table.empty:
+        raise ValueError(f"{out}: no finished runs to report")
+    plots, notes = [], []
+
+    # ID vs OOD with the Pareto front
+    pts = table[["id_accuracy", "ood_accuracy"]].to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.scatter(pts[:, 0], pts[:, 1], alpha=0.7, label="runs (final stage)")
+    front = pareto_front(pts)
+    ax.plot(pts[front, 0], pts[front, 1], "r-o", label="Pareto front")
+    ax.set_xlabel("ID accuracy")
+    ax.set_ylabel("OOD accuracy")
+    ax.legend()
+    ax.set_title("ID vs OOD")
+    plots.append(_save(fig, out, "id_vs_ood.png"))
+
+    # accuracy against SFT budget, after the SFT stage
+    if "sft_examples" in table and table["sft_examples"].nunique() > 1 and "sft_ood_accuracy" in table:
+        budget = table["sft_examples"] * table.get("sft_epochs", 1)
+        grouped = table.assign(budget=budget).groupby("budget")[["sft_id_accuracy", "sft_ood_accuracy"]].mean()
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        ax.plot(grouped.index, grouped["sft_id_accuracy"], "o-", label="ID after SFT")
+        ax.plot(grouped.index, grouped["sft_ood_accuracy"], "o-", label="OOD after SFT")
+        if "grpo_ood_accuracy" in table:
+            after = table.assign(budget=budget).groupby("budget")["grpo_ood_accuracy"].mean()
+            ax.plot(after.index, after, "s--", label="OOD after SFT + RL")
+        ax.set_xlabel("SFT budget (examples x epochs)")
+        ax.set_ylabel("accuracy (mean over runs)")
+        ax.legend()
+        plots.append(_save(fig, out, "ood_vs_sft_budget.png"))
+    else:
+        notes.append("SFT budget did not vary: no budget plot.")
+
+    # budget split: RL's share of the examples
+    if {"sft_examples", "rl_examples"} <= set(table) and (table["rl_examples"] > 0).any():
+        share = table["rl_examples"] / (table["sft_examples"] + table["rl_examples"])
+        grouped = table.assign(share=share.round(3)).groupby("share")[["id_accuracy", "ood_accuracy"]].mean()
+        if len(grouped) > 1:
+            fig, ax = plt.subplots(figsize=(5.5, 4))
+            ax.plot(grouped.index, grouped["id_accuracy"], "o-", label="ID")
+            ax.plot(grouped.index, grouped["ood_accuracy"], "o-", label="OOD")
+            ax.set_xlabel("RL share of training examples")
+            ax.set_ylabel("final accuracy (mean over runs)")
+            ax.legend()
+            plots.append(_save(fig, out, "budget_split.png"))
+        else:
+            notes.append("Only one SFT:RL split: no budget-split curve.")
+
+    # rank pairs
+    ranks = {"sft_lora_r", "grpo_lora_r"} <= set(table)
+    if ranks and table["sft_lora_r"].nunique() * table["grpo_lora_r"].nunique() > 1:
+        heat = table.pivot_table(index="sft_lora_r", columns="grpo_lora_r", values="ood_accuracy", aggfunc="mean")
+        fig, ax = plt.subplots(figsize=(5, 4))
+        im = ax.imshow(heat.to_numpy(), cmap="viridis", origin="lower")
+        ax.set_xticks(range(len(heat.columns)), heat.columns)
+        ax.set_yticks(range(len(heat.index)), heat.index)
+        ax.set_xlabel("RL LoRA rank")
+        ax.set_ylabel("SFT LoRA rank")
+        for (i, j), v in np.ndenumerate(heat.to_numpy()):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w")
+        fig.colorbar(im, ax=ax, label="final OOD accuracy")
+        plots.append(_save(fig, out, "rank_heatmap.png"))
+    else:
+        notes.append("LoRA ranks did not vary: no rank heatmap.")
+
+    rl_effect = ""
+    if {"sft_ood_accuracy", "grpo_ood_accuracy"} <= set(table):
+        diff = (table["grpo_ood_accuracy"] - table["sft_ood_accuracy"]).dropna()
+        diff_id = (table["grpo_id_accuracy"] - table["sft_id_accuracy"]).dropna()
+        rl_effect = (f"RL after SFT changed OOD accuracy by {diff.mean():+.3f} on average (better in {(diff > 0).sum()}"
+                     f", worse in {(diff < 0).sum()}, same in {(diff == 0).sum()} of {len(diff)} runs) and ID "
+                     f"accuracy by {diff_id.mean():+.3f}.\n\n")
+    columns = [c for c in ("run", "sft_examples", "rl_examples", "sft_lora_r", "grpo_lora_r", "id_accuracy",
+                           "ood_accuracy") if c in table]
+    best = table.sort_values("ood_accuracy", ascending=False)[columns].head(10)
+    text = (f"# Study report\n\n{len(table)} finished runs (`results.csv`, `results.parquet`).\n\n{rl_effect}"
+            f"Top runs by final OOD accuracy:\n\n{markdown_table(best)}\n\n"
+            + "\n".join(f"![{p}]({p})" for p in plots) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return os.path.join(out, "report.md")

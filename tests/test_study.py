@@ -1,0 +1,158 @@
+"""Studies: grid expansion, resume of a half-finished study, harvest, report; the eval CLI, checkpoint curves and
+the multi-label metrics with ontology propagation (checked by hand)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from conftest import tiny_model
+
+from bioreason import study
+from bioreason.benchmarks import build_benchmark
+from bioreason.evaluation import multilabel_metrics, parse_obo, propagate
+from bioreason.study_report import pareto_front, write_study_report
+
+
+def write_study(path, grid, base=None):
+    path.write_text(yaml.safe_dump({"base": base or {}, "grid": grid}))
+    return str(path)
+
+
+def test_grid_expansion_and_stage_rules(tmp_path):
+    config = write_study(tmp_path / "s.yaml", {"sft_examples": [0, 32], "rl_start": ["warm", "cold"],
+                                               "cpt": [False, True], "seed": [0, 1]},
+                         base={"stages": ["sft", "grpo"], "rl_examples": 8})
+    runs = study.plan(config)
+    # sft_examples=0 and rl_start=cold give the same effective config: the duplicate is kept once
+    assert len(runs) == 12
+    assert len({r.name for r in runs}) == len(runs)
+    by_axes = {tuple(sorted(r.axes.items())): r for r in runs}
+    warm = by_axes[(("cpt", True), ("rl_start", "warm"), ("seed", 0), ("sft_examples", 32))]
+    assert warm.config["stages"] == ["cpt", "sft", "grpo"] and warm.config["seed"] == 0
+    cold = by_axes[(("cpt", False), ("rl_start", "cold"), ("seed", 1), ("sft_examples", 32))]
+    assert cold.config["stages"] == ["grpo"]
+    with pytest.raises(ValueError, match="grid axis 'seed' must be a non-empty list"):
+        study.load_study(write_study(tmp_path / "bad.yaml", {"seed": []}))
+
+
+def test_backbone_axis_sets_the_llm(tmp_path):
+    runs = study.plan(write_study(tmp_path / "s.yaml", {"backbone": ["Qwen/Qwen3-0.6B", "default"]}))
+    assert [r.config["llm"] for r in runs] == ["Qwen/Qwen3-0.6B", "default"]
+
+
+def fake_run(out, name, axes, sft_ood, grpo_ood, sft_examples=32, rl_examples=8, ranks=(16, 4)):
+    run_dir = os.path.join(out, "runs", name)
+    os.makedirs(run_dir)
+    stages = [{"name": "sft", "id": {"accuracy": 0.8, "macro_f1": 0.7}, "ood": {"accuracy": sft_ood, "macro_f1": 0.5},
+               "steps": 4, "seconds": 10.0},
+              {"name": "grpo", "id": {"accuracy": 0.7, "macro_f1": 0.6}, "ood": {"accuracy": grpo_ood,
+                                                                                 "macro_f1": 0.6},
+               "steps": 4, "seconds": 20.0}]
+    budget = {"sft_examples": sft_examples, "sft_epochs": 1, "rl_examples": rl_examples, "sft_lora_r": ranks[0],
+              "grpo_lora_r": ranks[1]}
+    with open(os.path.join(run_dir, "metrics.json"), "w") as fh:
+        json.dump({"stages": stages, "budget": budget}, fh)
+    with open(os.path.join(run_dir, "axes.json"), "w") as fh:
+        json.dump(axes, fh)
+    open(os.path.join(run_dir, "DONE"), "w").close()
+
+
+def test_harvest_and_report(tmp_path):
+    out = str(tmp_path)
+    fake_run(out, "a", {"seed": 0}, 0.5, 0.6, sft_examples=32, ranks=(16, 4))
+    fake_run(out, "b", {"seed": 1}, 0.4, 0.7, sft_examples=64, ranks=(16, 16))
+    fake_run(out, "c", {"seed": 0}, 0.6, 0.5, sft_examples=32, ranks=(64, 4))
+    fake_run(out, "d", {"seed": 1}, 0.5, 0.5, sft_examples=64, ranks=(64, 16))
+    os.makedirs(os.path.join(out, "runs", "unfinished"))  # no DONE: not harvested
+    table = study.harvest(out)
+    assert list(table["run"]) == ["a", "b", "c", "d"]
+    row = table.set_index("run").loc["b"]
+    assert row["sft_ood_accuracy"] == 0.4 and row["grpo_ood_accuracy"] == 0.7 and row["ood_accuracy"] == 0.7
+    assert row["axis_seed"] == 1 and row["stages"] == "sft+grpo" and row["train_seconds"] == 30.0
+    assert os.path.exists(os.path.join(out, "results.parquet")) and os.path.exists(os.path.join(out, "results.csv"))
+    report = open(write_study_report(out)).read()
+    for png in ("id_vs_ood.png", "ood_vs_sft_budget.png", "budget_split.png", "rank_heatmap.png"):
+        assert os.path.exists(os.path.join(out, png)) and png in report
+    assert "changed OOD accuracy by +0.075" in report  # (0.1 + 0.3 - 0.1 + 0.0) / 4
+
+
+def test_pareto_front_by_hand():
+    points = np.array([[0.9, 0.1], [0.5, 0.5], [0.4, 0.4], [0.1, 0.9], [0.5, 0.2]])
+    assert list(pareto_front(points)) == [3, 1, 0]
+
+
+def test_multilabel_metrics_with_ontology_by_hand(tmp_path):
+    obo = tmp_path / "go.obo"
+    obo.write_text("[Term]\nid: GO:3\nis_a: GO:2 ! parent\n\n[Term]\nid: GO:2\nrelationship: part_of GO:1\n\n"
+                   "[Term]\nid: GO:1\n\n[Term]\nid: GO:9\n")
+    parents = parse_obo(str(obo))
+    assert parents == {"GO:3": {"GO:2"}, "GO:2": {"GO:1"}, "GO:1": set(), "GO:9": set()}
+    assert propagate({"GO:3"}, parents) == {"GO:1", "GO:2", "GO:3"}
+    # predicted the parent GO:2 for gold GO:3: without the ontology no overlap, with it {GO:1, GO:2} match
+    plain = multilabel_metrics([{"GO:2"}], [{"GO:3"}])
+    assert plain["multilabel_micro_f1"] == 0.0
+    onto = multilabel_metrics([{"GO:2"}], [{"GO:3"}], parents)
+    assert onto["multilabel_micro_f1"] == pytest.approx(2 * 2 / (2 + 3))
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    model, processor = tiny_model("antiberty", projector="mean")
+    model.save_pretrained(root / "model")
+    processor.save_pretrained(root / "model")
+    build_benchmark("antibody_chain", str(root / "data"))
+    base = {"model_path": str(root / "model"), "dataset": str(root / "data"), "stages": ["sft", "grpo"],
+            "max_eval_examples": 3, "evaluate_base": False, "save_model": False, "bf16": False, "rl_examples": 2,
+            "num_generations": 2, "grpo_prompts_per_step": 2, "max_completion_length": 4, "sft_batch_size": 4}
+    return root, base
+
+
+def test_a_killed_study_resumes_where_it_stopped(tiny_setup, tmp_path):
+    root, base = tiny_setup
+    out = str(tmp_path / "study")
+    first = study.run_study(write_study(tmp_path / "a.yaml", {"sft_examples": [4], "seed": [0, 1]}, base), out)
+    assert first == {"runs": 2, "ran": 2, "failed": [], "harvested": 2}
+    # a run killed mid-way: its folder exists but it has no DONE marker
+    killed = os.path.join(out, "runs", sorted(os.listdir(os.path.join(out, "runs")))[0])
+    os.remove(os.path.join(killed, "DONE"))
+    grown = write_study(tmp_path / "b.yaml", {"sft_examples": [4], "seed": [0, 1, 2]}, base)
+    second = study.run_study(grown, out)
+    assert second == {"runs": 3, "ran": 2, "failed": [], "harvested": 3}  # the killed run and the new seed only
+    table = study.harvest(out)
+    assert set(table["axis_seed"]) == {0, 1, 2} and table["ood_accuracy"].between(0, 1).all()
+
+
+def test_submitit_local_executor(tiny_setup, tmp_path):
+    pytest.importorskip("submitit")
+    root, base = tiny_setup
+    out = str(tmp_path / "study")
+    summary = study.run_study(write_study(tmp_path / "s.yaml", {"sft_examples": [4], "seed": [0]}, base), out,
+                              executor="submitit", cluster="local")
+    assert summary["harvested"] == 1 and not summary["failed"]
+
+
+def test_eval_cli_and_curve(tiny_setup, tmp_path):
+    root, _ = tiny_setup
+    result_path = tmp_path / "eval.json"
+    proc = subprocess.run([sys.executable, "-m", "bioreason.cli", "eval", "--model", str(root / "model"), "--data",
+                           str(root / "data"), "--max-examples", "4", "--out", str(result_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(result_path.read_text())
+    for split in ("id_test", "ood_test"):
+        assert result["splits"][split]["n"] == 4 and len(result["predictions"][split]) == 4
+        assert {"accuracy", "macro_f1", "per_class_f1"} <= set(result["splits"][split])
+    proc = subprocess.run([sys.executable, "-m", "bioreason.cli", "eval-curve", "--models", str(root / "model"),
+                           str(root / "model"), "--labels", "1", "2", "--data", str(root / "data"), "--max-examples",
+                           "2", "--out", str(tmp_path / "curve")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    points = json.loads((tmp_path / "curve" / "curve.json").read_text())
+    assert [p["label"] for p in points] == ["1", "2"] and (tmp_path / "curve" / "curve.png").exists()
+    assert points[0]["id_test"] == points[1]["id_test"]  # the same model twice gives the same point
