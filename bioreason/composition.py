@@ -43,6 +43,13 @@ def default_llm_path() -> str:
     return os.path.join(spec.submodule_search_locations[0], SMOLLM2_GGUF)
 
 
+def default_attn_implementation() -> str:
+    """flash_attention_2 on CUDA when flash-attn is installed, sdpa otherwise (CPU, or no flash-attn)."""
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
 def _gguf_to_plain(gguf_path: str) -> str:
     """Dequantize a GGUF file once into a plain safetensors folder (model + tokenizer); return the folder."""
     stat = os.stat(gguf_path)
@@ -162,7 +169,8 @@ def compose(
     text_config = llm_model.config.to_dict()
     text_config.pop("quantization_config", None)
     config = BioReasonConfig(text_config=text_config, modalities=modalities, **config_kwargs)
-    model = BioReasonForCausalLM._from_config(config, attn_implementation=attn_implementation)
+    model = BioReasonForCausalLM._from_config(config,
+                                              attn_implementation=attn_implementation or default_attn_implementation())
     # the projector specs now carry every derived option (resampler width / heads), so reloads rebuild them exactly
     for modality, proj in model.model.projectors.items():
         config.modalities[modality]["projector"]["options"] = dict(proj.options)

@@ -88,9 +88,10 @@ def load_model(model_args: ModelArguments, adapt: AdaptArguments | None = None, 
 
     adapt = adapt or AdaptArguments()
     if model_args.model_path:
-        kwargs: dict[str, Any] = {"dtype": dtype or torch.float32}
-        if model_args.attn_implementation:
-            kwargs["attn_implementation"] = model_args.attn_implementation
+        from bioreason.composition import default_attn_implementation
+
+        attn = model_args.attn_implementation or default_attn_implementation()
+        kwargs: dict[str, Any] = {"dtype": dtype or torch.float32, "attn_implementation": attn}
         if adapt.load_in_4bit:
             from bioreason.adaptation import quantization_config
 

@@ -226,6 +226,18 @@ def test_attn_implementation_reaches_the_llm(tmp_path):
     assert loaded.model.language_model.config._attn_implementation == "sdpa"
 
 
+def test_default_attention_is_sdpa_without_cuda_and_flash_attn():
+    import importlib.util
+
+    from bioreason.composition import default_attn_implementation
+
+    expected = ("flash_attention_2" if torch.cuda.is_available() and importlib.util.find_spec("flash_attn")
+                else "sdpa")
+    assert default_attn_implementation() == expected
+    model, _ = tiny_model("esm2")
+    assert model.model.language_model.config._attn_implementation == expected
+
+
 def test_bf16_forward(tmp_path):
     model, processor = tiny_model("enformer", projector="resampler")
     model = model.to(torch.bfloat16)
