@@ -60,6 +60,7 @@ class BioReasonModel(BioReasonPreTrainedModel):
 
     def __init__(self, config: BioReasonConfig):
         super().__init__(config)
+        self.feature_cache: Any = None  # a bioreason.feature_cache.FeatureCache for frozen encoders, when enabled
         self.language_model = AutoModel.from_config(config.text_config)
         hidden = config.text_config.hidden_size
         self.encoders = nn.ModuleDict()
@@ -107,6 +108,8 @@ class BioReasonModel(BioReasonPreTrainedModel):
             values = values.to(self.language_model.dtype)
         if self.encoder_trainable(modality):
             embeddings, emb_mask = encoder(values, mask)
+        elif self.feature_cache is not None and getattr(encoder, "cacheable", True):
+            embeddings, emb_mask = self.feature_cache.encode(encoder, values, mask)
         else:
             with torch.no_grad():
                 embeddings, emb_mask = encoder(values, mask)
@@ -184,6 +187,8 @@ class BioReasonForCausalLM(BioReasonPreTrainedModel, GenerationMixin):
     """The full model: `BioReasonModel` plus the LLM's `lm_head`. Loads with `AutoModelForCausalLM` after
     `import bioreason`; build one from parts with `from_components`."""
 
+    share_prompt_prefill: bool = False
+
     def __init__(self, config: BioReasonConfig):
         super().__init__(config)
         self.model = BioReasonModel(config)
@@ -232,6 +237,19 @@ class BioReasonForCausalLM(BioReasonPreTrainedModel, GenerationMixin):
 
     def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         self.lm_head = new_embeddings
+
+    def enable_feature_cache(self, directory: str | None = None, max_memory_bytes: int = 2 << 30):
+        """Compute each frozen encoder's output once per unique input (in memory; on disk too with `directory`) and
+        reuse it across epochs, GRPO samples and evaluations. Returns the cache (its `stats()` count hits)."""
+        try:  # (a try block: the remote-code copy of this file must not require the bioreason package)
+            from bioreason.feature_cache import FeatureCache
+        except ImportError as err:
+            raise ImportError("the feature cache needs the bioreason package") from err
+        self.model.feature_cache = FeatureCache(directory, max_memory_bytes=max_memory_bytes)
+        return self.model.feature_cache
+
+    def disable_feature_cache(self) -> None:
+        self.model.feature_cache = None
 
     def set_trainable(self, encoders: bool | None = None, projectors: bool | None = None,
                       llm: bool | None = None) -> None:
@@ -290,11 +308,23 @@ class BioReasonForCausalLM(BioReasonPreTrainedModel, GenerationMixin):
                 model_inputs.pop(key, None)
         return model_inputs
 
-    def generate(self, *args: Any, **kwargs: Any):
-        """`GenerationMixin.generate` with every placeholder token suppressed: the model must never emit them."""
+    def generate(self, *args: Any, share_prompt_prefill: bool | None = None, **kwargs: Any):
+        """`GenerationMixin.generate` with every placeholder token suppressed: the model must never emit them.
+
+        `share_prompt_prefill` (default: the `share_prompt_prefill` attribute, which the GRPO trainer sets): rows that
+        repeat a prompt, as a GRPO group does, are encoded and prefilled once (`bioreason.rollout`)."""
         config = kwargs.get("generation_config") or self.generation_config
         already = kwargs.get("suppress_tokens", config.suppress_tokens) or []
         kwargs["suppress_tokens"] = sorted(set(already) | set(self.config.placeholder_token_ids()))
+        share = self.share_prompt_prefill if share_prompt_prefill is None else share_prompt_prefill
+        if share and not args and kwargs.get("input_ids") is not None:
+            try:  # (a try block: the remote-code copy of this file must not require the bioreason package)
+                from bioreason.rollout import generate_with_shared_prefill
+            except ImportError as err:
+                raise ImportError("share_prompt_prefill needs the bioreason package") from err
+            modality = {k: kwargs.pop(k) for k in MODALITY_KWARGS if kwargs.get(k) is not None}
+            return generate_with_shared_prefill(self, super().generate, kwargs.pop("input_ids"),
+                                                kwargs.pop("attention_mask", None), modality, **kwargs)
         return super().generate(*args, **kwargs)
 
 

@@ -85,6 +85,11 @@ class Encoder(nn.Module):
     type_name: ClassVar[str] = ""
     featurizer_class: ClassVar[type[Featurizer]] = Featurizer
     trainable_by_default: ClassVar[bool] = False
+    # the feature cache (bioreason.feature_cache) may store this encoder's outputs while it is frozen
+    cacheable: ClassVar[bool] = True
+    # an item's output depends only on its valid (mask) prefix, not on how wide the batch is padded: the cache may then
+    # key and store items trimmed to that prefix, so a sequence hits in any batch
+    honours_padding_mask: ClassVar[bool] = False
 
     def __init__(self, spec: dict):
         super().__init__()

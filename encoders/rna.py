@@ -255,6 +255,7 @@ class PrecomputedEncoder(Encoder):
     """Identity over embeddings computed elsewhere. Options: `dim` (required), `num_tokens` (1), `obsm_key`."""
 
     featurizer_class = EmbeddingFeaturizer
+    cacheable = False  # the identity: nothing to save by caching
 
     def __init__(self, spec: dict):
         super().__init__(spec)

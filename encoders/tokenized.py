@@ -68,6 +68,7 @@ class HFTokenEncoder(Encoder):
     model_class: ClassVar[type[PreTrainedModel]]
     config_class: ClassVar[type[PretrainedConfig]]
     featurizer_class = TokenFeaturizer
+    honours_padding_mask = True  # attention_mask hides the padding from every position
 
     def __init__(self, spec: dict):
         super().__init__(spec)

@@ -24,6 +24,9 @@ class ModelArguments:
     projector: str = "resampler"
     num_queries: int = 32
     attn_implementation: str | None = None
+    feature_cache: str = field(default="disk", metadata={
+        "help": "frozen-encoder outputs computed once per unique input: off | memory | disk (memory + files)"})
+    feature_cache_dir: str | None = field(default=None, metadata={"help": "default $BIOREASON_CACHE/features"})
 
 
 @dataclass
@@ -108,12 +111,29 @@ def load_model(model_args: ModelArguments, adapt: AdaptArguments | None = None, 
                                    attn_implementation=model_args.attn_implementation)
     model.set_trainable(encoders=adapt.encoders_trainable, projectors=adapt.projectors_trainable,
                         llm=adapt.llm_trainable)
+    enable_feature_cache(model, model_args)
     if adapt.lora_r > 0:
         from bioreason.adaptation import apply_lora
 
         model = apply_lora(model, r=adapt.lora_r, alpha=adapt.lora_alpha, dropout=adapt.lora_dropout,
                            train_projectors=adapt.projectors_trainable)
     return model, processor
+
+
+def enable_feature_cache(model, model_args: ModelArguments) -> None:
+    """Apply `model_args.feature_cache` to a BioReason model (or one under a PEFT wrapper)."""
+    from bioreason.feature_cache import default_cache_dir
+
+    model = base_model(model)
+    if model_args.feature_cache == "off":
+        model.disable_feature_cache()
+    elif model_args.feature_cache in ("memory", "disk"):
+        directory = None
+        if model_args.feature_cache == "disk":
+            directory = model_args.feature_cache_dir or default_cache_dir()
+        model.enable_feature_cache(directory)
+    else:
+        raise ValueError(f"feature_cache must be off, memory or disk, not {model_args.feature_cache!r}")
 
 
 def base_model(model):

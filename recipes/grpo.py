@@ -11,6 +11,10 @@ How the subclass threads the modalities through TRL (which forwards only image i
   batch, are added to the generation output;
 - `_compute_loss` exposes the current rows' tensors to `_get_per_token_logps_and_entropies`, which is overridden to
   pass them to the model with TRL's fused LM head.
+
+With `share_prompts` (default), a group's G samples share their prompt's work (`bioreason.rollout`): generation
+prefills each unique prompt once, and every log-prob pass runs the prompt once per unique row and only the completions
+per sample. Frozen encoders run once per unique input through the feature cache (`feature_cache`, in ModelArguments).
 Rewards are `bioreason.rewards.REWARDS` entries; dataset columns (`answer`, `label_set`) reach them as keyword lists.
 """
 
@@ -29,10 +33,12 @@ from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model
 from bioreason.data.chat import modality_inputs, to_messages
 from bioreason.modeling_bioreason import MODALITY_KWARGS
 from bioreason.rewards import get_reward
+from bioreason.rollout import shared_prefix_logps
 from recipes.common import (
     AdaptArguments,
     AtomicCheckpointMixin,
     DataArguments,
+    base_model,
     ModelArguments,
     evaluate_splits,
     load_model,
@@ -45,13 +51,16 @@ from recipes.common import (
 @dataclass
 class GRPORecipeArguments:
     rewards: list[str] = field(default_factory=lambda: ["correctness", "format"])
+    share_prompts: bool = field(default=True, metadata={
+        "help": "compute each prompt once per group in generation and the log-prob passes (same loss)"})
     evaluate: bool = True
     resume: bool = False
 
 
 class BioGRPOTrainer(AtomicCheckpointMixin, GRPOTrainer):
-    def __init__(self, *args, processor, cells=None, **kwargs):
+    def __init__(self, *args, processor, cells=None, share_prompts: bool = True, **kwargs):
         self.bio_processor = processor
+        self.share_prompts = share_prompts
         self.cells = cells
         self._rows: list[dict] | None = None  # dataset rows of the batch being generated
         self._modality_rows: dict[str, torch.Tensor] | None = None  # row-aligned tensors for the log-prob passes
@@ -71,6 +80,9 @@ class BioGRPOTrainer(AtomicCheckpointMixin, GRPOTrainer):
             add_fused_lm_head(reference, temperature=self.temperature,
                               cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32)
             self.ref_model = self.accelerator.prepare_model(reference, evaluation_mode=True)
+        for policy in (self.model, self.ref_model):
+            if policy is not None:
+                base_model(policy).share_prompt_prefill = share_prompts
 
     # Generation ------------------------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
@@ -117,10 +129,15 @@ class BioGRPOTrainer(AtomicCheckpointMixin, GRPOTrainer):
             model_inputs = {"input_ids": input_ids[start:end], "attention_mask": attention_mask[start:end]}
             for key, value in rows.items():  # [rows, items, ...] -> the flat item batch the model takes
                 model_inputs[key] = value[start:end].flatten(0, 1)
-            labels = model_inputs["input_ids"].masked_fill(model_inputs["attention_mask"] == 0, -100)
-            labels[:, :-logits_to_keep] = -100
+            outputs = None
             with self.accelerator.autocast():
-                outputs = model(**model_inputs, labels=labels, fused_lm_head=True)
+                if self.share_prompts and not self.args.gradient_checkpointing:  # (checkpointing drops the KV cache)
+                    outputs = shared_prefix_logps(model, model_inputs["input_ids"], model_inputs["attention_mask"],
+                                                  logits_to_keep, {k: v[start:end] for k, v in rows.items()})
+                if outputs is None:
+                    labels = model_inputs["input_ids"].masked_fill(model_inputs["attention_mask"] == 0, -100)
+                    labels[:, :-logits_to_keep] = -100
+                    outputs = model(**model_inputs, labels=labels, fused_lm_head=True)
             logps.append(outputs.log_probs[:, -logits_to_keep:])
             if compute_entropy:
                 entropies.append(outputs.entropy[:, -logits_to_keep:])
@@ -150,7 +167,8 @@ def run(recipe: GRPORecipeArguments, model_args: ModelArguments, data: DataArgum
         model, processor = load_model(model_args, adapt)
     # Train
     trainer = BioGRPOTrainer(model=model, args=config, train_dataset=train, processor=processor, cells=cells,
-                             reward_funcs=[get_reward(name) for name in recipe.rewards], callbacks=callbacks)
+                             reward_funcs=[get_reward(name) for name in recipe.rewards], callbacks=callbacks,
+                             share_prompts=recipe.share_prompts)
     start = time.time()
     trainer.train(resume_from_checkpoint=True if recipe.resume else None)
     result = {"steps": trainer.state.global_step, "seconds": round(time.time() - start, 1)}
