@@ -36,6 +36,8 @@ REMOTE_CODE = {
     "bioreason.configuration_bioreason": "configuration_bioreason",
     "bioreason.modeling_bioreason": "modeling_bioreason",
     "bioreason.processing_bioreason": "processing_bioreason",
+    "bioreason.feature_cache": "bioreason_feature_cache",
+    "bioreason.rollout": "bioreason_rollout",
     "encoders.base": "bioreason_encoders_base",
     "encoders.tokenized": "bioreason_encoders_tokenized",
     "encoders.dna": "bioreason_encoders_dna",

@@ -23,9 +23,10 @@ def built(tmp_path_factory):
     return {name: (str(root / name), build_benchmark(name, str(root / name), seed=0)) for name in NAMES}
 
 
-def test_four_benchmarks_cover_the_three_modalities():
+def test_benchmarks_cover_the_three_modalities():
     assert {b.modality for b in BENCHMARKS.values()} == {"dna", "rna", "protein"}
-    assert set(NAMES) == {"antibody_chain", "jaspar_tf_class", "pbmc_cell_type", "peptide_activity"}
+    assert set(NAMES) == {"antibody_chain", "jaspar_tf_class", "jaspar_tf_class_1kb", "pbmc_cell_type",
+                          "peptide_activity"}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -75,16 +76,17 @@ def test_split_rules_hold(built):
     assert ood_clusters == {"5", "6", "9"}
 
 
-def test_jaspar_sites_come_from_their_matrix(built):
+@pytest.mark.parametrize(("name", "length"), [("jaspar_tf_class", 48), ("jaspar_tf_class_1kb", 1000)])
+def test_jaspar_sites_come_from_their_matrix(built, name, length):
     from bioreason.benchmarks.jaspar import load_matrices
 
     matrices = {m["matrix"]: m for m in load_matrices()}
-    ds = load_from_disk(built["jaspar_tf_class"][0])
+    ds = load_from_disk(built[name][0])
     for row in ds["id_test"].select(range(20)):
         m = matrices[row["group"]]
         start, end = (int(x) for x in row["reasoning"].split()[1].split("-"))
         site = row["dna"][0][start - 1: end]
-        assert len(site) == len(m["counts"]) and len(row["dna"][0]) == 48
+        assert len(site) == len(m["counts"]) and len(row["dna"][0]) == length
         freqs = m["counts"] / m["counts"].sum(1, keepdims=True)
         # the site is a sample from the profile: no position uses a base the profile (nearly) never has
         assert all(freqs[i]["ACGT".index(b)] > 0 or m["counts"][i].sum() < 20 for i, b in enumerate(site))

@@ -106,8 +106,8 @@ def grpo_step(out_dir, share: bool, monkeypatch) -> dict:
     from safetensors.torch import load_file
     from trl import GRPOConfig
 
-    from recipes.common import ModelArguments, enable_feature_cache
     from recipes import grpo
+    from recipes.common import ModelArguments, enable_feature_cache
     from recipes.grpo import BioGRPOTrainer, grpo_dataset
 
     shared_passes = []

@@ -1,6 +1,7 @@
 """jaspar_tf_class (dna): the structural class of the transcription factor whose binding profile produced a site.
 
-Each example is a 48 bp sequence: a binding site sampled from a real JASPAR 2026 CORE position-frequency matrix
+Each example is a 48 bp sequence (1000 bp in `jaspar_tf_class_1kb`, the long-context variant that measures token
+compression: one Nucleotide Transformer token per 6 bp is ~170 positions there): a binding site sampled from a real JASPAR 2026 CORE position-frequency matrix
 (pseudocount 0.5 per base), placed at a seeded random offset in uniform random background. Five classes that exist
 across kingdoms. In-domain: vertebrate matrices, split into train / id_test by matrix (a matrix never straddles
 splits); out-of-domain: plant, fungal, insect, nematode and urochordate matrices of the same classes.
@@ -68,6 +69,21 @@ def consensus(counts: np.ndarray) -> str:
                "urochordate matrices of the same 5 classes; 2 sampled 48 bp sequences per matrix",
 )
 def build(out: str, seed: int) -> tuple[list[dict], dict]:
+    return build_sites(out, seed, LENGTH)
+
+
+@register_benchmark(
+    name="jaspar_tf_class_1kb",
+    modality="dna",
+    source="JASPAR 2026 CORE position-frequency matrices, shipped in pyjaspar 4.0.0 (pyjaspar/data/JASPAR2026.sqlite)",
+    license="CC BY 4.0 (JASPAR data); pyjaspar GPL-3.0",
+    split_rule="as jaspar_tf_class, with each site placed in 1000 bp of uniform random background",
+)
+def build_1kb(out: str, seed: int) -> tuple[list[dict], dict]:
+    return build_sites(out, seed, 1000)
+
+
+def build_sites(out: str, seed: int, length: int) -> tuple[list[dict], dict]:
     matrices = load_matrices()
     labels = sorted(CLASSES.values())
     question = ("<dna>\nThis DNA sequence contains a transcription-factor binding site. Which structural class does "
@@ -82,9 +98,9 @@ def build(out: str, seed: int) -> tuple[list[dict], dict]:
         cons = consensus(m["counts"])
         for k in range(SITES_PER_MATRIX):
             site = "".join("ACGT"[rng.choice(4, p=p)] for p in probs)
-            offset = int(rng.integers(0, LENGTH - len(site) + 1))
+            offset = int(rng.integers(0, length - len(site) + 1))
             left = "".join(rng.choice(list("ACGT"), size=offset))
-            right = "".join(rng.choice(list("ACGT"), size=LENGTH - len(site) - offset))
+            right = "".join(rng.choice(list("ACGT"), size=length - len(site) - offset))
             why = (f"Positions {offset + 1}-{offset + len(site)} ({site}) form a {len(site)} bp site sampled from the "
                    f"{m['name']} profile ({m['matrix']}, {m['tax']}), whose consensus is {cons}.")
             records.append(make_record(f"{m['matrix']}_{k}", "jaspar_tf_class", split, "dna", [left + site + right],

