@@ -64,12 +64,10 @@ def timed(fn: Callable[[], Any], repeats: int = 1, warmup: int = 0) -> float:
 
 def smollm(dtype: torch.dtype = torch.float32):
     """SmolLM2-135M-Instruct (real weights) as a transformers causal LM, and its folder."""
-    from transformers import AutoModelForCausalLM
+    from bioreason.composition import default_llm_path, load_llm
 
-    from bioreason.composition import default_llm_path
-
-    path = default_llm_path()
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa"), path
+    model, _ = load_llm(default_llm_path(), dtype=dtype, attn_implementation="sdpa")
+    return model, default_llm_path()
 
 
 def esm2_650m_shape():

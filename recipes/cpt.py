@@ -60,6 +60,10 @@ def run(recipe: CPTRecipeArguments, model_args: ModelArguments, data: DataArgume
     set_seed(config.seed)
     if model is None:
         model, processor = load_model(model_args, adapt)
+    if config.packing:  # TRL packs with restarting position ids: attend per example without a varlen kernel
+        from bioreason.packed_attention import use_packed_attention
+
+        use_packed_attention(model)
     config.dataset_text_field = "text"
     config.remove_unused_columns = True
     trainer = SFTTrainer(model=model, args=config, train_dataset=load_text_corpus(recipe.text_files),

@@ -45,3 +45,22 @@ def test_packed_batch_gives_the_same_loss_as_the_padded_one():
         tail = model(**packed, use_cache=False).logits[0, -alone["input_ids"].shape[1]:]
         assert torch.allclose(tail, model(**alone, use_cache=False).logits[0], atol=1e-5)
     assert torch.allclose(loss_padded, loss_packed, atol=1e-5)
+
+
+def test_packed_attention_equals_the_block_diagonal_mask_and_is_not_saved(tmp_path):
+    from bioreason.packed_attention import NAME, use_packed_attention
+
+    model, processor = tiny_model("esm2", projector="linear", attn_implementation="sdpa")
+    model.eval()
+    packed = RecordCollator(processor, packing=True)(RECORDS)
+    padded = RecordCollator(processor)(RECORDS)
+    with torch.no_grad():
+        masked = model(**packed, use_cache=False)
+        assert use_packed_attention(model)
+        assert model.model.language_model.config._attn_implementation == NAME
+        segmented = model(**packed, use_cache=False)
+        padded_loss = model(**padded, use_cache=False).loss  # not packed: the plain sdpa path
+    assert torch.allclose(masked.logits, segmented.logits, atol=1e-5)
+    assert torch.allclose(segmented.loss, padded_loss, atol=1e-5)
+    model.save_pretrained(tmp_path)
+    assert NAME not in (tmp_path / "config.json").read_text()

@@ -1,0 +1,89 @@
+"""`make bench`: run the benchmarks, write bench/results.json and BENCHMARKS.md.
+
+    python -m bench.run                 # all
+    python -m bench.run p3 p5           # some (the others keep their previous results)
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import json
+import os
+import sys
+import time
+
+from bench.common import machine
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "bench", "results.json")
+REPORT = os.path.join(ROOT, "BENCHMARKS.md")
+ORDER = ("p1", "p2", "p3", "p4", "p5")
+
+
+def run_all(selected: tuple[str, ...]) -> dict:
+    from bench import p1_cache, p2_resampler, p3_grpo, p4_packing, p5_mfu
+
+    previous = {}
+    if os.path.exists(RESULTS):
+        with open(RESULTS, encoding="utf-8") as fh:
+            previous = json.load(fh).get("results", {})
+    results, seconds, shared = dict(previous), {}, {}
+    for key in selected:
+        start = time.time()
+        if key in ("p1", "p3"):  # one ESM2-650M-shaped model serves both (its random init takes a while)
+            if "model" not in shared:
+                shared["model"], shared["processor"] = p1_cache.build()
+            out = (p1_cache if key == "p1" else p3_grpo).run(shared["model"], shared["processor"])
+            if key == "p3" or "p3" not in selected:
+                shared.clear()
+        else:
+            out = {"p2": p2_resampler, "p4": p4_packing, "p5": p5_mfu}[key].run()
+        for result in out if isinstance(out, list) else [out]:
+            results[result.name] = result.as_dict()
+            print(f"{result.name}: {result.value:.3f} (goal {result.goal}) {'met' if result.met else 'NOT met'}",
+                  flush=True)
+        seconds[key] = round(time.time() - start, 1)
+        gc.collect()
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": "make bench  (python -m bench.run " + " ".join(selected) + ")", "machine": machine(),
+            "seconds": seconds, "results": results}
+
+
+def report(data: dict) -> str:
+    m = data["machine"]
+    lines = [
+        "# Benchmarks", "",
+        "Written by `make bench` (`python -m bench.run`); the numbers below are from the last run. Each ratio is "
+        "measured in one run against its baseline on the same machine. Code: `bench/`; raw figures: "
+        "`bench/results.json`.", "",
+        f"- **Machine**: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), AMX-BF16: "
+        f"{m['amx_bf16']}, AVX512-BF16: {m['avx512_bf16']}, GPU: {m['cuda'] or 'none'}; torch {m['torch']}, "
+        f"Python {m['python']}",
+        f"- **Date**: {data['date']}", f"- **Command**: `{data['command']}`",
+        f"- **Wall time per benchmark (s)**: {', '.join(f'{k} {v}' for k, v in data['seconds'].items())}", "",
+        "| figure | measured | goal | met | what |", "|---|---|---|---|---|",
+    ]
+    for name, r in sorted(data["results"].items()):
+        lines.append(f"| `{name}` | {r['value']} {r['unit']} | {r['goal']} | {'yes' if r['met'] else 'no'} | "
+                     f"{r['what']} |")
+    lines += ["", "## Details", ""]
+    for name, r in sorted(data["results"].items()):
+        lines += [f"### {name}", "", "```json", json.dumps(r["details"], indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = tuple(argv if argv is not None else sys.argv[1:])
+    selected = tuple(k for k in ORDER if not args or k in args)
+    data = run_all(selected)
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1)
+    with open(REPORT, "w", encoding="utf-8") as fh:
+        fh.write(report(data) + "\n")
+    print(f"wrote {RESULTS} and {REPORT}")
+
+
+if __name__ == "__main__":
+    main()
