@@ -86,6 +86,7 @@ def run() -> Result:
         {"bf16_matmul_peak_gflops": round(peak["bfloat16"], 1), "fp32_matmul_peak_gflops": round(peak["float32"], 1),
          "step_tflop": round(flops / 1e12, 3), "autocast_step_s": round(autocast_s, 2),
          "autocast_gflops": round(achieved, 1), "trl_fused_head_step_s": round(fused_s, 2),
-         "trl_fused_head_mfu": round(flops / fused_s / 1e9 / peak["bfloat16"], 3), "bf16_weights_step_s": round(bf16_s, 2),
+         "trl_fused_head_mfu": round(flops / fused_s / 1e9 / peak["bfloat16"], 3),
+         "bf16_weights_step_s": round(bf16_s, 2),
          "bf16_weights_mfu": round(flops / bf16_s / 1e9 / peak["bfloat16"], 3),
          "autocast_step_profile_self_cpu_share": profile})
