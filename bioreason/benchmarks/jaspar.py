@@ -4,8 +4,8 @@ Each example is a 48 bp sequence (1000 bp in `jaspar_tf_class_1kb`, the long-con
 compression: one Nucleotide Transformer token per 6 bp is ~170 positions there): a binding site sampled from a real
 JASPAR 2026 CORE position-frequency matrix (pseudocount 0.5 per base), placed at a seeded random offset in uniform
 random background. Five classes that exist across kingdoms. In-domain: vertebrate matrices, split into train / id_test
-by matrix (a matrix never straddles
-splits); out-of-domain: plant, fungal, insect, nematode and urochordate matrices of the same classes.
+by matrix (a matrix never straddles splits); out-of-domain: plant, fungal, insect, nematode and urochordate matrices
+of the same classes.
 """
 
 from __future__ import annotations
