@@ -6,7 +6,7 @@ export BIOREASON_CACHE ?= $(CURDIR)/.cache/bioreason
 export BIOREASON_TEST_CACHE ?= $(BIOREASON_CACHE)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install quickstart test test-fast lint clean
+.PHONY: install quickstart test test-fast lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +32,10 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# Performance benchmarks (bench/): writes bench/results.json and BENCHMARKS.md; about 15 minutes on 2 CPU cores.
+bench: install
+	$(PY) -m bench.run
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -11,6 +11,7 @@ so `Trainer`, `generate` and TRL can pass them through untouched.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -315,7 +316,14 @@ class BioReasonForCausalLM(BioReasonPreTrainedModel, GenerationMixin):
         repeat a prompt, as a GRPO group does, are encoded and prefilled once (`bioreason.rollout`)."""
         config = kwargs.get("generation_config") or self.generation_config
         already = kwargs.get("suppress_tokens", config.suppress_tokens) or []
-        kwargs["suppress_tokens"] = sorted(set(already) | set(self.config.placeholder_token_ids()))
+        suppress = sorted(set(already) | set(self.config.placeholder_token_ids()))
+        if kwargs.get("generation_config") is not None:  # fold into a copy: mixing both forms is deprecated
+            config = copy.deepcopy(kwargs["generation_config"])
+            config.suppress_tokens = suppress
+            kwargs["generation_config"] = config
+            kwargs.pop("suppress_tokens", None)
+        else:
+            kwargs["suppress_tokens"] = suppress
         share = self.share_prompt_prefill if share_prompt_prefill is None else share_prompt_prefill
         if share and not args and kwargs.get("input_ids") is not None:
             try:  # (a try block: the remote-code copy of this file must not require the bioreason package)

@@ -1,11 +1,13 @@
-"""`sdpa_packed`: attention over a packed row, one example at a time, for devices without a varlen kernel.
+"""`sdpa_packed`: attention over a packed row, example by example, for devices without a varlen kernel.
 
 A packed batch is one row whose position ids restart at 0 for every example (`bioreason.collator`). On GPU,
 flash-attention's varlen kernel attends within each example. With plain `sdpa` (CPU), transformers builds a
 block-diagonal mask over the whole row instead, so the attention of a row of n examples of length l costs (n l)^2
 rather than n l^2, and packing ends up slower than padding. This attention function, registered with transformers'
-`AttentionInterface`, runs causal sdpa per example segment: the same result as the block-diagonal mask, at the cost of
-the examples' own lengths. Anything that is not a packed row (a batch, a KV cache, a single example) goes to `sdpa`.
+`AttentionInterface`, runs causal sdpa over the example segments laid out as a batch: the same result as the
+block-diagonal mask, at the cost of the examples' own lengths. Anything that is not a packed row (a batch, a KV cache,
+a single example) goes to `sdpa`. Measured (bench/p4_packing.py): with it, a packed CPU step costs what the padded
+one does on the bundled tasks; without it, packing was slower than padding.
 """
 
 from __future__ import annotations
@@ -41,12 +43,22 @@ def packed_sdpa_attention(module: torch.nn.Module, query: torch.Tensor, key: tor
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     kwargs.pop("is_causal", None)
-    outputs = [
-        sdpa_attention_forward(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], None, dropout=dropout,
-                               scaling=scaling, is_causal=True, **kwargs)[0]
-        for s, e in segments
-    ]
-    return torch.cat(outputs, dim=1), None  # [batch, length, heads, head_dim], as sdpa returns it
+    # Lay the segments out as a right-padded batch [n, heads, longest, dim]: one causal sdpa call attends within each
+    # example (a query never sees the padding after it), and the outputs are gathered back into the packed order. One
+    # batched call is much faster than a call per segment with CPU's flash kernel, whose cost is mostly per call.
+    lengths = [end - start for start, end in segments]
+    longest, n = max(lengths), len(segments)
+    index = torch.cat([torch.arange(length, device=query.device) + i * longest for i, length in enumerate(lengths)])
+
+    def to_batch(x: torch.Tensor) -> torch.Tensor:
+        heads, dim = x.shape[1], x.shape[3]
+        flat = x.new_zeros(n * longest, heads, dim)
+        flat[index] = x[0].transpose(0, 1)
+        return flat.view(n, longest, heads, dim).transpose(1, 2)
+
+    out, _ = sdpa_attention_forward(module, to_batch(query), to_batch(key), to_batch(value), None, dropout=dropout,
+                                    scaling=scaling, is_causal=True, **kwargs)
+    return out.reshape(n * longest, *out.shape[2:])[index].unsqueeze(0), None  # [1, length, heads, head_dim]
 
 
 AttentionInterface.register(NAME, packed_sdpa_attention)
