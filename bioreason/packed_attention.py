@@ -6,8 +6,7 @@ block-diagonal mask over the whole row instead, so the attention of a row of n e
 rather than n l^2, and packing ends up slower than padding. This attention function, registered with transformers'
 `AttentionInterface`, runs causal sdpa over the example segments laid out as a batch: the same result as the
 block-diagonal mask, at the cost of the examples' own lengths. Anything that is not a packed row (a batch, a KV cache,
-a single example) goes to `sdpa`. Measured (bench/p4_packing.py): with it, a packed CPU step costs what the padded
-one does on the bundled tasks; without it, packing was slower than padding.
+a single example) goes to `sdpa`. bench/p4_packing.py measures packed against padded SFT with it.
 """
 
 from __future__ import annotations
