@@ -64,6 +64,19 @@ def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, modality:
     return unique, torch.tensor(inverse, device=prompt_ids.device), unique_modality
 
 
+def items_evenly_spread(model, input_ids: torch.Tensor, modality: dict[str, torch.Tensor]) -> bool:
+    """Whether every row holds the same number of items of each modality (counted by their start tokens), which is
+    what attributing the flat item tensors to rows by position needs."""
+    for key, value in modality.items():
+        if not key.endswith("_values"):
+            continue
+        start = model.config.modalities[key.removesuffix("_values")]["start_token_id"]
+        per_row = (input_ids == start).sum(-1)
+        if bool((per_row != per_row[0]).any()) or int(per_row[0]) * input_ids.shape[0] != value.shape[0]:
+            return False
+    return True
+
+
 def generation_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """The position ids `generate` derives from a left-padded attention mask."""
     positions = attention_mask.long().cumsum(-1) - 1
@@ -75,7 +88,10 @@ def generate_with_shared_prefill(model, generate: Callable[..., Any], input_ids:
                                  **kwargs: Any):
     """`generate(...)` where each unique prompt is prefilled once; all but its last token go into the KV cache."""
     groups = None
-    if attention_mask is not None and input_ids.shape[1] > 1 and kwargs.get("cache") is None:
+    config = kwargs.get("generation_config") or model.generation_config
+    if (attention_mask is not None and input_ids.shape[1] > 1 and kwargs.get("cache") is None
+            and kwargs.get("num_return_sequences", config.num_return_sequences) == 1
+            and kwargs.get("num_beams", config.num_beams) == 1 and items_evenly_spread(model, input_ids, modality)):
         groups = prompt_groups(input_ids, attention_mask, modality)
     if groups is None:
         return generate(input_ids=input_ids, attention_mask=attention_mask, **modality, **kwargs)

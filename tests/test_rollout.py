@@ -159,3 +159,17 @@ def initial_weights() -> dict:
     torch.manual_seed(0)
     model, _ = tiny_model("antiberty", projector="mean")
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_generation_is_not_shared_when_rows_hold_different_numbers_of_items():
+    model, processor = tiny_model("esm2", projector="linear")
+    model.eval()
+    items = [sample_items("esm2", n=1, seed=s)[0] for s in range(3)]
+    processor.tokenizer.padding_side = "left"
+    batch = processor(text=["<protein> <protein> two?", "<protein> one?", "<protein> one?"],
+                      protein=[items[0], items[1], items[2], items[2]])
+    rows = encoder_rows(model)
+    with torch.no_grad():
+        plain = model.generate(**batch, max_new_tokens=4, do_sample=False)
+        shared = model.generate(**batch, max_new_tokens=4, do_sample=False, share_prompt_prefill=True)
+    assert torch.equal(plain, shared) and rows == [4, 4]  # no prefill of "unique" rows: the plain path ran twice
