@@ -90,8 +90,9 @@ def generate_with_shared_prefill(model, generate: Callable[..., Any], input_ids:
     groups = None
     config = kwargs.get("generation_config") or model.generation_config
     if (attention_mask is not None and input_ids.shape[1] > 1 and kwargs.get("cache") is None
-            and kwargs.get("num_return_sequences", config.num_return_sequences) == 1
-            and kwargs.get("num_beams", config.num_beams) == 1 and items_evenly_spread(model, input_ids, modality)):
+            and (kwargs.get("num_return_sequences") or config.num_return_sequences or 1) == 1
+            and (kwargs.get("num_beams") or config.num_beams or 1) == 1
+            and items_evenly_spread(model, input_ids, modality)):
         groups = prompt_groups(input_ids, attention_mask, modality)
     if groups is None:
         return generate(input_ids=input_ids, attention_mask=attention_mask, **modality, **kwargs)
