@@ -21,14 +21,18 @@ REPORT = os.path.join(ROOT, "BENCHMARKS.md")
 ORDER = ("p1", "p2", "p3", "p4", "p5")
 
 
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def run_all(selected: tuple[str, ...]) -> dict:
     from bench import p1_cache, p2_resampler, p3_grpo, p4_packing, p5_mfu
 
-    previous = {}
+    previous: dict = {}
     if os.path.exists(RESULTS):
         with open(RESULTS, encoding="utf-8") as fh:
-            previous = json.load(fh).get("results", {})
-    results, seconds, shared = dict(previous), {}, {}
+            previous = json.load(fh)
+    results, seconds, shared = dict(previous.get("results", {})), dict(previous.get("seconds", {})), {}
     for key in selected:
         start = time.time()
         if key in ("p1", "p3"):  # one ESM2-650M-shaped model serves both (its random init takes a while)
@@ -40,13 +44,13 @@ def run_all(selected: tuple[str, ...]) -> dict:
         else:
             out = {"p2": p2_resampler, "p4": p4_packing, "p5": p5_mfu}[key].run()
         for result in out if isinstance(out, list) else [out]:
-            results[result.name] = result.as_dict()
+            results[result.name] = {**result.as_dict(), "measured": now()}
             print(f"{result.name}: {result.value:.3f} (goal {result.goal}) {'met' if result.met else 'NOT met'}",
                   flush=True)
         seconds[key] = round(time.time() - start, 1)
         gc.collect()
-    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": "make bench  (python -m bench.run " + " ".join(selected) + ")", "machine": machine(),
+    return {"date": now(),
+            "command": "make bench", "last_run": " ".join(selected), "machine": machine(),
             "seconds": seconds, "results": results}
 
 
@@ -60,7 +64,9 @@ def report(data: dict) -> str:
         f"- **Machine**: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), AMX-BF16: "
         f"{m['amx_bf16']}, AVX512-BF16: {m['avx512_bf16']}, GPU: {m['cuda'] or 'none'}; torch {m['torch']}, "
         f"Python {m['python']}",
-        f"- **Date**: {data['date']}", f"- **Command**: `{data['command']}`",
+        f"- **Written**: {data['date']} (last run: {data.get('last_run', 'all')}; each figure below says when it was "
+        "measured)",
+        f"- **Command**: `{data['command']}` (all; `python -m bench.run p3` reruns one)",
         f"- **Wall time per benchmark (s)**: {', '.join(f'{k} {v}' for k, v in data['seconds'].items())}", "",
         "| figure | measured | goal | met | what |", "|---|---|---|---|---|",
     ]
@@ -69,7 +75,8 @@ def report(data: dict) -> str:
                      f"{r['what']} |")
     lines += ["", "## Details", ""]
     for name, r in sorted(data["results"].items()):
-        lines += [f"### {name}", "", "```json", json.dumps(r["details"], indent=1), "```", ""]
+        lines += [f"### {name}", "", f"Measured {r.get('measured', data['date'])}.", "", "```json",
+                  json.dumps(r["details"], indent=1), "```", ""]
     return "\n".join(lines)
 
 
