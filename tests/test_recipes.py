@@ -236,29 +236,3 @@ def test_pipeline_run_folder(tmp_path, task, model_dir):
     names = {r.dataset_name for r in card.data.eval_results}
     assert any("(id)" in n for n in names) and any("(ood)" in n for n in names)
 
-
-def test_cpu_sft_loss_equals_trl_fused_head_loss(tmp_path, task):
-    """On CPU the SFT trainer uses the model's own cross-entropy; it must equal TRL's fused-head loss."""
-    from datasets import load_from_disk
-    from trl import SFTConfig
-
-    from bioreason.collator import RecordCollator
-    from recipes.sft import BioSFTTrainer, sft_config_defaults
-
-    model, processor = tiny_model("antiberty", projector="mean")
-    records = load_from_disk(task)["train"].select(range(4))
-    config, _ = sft_config_defaults(SFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none"))
-    collator = RecordCollator(processor)
-    trainer = BioSFTTrainer(model=model, args=config, train_dataset=records, data_collator=collator,
-                            processing_class=processor.tokenizer)
-    batch = collator(list(records))
-    assert trainer.full_logits_loss
-    plain = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=None)
-    plain_n = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=torch.tensor(7))
-    trainer.full_logits_loss = False
-    fused = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=None)
-    fused_n = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=torch.tensor(7))
-    assert torch.allclose(plain, fused, atol=1e-5) and torch.allclose(plain_n, fused_n, atol=1e-5)
-    assert not torch.allclose(plain, plain_n)
-    accuracy = trainer._metrics["train"]["mean_token_accuracy"]
-    assert len(accuracy) == 4 and accuracy[0] == pytest.approx(accuracy[2], abs=1e-6)
