@@ -33,7 +33,7 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
-# Performance benchmarks (bench/): writes bench/results.json and BENCHMARKS.md; about 15 minutes on 2 CPU cores.
+# Performance benchmarks (bench/): writes bench/results.json and BENCHMARKS.md; about 13 minutes on 2 CPU cores.
 bench: install
 	$(PY) -m bench.run
 

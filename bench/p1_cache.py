@@ -12,7 +12,7 @@ import tempfile
 from bench.common import Result, compose_bench, esm2_650m_shape
 from bench.sft_timing import sft
 
-EXAMPLES, BATCH = 48, 8
+EXAMPLES, BATCH = 40, 8
 
 
 def build():

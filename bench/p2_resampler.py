@@ -17,7 +17,7 @@ import torch
 from bench.common import Result, compose_bench, nucleotide_transformer_500m_shape, task
 from bench.sft_timing import sft
 
-EXAMPLES, BATCH, EVAL = 64, 8, 32
+EXAMPLES, BATCH, EVAL = 48, 8, 24
 DATASET = "jaspar_tf_class_1kb"
 
 
