@@ -31,7 +31,8 @@ from torch import nn
 Entry = tuple[torch.Tensor, torch.Tensor]  # (embeddings [L, D], mask [L]) of one item
 
 
-def _tensor_bytes(t: torch.Tensor) -> bytes:
+def tensor_bytes(t: torch.Tensor) -> bytes:
+    """The raw bytes of a tensor (any dtype, any device), for content hashes."""
     return t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes()
 
 
@@ -66,7 +67,7 @@ class FeatureCache:
         digest.update(json.dumps(getattr(encoder, "spec", {}), sort_keys=True, default=str).encode())
         for name, t in [*encoder.named_parameters(), *encoder.named_buffers()]:
             digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            digest.update(_tensor_bytes(t))
+            digest.update(tensor_bytes(t))
         self._fingerprints[id(encoder)] = (state, digest.hexdigest())
         return digest.hexdigest()
 
@@ -88,8 +89,8 @@ class FeatureCache:
                 row, mrow = row[:n], mrow[:n]
             digest = hashlib.blake2b(prefix, digest_size=20)
             digest.update(str(tuple(row.shape)).encode())
-            digest.update(_tensor_bytes(row))
-            digest.update(_tensor_bytes(mrow.to(torch.uint8)))
+            digest.update(tensor_bytes(row))
+            digest.update(tensor_bytes(mrow.to(torch.uint8)))
             keys.append(digest.hexdigest())
         return keys
 

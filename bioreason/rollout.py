@@ -20,9 +20,7 @@ from typing import Any
 
 import torch
 
-
-def _row_bytes(t: torch.Tensor) -> bytes:
-    return t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes()
+from bioreason.feature_cache import tensor_bytes
 
 
 def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, modality: dict[str, torch.Tensor],
@@ -44,11 +42,11 @@ def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, modality:
     first, inverse = [], []
     for i in range(rows):
         digest = hashlib.blake2b(digest_size=16)
-        digest.update(_row_bytes(prompt_ids[i]))
-        digest.update(_row_bytes(prompt_mask[i].to(torch.uint8)))
+        digest.update(tensor_bytes(prompt_ids[i]))
+        digest.update(tensor_bytes(prompt_mask[i].to(torch.uint8)))
         for key in sorted(per_row):
             digest.update(key.encode())
-            digest.update(_row_bytes(per_row[key][i]))
+            digest.update(tensor_bytes(per_row[key][i]))
         key = digest.hexdigest()
         if key not in index:
             index[key] = len(first)

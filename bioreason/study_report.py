@@ -39,6 +39,17 @@ def _save(fig, out: str, name: str) -> str:
     return name
 
 
+def _line_plot(out: str, name: str, lines: list, xlabel: str, ylabel: str) -> str:
+    """One figure of `(series, style, label)` lines against their index; returns the saved path."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for series, style, label in lines:
+        ax.plot(series.index, series, style, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    return _save(fig, out, name)
+
+
 def write_study_report(out: str) -> str:
     table = pd.read_csv(os.path.join(out, "results.csv"))
     if table.empty:
@@ -61,16 +72,13 @@ def write_study_report(out: str) -> str:
     if "sft_examples" in table and table["sft_examples"].nunique() > 1 and "sft_ood_accuracy" in table:
         budget = table["sft_examples"] * table.get("sft_epochs", 1)
         grouped = table.assign(budget=budget).groupby("budget")[["sft_id_accuracy", "sft_ood_accuracy"]].mean()
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        ax.plot(grouped.index, grouped["sft_id_accuracy"], "o-", label="ID after SFT")
-        ax.plot(grouped.index, grouped["sft_ood_accuracy"], "o-", label="OOD after SFT")
+        lines = [(grouped["sft_id_accuracy"], "o-", "ID after SFT"),
+                 (grouped["sft_ood_accuracy"], "o-", "OOD after SFT")]
         if "grpo_ood_accuracy" in table:
             after = table.assign(budget=budget).groupby("budget")["grpo_ood_accuracy"].mean()
-            ax.plot(after.index, after, "s--", label="OOD after SFT + RL")
-        ax.set_xlabel("SFT budget (examples x epochs)")
-        ax.set_ylabel("accuracy (mean over runs)")
-        ax.legend()
-        plots.append(_save(fig, out, "ood_vs_sft_budget.png"))
+            lines.append((after, "s--", "OOD after SFT + RL"))
+        plots.append(_line_plot(out, "ood_vs_sft_budget.png", lines, "SFT budget (examples x epochs)",
+                                "accuracy (mean over runs)"))
     else:
         notes.append("SFT budget did not vary: no budget plot.")
 
@@ -79,13 +87,9 @@ def write_study_report(out: str) -> str:
         share = table["rl_examples"] / (table["sft_examples"] + table["rl_examples"])
         grouped = table.assign(share=share.round(3)).groupby("share")[["id_accuracy", "ood_accuracy"]].mean()
         if len(grouped) > 1:
-            fig, ax = plt.subplots(figsize=(5.5, 4))
-            ax.plot(grouped.index, grouped["id_accuracy"], "o-", label="ID")
-            ax.plot(grouped.index, grouped["ood_accuracy"], "o-", label="OOD")
-            ax.set_xlabel("RL share of training examples")
-            ax.set_ylabel("final accuracy (mean over runs)")
-            ax.legend()
-            plots.append(_save(fig, out, "budget_split.png"))
+            lines = [(grouped["id_accuracy"], "o-", "ID"), (grouped["ood_accuracy"], "o-", "OOD")]
+            plots.append(_line_plot(out, "budget_split.png", lines, "RL share of training examples",
+                                    "final accuracy (mean over runs)"))
         else:
             notes.append("Only one SFT:RL split: no budget-split curve.")
 

@@ -80,9 +80,7 @@ class BioGRPOTrainer(AtomicCheckpointMixin, GRPOTrainer):
             add_fused_lm_head(reference, temperature=self.temperature,
                               cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32)
             self.ref_model = self.accelerator.prepare_model(reference, evaluation_mode=True)
-        for policy in (self.model, self.ref_model):
-            if policy is not None:
-                base_model(policy).share_prompt_prefill = share_prompts
+        base_model(self.model).share_prompt_prefill = share_prompts  # only the policy generates
 
     # Generation ------------------------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
