@@ -78,5 +78,6 @@ def trained_card(model, metrics: dict, dataset_name: str, llm_source: str,
         data, template_path=str(template) if template.exists() else None, model_name=name, repo_id=repo_id,
         llm_type=model.config.text_config.model_type, llm_source=llm_source, parts=_parts(model),
         dataset=dataset_name, stages=metrics["stages"], budget=metrics.get("budget"),
+        precision=metrics.get("precision"),
         eval_note=f"{final.get('id', {}).get('n', '?')} / {final.get('ood', {}).get('n', '?')} examples",
     )

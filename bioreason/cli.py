@@ -318,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["likelihood", "generate"], default="likelihood")
     p.add_argument("--max-examples", type=int)
     p.add_argument("--ontology", help="an OBO file: multi-label F1 propagates labels up is_a / part_of")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (fast on CPUs with AMX)")
+    p.add_argument("--bf16", default="auto", choices=["auto", "true", "false"],
+                   help="bf16 autocast: auto (default) where the device computes bf16 natively, else fp32")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_eval)
 
@@ -328,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--mode", choices=["likelihood", "generate"], default="likelihood")
     p.add_argument("--max-examples", type=int)
-    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--bf16", default="auto", choices=["auto", "true", "false"])
     p.add_argument("--out", required=True, help="a folder: curve.json and curve.png")
     p.set_defaults(func=cmd_eval_curve)
 

@@ -167,26 +167,29 @@ def multilabel_metrics(predictions: Sequence[set[str]], golds: Sequence[set[str]
 # Whole models and checkpoint series -----------------------------------------------------------------------------------
 def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = ("id_test", "ood_test"),
                    mode: str = "likelihood", max_examples: int | None = None, ontology: str | None = None,
-                   bf16: bool = False, seed: int = 0) -> dict:
+                   bf16: bool | str = "auto", seed: int = 0) -> dict:
     """Metrics per split and per-example predictions of a saved model on a saved task dataset."""
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, AutoProcessor
 
     import bioreason  # noqa: F401
     from bioreason.data.records import load_cells
+    from bioreason.precision import choose_bf16
 
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    precision = choose_bf16(bf16, model.device.type)
     processor = AutoProcessor.from_pretrained(model_dir)
     dataset = load_from_disk(data_dir)
     cells = load_cells(data_dir) if os.path.exists(os.path.join(data_dir, "cells.h5ad")) else None
     parents = parse_obo(ontology) if ontology else None
-    results: dict = {"model": model_dir, "data": data_dir, "mode": mode, "splits": {}, "predictions": {}}
+    results: dict = {"model": model_dir, "data": data_dir, "mode": mode, "precision": precision.as_dict(),
+                     "splits": {}, "predictions": {}}
     for split in splits:
         records = sample_split(dataset, split, max_examples, seed=seed)
         if not records:
             results["splits"][split] = {"n": 0}
             continue
-        with torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=precision.bf16):
             metrics = evaluate_records(model, processor, records, mode=mode, cells=cells)
         predictions = metrics.pop("predictions")
         if parents is not None:

@@ -11,8 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from trl import GRPOConfig, SFTConfig
 
 from bioreason.evaluation import evaluate_records, sample_split
+from bioreason.precision import AUTO, Precision, choose_bf16
+
+BF16_HELP = ("auto (default): bf16 autocast where the device computes bf16 natively (CUDA with bf16, a CPU with "
+             "AMX-BF16 / AVX512-BF16), fp32 elsewhere; true / false force it")
 
 
 @dataclass
@@ -50,6 +55,36 @@ class AdaptArguments:
     projectors_trainable: bool = True
     llm_trainable: bool = True
     load_in_4bit: bool = False
+
+
+class AutoPrecisionMixin:
+    """TRL's configs with `bf16: auto | true | false` (default auto), resolved by `bioreason.precision.choose_bf16`
+    before `TrainingArguments` sees it; the decision and its reason stay on the config as `precision`."""
+
+    precision: Precision
+
+    def __post_init__(self):
+        device = "cpu" if self.use_cpu or not torch.cuda.is_available() else "cuda"
+        self.precision = choose_bf16(self.bf16, device)
+        self.bf16 = self.precision.bf16
+        super().__post_init__()
+
+
+@dataclass
+class BioSFTConfig(AutoPrecisionMixin, SFTConfig):
+    bf16: str = field(default=AUTO, metadata={"help": BF16_HELP})
+
+
+@dataclass
+class BioGRPOConfig(AutoPrecisionMixin, GRPOConfig):
+    bf16: str = field(default=AUTO, metadata={"help": BF16_HELP})
+
+
+def precision_record(config) -> dict:
+    """What a run folder records about its precision (configs built without the mixin resolve as given)."""
+    precision = getattr(config, "precision", None) or choose_bf16(bool(config.bf16),
+                                                                  "cpu" if config.use_cpu else None)
+    return precision.as_dict()
 
 
 def load_task(data: DataArguments):

@@ -14,7 +14,15 @@ from transformers import set_seed
 from trl import SFTConfig
 
 from recipes import sft
-from recipes.common import AdaptArguments, DataArguments, ModelArguments, load_model, recipe_main
+from recipes.common import (
+    AdaptArguments,
+    BioSFTConfig,
+    DataArguments,
+    ModelArguments,
+    load_model,
+    precision_record,
+    recipe_main,
+)
 
 
 @dataclass
@@ -71,11 +79,11 @@ def run(recipe: CPTRecipeArguments, model_args: ModelArguments, data: DataArgume
     start = time.time()
     trainer.train(resume_from_checkpoint=True if recipe.resume else None)
     return {"steps": trainer.state.global_step, "seconds": round(time.time() - start, 1), "model": trainer.model,
-            "processor": processor}
+            "processor": processor, "precision": precision_record(config)}
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return recipe_main(run, CPTRecipeArguments, SFTConfig, argv)
+    return recipe_main(run, CPTRecipeArguments, BioSFTConfig, argv)
 
 
 if __name__ == "__main__":

@@ -37,12 +37,14 @@ from bioreason.rollout import shared_prefix_logps
 from recipes.common import (
     AdaptArguments,
     AtomicCheckpointMixin,
+    BioGRPOConfig,
     DataArguments,
     ModelArguments,
     base_model,
     evaluate_splits,
     load_model,
     load_task,
+    precision_record,
     recipe_main,
     train_records,
 )
@@ -169,7 +171,8 @@ def run(recipe: GRPORecipeArguments, model_args: ModelArguments, data: DataArgum
                              share_prompts=recipe.share_prompts)
     start = time.time()
     trainer.train(resume_from_checkpoint=True if recipe.resume else None)
-    result = {"steps": trainer.state.global_step, "seconds": round(time.time() - start, 1)}
+    result = {"steps": trainer.state.global_step, "seconds": round(time.time() - start, 1),
+              "precision": precision_record(config)}
     rewards = [log.get("reward") for log in trainer.state.log_history if "reward" in log]
     if rewards:
         result["mean_reward"] = float(sum(rewards) / len(rewards))
@@ -181,7 +184,7 @@ def run(recipe: GRPORecipeArguments, model_args: ModelArguments, data: DataArgum
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return recipe_main(run, GRPORecipeArguments, GRPOConfig, argv)
+    return recipe_main(run, GRPORecipeArguments, BioGRPOConfig, argv)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,15 @@ from dataclasses import dataclass, field
 
 from accelerate import PartialState
 from transformers import TrainerCallback, set_seed
-from trl import GRPOConfig, SFTConfig, TrlParser
+from trl import TrlParser
 
+from bioreason.precision import AUTO, Precision, choose_bf16
 from recipes import cpt, grpo, sft
 from recipes.common import (
+    BF16_HELP,
     AdaptArguments,
+    BioGRPOConfig,
+    BioSFTConfig,
     DataArguments,
     ModelArguments,
     base_model,
@@ -47,7 +51,7 @@ class PipelineArguments:
     save_model: bool = True  # studies of many runs keep metrics only
     cpt_examples: int = 64
     seed: int = 0
-    bf16: bool = True
+    bf16: str = field(default=AUTO, metadata={"help": BF16_HELP})
     eval_every_steps: int = 0
     evaluate_base: bool = True
     # CPT (projector alignment)
@@ -84,8 +88,9 @@ class PeriodicEval(TrainerCallback):
             self.curve.append({"stage": self.stage, "step": state.global_step, **self.evaluate(model)})
 
 
-def trainer_common(p: PipelineArguments, stage: str) -> dict:
-    return {"output_dir": os.path.join(p.output_dir, "checkpoints", stage), "use_cpu": not _cuda(), "bf16": p.bf16,
+def trainer_common(p: PipelineArguments, stage: str, precision: Precision) -> dict:
+    return {"output_dir": os.path.join(p.output_dir, "checkpoints", stage), "use_cpu": not _cuda(),
+            "bf16": precision.bf16,
             "seed": p.seed, "report_to": p.report_to, "logging_steps": 1, "save_strategy": "no",
             "gradient_checkpointing": False, "num_train_epochs": 1, "disable_tqdm": False}
 
@@ -106,17 +111,20 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
         raise ValueError(f"Unknown stages {sorted(unknown)}; available: ['cpt', 'grpo', 'sft']")
     os.makedirs(p.output_dir, exist_ok=True)
     set_seed(p.seed)
+    precision = choose_bf16(p.bf16, "cuda" if _cuda() else "cpu")
+    print(f"precision: {precision.name} ({precision.reason})", flush=True)
     llm_source = "HuggingFaceTB/SmolLM2-135M-Instruct" if model_args.llm == "default" else model_args.llm
     write_json(os.path.join(p.output_dir, "run_config.json"),  # what the card and `bioreason push` describe
                {"dataset": data.dataset, "llm_source": llm_source, "pipeline": vars(p), "model": vars(model_args),
-                "data": vars(data)})
+                "data": vars(data), "precision": precision.as_dict()})
     with PartialState().main_process_first():
         dataset, cells = load_task(data)
     model, processor = load_model(model_args, AdaptArguments(lora_r=0))
     stages, curve = [], []
 
     def evaluate(m):
-        return {k: strip(v) for k, v in evaluate_splits(m, processor, dataset, cells, data, bf16=p.bf16).items()}
+        metrics = evaluate_splits(m, processor, dataset, cells, data, bf16=precision.bf16)
+        return {k: strip(v) for k, v in metrics.items()}
 
     if p.evaluate_base:
         start = time.time()
@@ -127,7 +135,7 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
         callbacks = [PeriodicEval(p.eval_every_steps, evaluate, stage, curve)] if p.eval_every_steps else []
         if stage == "cpt":
             stage_data.max_train_examples = p.cpt_examples
-            config = SFTConfig(**trainer_common(p, stage), learning_rate=p.cpt_learning_rate,
+            config = BioSFTConfig(**trainer_common(p, stage, precision), learning_rate=p.cpt_learning_rate,
                                per_device_train_batch_size=p.cpt_batch_size)
             result = cpt.run(cpt.CPTRecipeArguments(mode="align"), model_args, stage_data, None, config,
                              model=model, processor=processor, callbacks=callbacks)
@@ -136,7 +144,7 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
             model.set_trainable(encoders=False, projectors=True, llm=True)
             adapt = AdaptArguments(lora_r=p.sft_lora_r, lora_alpha=p.sft_lora_alpha)
             model = _adapt(model, adapt)
-            config = SFTConfig(**{**trainer_common(p, stage), "num_train_epochs": p.sft_epochs},
+            config = BioSFTConfig(**{**trainer_common(p, stage, precision), "num_train_epochs": p.sft_epochs},
                                learning_rate=p.sft_learning_rate, per_device_train_batch_size=p.sft_batch_size,
                                packing=p.sft_packing)
             result = sft.run(sft.SFTRecipeArguments(), model_args, stage_data, adapt, config, model=model,
@@ -146,7 +154,7 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
             model.set_trainable(encoders=False, projectors=True, llm=True)
             adapt = AdaptArguments(lora_r=p.grpo_lora_r, lora_alpha=p.grpo_lora_alpha)
             model = _adapt(model, adapt)
-            config = GRPOConfig(**trainer_common(p, stage), learning_rate=p.grpo_learning_rate,
+            config = BioGRPOConfig(**trainer_common(p, stage, precision), learning_rate=p.grpo_learning_rate,
                                 per_device_train_batch_size=p.grpo_prompts_per_step * p.num_generations,
                                 num_generations=p.num_generations, max_completion_length=p.max_completion_length,
                                 temperature=p.temperature, beta=p.beta, loss_type=p.loss_type)
@@ -159,8 +167,9 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
         stages.append({"name": stage, "id": strip(result.get("id", {})), "ood": strip(result.get("ood", {})),
                        "steps": result["steps"], "seconds": result["seconds"],
                        **({"mean_reward": result["mean_reward"]} if "mean_reward" in result else {})})
-        write_json(os.path.join(p.output_dir, "metrics.json"), {"stages": stages, "curve": curve})
-    metrics = {"stages": stages, "curve": curve,
+        write_json(os.path.join(p.output_dir, "metrics.json"),
+                   {"stages": stages, "curve": curve, "precision": precision.as_dict()})
+    metrics = {"stages": stages, "curve": curve, "precision": precision.as_dict(),
                "budget": {"sft_examples": n_sft, "sft_epochs": p.sft_epochs, "rl_examples": n_rl,
                           "sft_lora_r": p.sft_lora_r, "grpo_lora_r": p.grpo_lora_r}}
     # Save

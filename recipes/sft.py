@@ -21,11 +21,13 @@ from bioreason.collator import RecordCollator
 from recipes.common import (
     AdaptArguments,
     AtomicCheckpointMixin,
+    BioSFTConfig,
     DataArguments,
     ModelArguments,
     evaluate_splits,
     load_model,
     load_task,
+    precision_record,
     recipe_main,
     train_records,
 )
@@ -81,7 +83,7 @@ def run(recipe: SFTRecipeArguments, model_args: ModelArguments, data: DataArgume
     seconds = time.time() - start
     # Evaluate
     result = {"steps": trainer.state.global_step, "seconds": round(seconds, 1),
-              "world_size": trainer.accelerator.num_processes}
+              "world_size": trainer.accelerator.num_processes, "precision": precision_record(config)}
     if recipe.evaluate and trainer.accelerator.is_main_process:
         result.update(evaluate_splits(trainer.model, processor, dataset, cells, data, bf16=config.bf16))
     result["model"], result["processor"] = trainer.model, processor
@@ -89,7 +91,7 @@ def run(recipe: SFTRecipeArguments, model_args: ModelArguments, data: DataArgume
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return recipe_main(run, SFTRecipeArguments, SFTConfig, argv)
+    return recipe_main(run, SFTRecipeArguments, BioSFTConfig, argv)
 
 
 if __name__ == "__main__":

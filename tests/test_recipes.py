@@ -225,6 +225,9 @@ def test_pipeline_run_folder(tmp_path, task, model_dir):
         assert stage["id"]["n"] == 3 and stage["ood"]["n"] == 3
     assert metrics["budget"]["sft_examples"] == 4 and metrics["budget"]["rl_examples"] == 4
     assert metrics["curve"] and {c["stage"] for c in metrics["curve"]} == {"cpt", "sft", "grpo"}
+    assert metrics["precision"]["bf16"] is False and metrics["precision"]["requested"] == "false"
+    assert json.loads((out / "run_config.json").read_text())["precision"] == metrics["precision"]
+    assert "Precision: fp32" in (out / "README.md").read_text()
     assert (out / "report.md").exists() and (out / "stages.png").exists() and (out / "curve.png").exists()
     import bioreason  # noqa: F401
 
