@@ -63,8 +63,6 @@ def run(recipe: CPTRecipeArguments, model_args: ModelArguments, data: DataArgume
         return result
     if recipe.mode != "text" or not recipe.text_files:
         raise ValueError("cpt mode must be 'align', or 'text' with text_files")
-    from trl import SFTTrainer
-
     set_seed(config.seed)
     if model is None:
         model, processor = load_model(model_args, adapt)
@@ -74,7 +72,7 @@ def run(recipe: CPTRecipeArguments, model_args: ModelArguments, data: DataArgume
         use_packed_attention(model)
     config.dataset_text_field = "text"
     config.remove_unused_columns = True
-    trainer = SFTTrainer(model=model, args=config, train_dataset=load_text_corpus(recipe.text_files),
+    trainer = sft.BioSFTTrainer(model=model, args=config, train_dataset=load_text_corpus(recipe.text_files),
                          processing_class=processor.tokenizer, callbacks=callbacks)
     start = time.time()
     trainer.train(resume_from_checkpoint=True if recipe.resume else None)

@@ -10,7 +10,7 @@ How the subclass threads the modalities through TRL (which forwards only image i
 - the same tensors, reshaped row-aligned `[B, items, ...]` so TRL can shuffle and split them with the rest of the
   batch, are added to the generation output;
 - `_compute_loss` exposes the current rows' tensors to `_get_per_token_logps_and_entropies`, which is overridden to
-  pass them to the model with TRL's fused LM head.
+  pass them to the model's fused-head call, which `bioreason.lm_head` answers with the completion tokens only, in fp32.
 
 With `share_prompts` (default), a group's G samples share their prompt's work (`bioreason.rollout`): generation
 prefills each unique prompt once, and every log-prob pass runs the prompt once per unique row and only the completions
@@ -28,9 +28,10 @@ import torch
 from accelerate import PartialState
 from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer
-from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model
+from trl.trainer.utils import disable_dropout_in_model
 
 from bioreason.data.chat import modality_inputs, to_messages
+from bioreason.lm_head import add_compact_lm_head
 from bioreason.modeling_bioreason import MODALITY_KWARGS
 from bioreason.rewards import get_reward
 from bioreason.rollout import shared_prefix_logps
@@ -75,12 +76,15 @@ class BioGRPOTrainer(AtomicCheckpointMixin, GRPOTrainer):
             reference = copy.deepcopy(model).eval().requires_grad_(False)
             config.beta = 0.0
         super().__init__(*args, processing_class=processor.tokenizer, **kwargs)
+        # the LM head only on completion tokens, in fp32, for the policy and the reference (bioreason.lm_head)
+        add_compact_lm_head(base_model(self.model), temperature=self.temperature, outputs=("log_probs", "entropy"))
+        if self.ref_model is not None:
+            add_compact_lm_head(self.ref_model, temperature=self.temperature)
         if reference is not None:
             self.args.beta = self.beta = beta
             if self.args.disable_dropout:
                 disable_dropout_in_model(reference)
-            add_fused_lm_head(reference, temperature=self.temperature,
-                              cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32)
+            add_compact_lm_head(reference, temperature=self.temperature)
             self.ref_model = self.accelerator.prepare_model(reference, evaluation_mode=True)
         base_model(self.model).share_prompt_prefill = share_prompts  # only the policy generates
 

@@ -131,7 +131,10 @@ def grpo_step(out_dir, share: bool, monkeypatch) -> dict:
     config = GRPOConfig(output_dir=str(out_dir), per_device_train_batch_size=2 * G, num_generations=G,
                         max_completion_length=6, max_steps=1, learning_rate=1e-2, beta=0.1, use_cpu=True,
                         bf16=False, report_to="none", logging_steps=1, seed=7, remove_unused_columns=False,
-                        save_strategy="no", gradient_checkpointing=False)
+                        save_strategy="no", gradient_checkpointing=False,
+                        # SGD: the updated weights compare the gradients themselves; Adam's first step divides each
+                        # gradient by its own magnitude, so a 1e-9 gradient element turns float noise into 1e-5 moves
+                        optim="sgd")
     trainer = BioGRPOTrainer(model=model, args=config, train_dataset=grpo_dataset(records), processor=processor,
                              reward_funcs=[varied_reward], share_prompts=share)
     trainer.train()
