@@ -29,6 +29,9 @@ def prompt_text(processor, record: dict) -> str:
 
 @torch.no_grad()
 def predict_likelihood(model, processor, record: dict, cells=None) -> str:
+    """One record at a time, every label row through the whole model and a full-vocabulary log-softmax at every
+    position: the reference that `likelihood_scores` (batched, prompt once per record) is tested and benchmarked
+    against."""
     labels = list(record["label_set"])
     prefix = prompt_text(processor, record) + EMPTY_THINK
     items = modality_inputs(record, cells)
@@ -42,6 +45,88 @@ def predict_likelihood(model, processor, record: dict, cells=None) -> str:
     mask[:, : n_prefix - 2] = False  # score the continuation (and a token merged across the boundary, if any)
     scores = (logps * mask).sum(-1)
     return labels[int(scores.argmax())]
+
+
+def _common_prefix(rows: list[list[int]]) -> int:
+    n = min(len(r) for r in rows)
+    for i in range(n):
+        if any(r[i] != rows[0][i] for r in rows[1:]):
+            return i
+    return n
+
+
+@torch.no_grad()
+def likelihood_scores(model, processor, records: Sequence[dict], cells=None) -> list[list[float]]:
+    """For each record, the summed log-probability of each label's `label</answer>` continuation after its prompt and
+    an empty think block, with the records in one batch and each prompt's work done once.
+
+    The prompt (encoders, projectors and the decoder's KV prefill) runs once per record on a left-padded batch; its
+    cache is copied to that record's label rows, which run only their continuation tokens; the LM head projects only
+    the scored positions, in fp32 (`bioreason.lm_head.token_logprobs`). A row's score sums the tokens after the
+    longest token prefix the record's label rows share, so labels compare on what differs (a token merged across the
+    prompt / label boundary is scored). Argmax and score differences equal `predict_likelihood`'s."""
+    from bioreason.lm_head import token_logprobs
+    from bioreason.rollout import generation_position_ids
+
+    for r in records:
+        if not r.get("label_set"):
+            raise ValueError(f"record {r.get('id')!r} has no label_set: likelihood scoring ranks a closed set of "
+                             "labels; use mode='generate' for open answers")
+    tok = processor.tokenizer
+    prefixes = [prompt_text(processor, r) + EMPTY_THINK for r in records]
+    items: dict[str, list] = {}
+    for r in records:
+        for m, v in modality_inputs(r, cells).items():
+            items.setdefault(m, []).extend(v)
+    expanded, modality = processor.prepare(prefixes, **items)
+    label_sets = [list(r["label_set"]) for r in records]
+    rows = tok([e + label + "</answer>" for e, labels in zip(expanded, label_sets, strict=True) for label in labels],
+               add_special_tokens=True)["input_ids"]
+    owner = [i for i, labels in enumerate(label_sets) for _ in labels]
+    # Shared part per record: all tokens its label rows have in common but the last, which starts the continuation
+    starts, at = [], 0
+    for labels in label_sets:
+        group = rows[at: at + len(labels)]
+        starts.append(max(min(_common_prefix(group), min(len(r) for r in group) - 1), 1) - 1)
+        at += len(labels)
+    device = model.device
+    width = max(starts)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    prefix_ids = torch.full((len(records), width), pad, dtype=torch.long)
+    prefix_mask = torch.zeros((len(records), width), dtype=torch.long)
+    for i, start in enumerate(starts):  # left-padded, as generation pads
+        first = rows[owner.index(i)]
+        if start:
+            prefix_ids[i, width - start:] = torch.tensor(first[:start])
+            prefix_mask[i, width - start:] = 1
+    prefix_ids, prefix_mask = prefix_ids.to(device), prefix_mask.to(device)
+    out = model(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=generation_position_ids(prefix_mask),
+                use_cache=True, logits_to_keep=1, **{k: v.to(device) for k, v in modality.items()})
+    cache = out.cache
+    inverse = torch.tensor(owner, device=device)
+    cache.batch_select_indices(inverse)
+    # Continuations: right-padded, positions carrying on from each record's prompt
+    conts = [row[starts[i]:] for row, i in zip(rows, owner, strict=True)]
+    cont_width = max(len(c) for c in conts)
+    cont_ids = torch.full((len(conts), cont_width), pad, dtype=torch.long)
+    cont_mask = torch.zeros((len(conts), cont_width), dtype=torch.long)
+    for j, cont in enumerate(conts):
+        cont_ids[j, : len(cont)] = torch.tensor(cont)
+        cont_mask[j, : len(cont)] = 1
+    cont_ids, cont_mask = cont_ids.to(device), cont_mask.to(device)
+    positions = torch.tensor([starts[i] for i in owner], device=device)[:, None] + torch.arange(cont_width,
+                                                                                                 device=device)
+    hidden = model.model(input_ids=cont_ids, attention_mask=torch.cat([prefix_mask[inverse], cont_mask], 1),
+                         position_ids=positions, cache=cache, use_cache=True).last_hidden_state
+    scored = cont_mask[:, 1:].bool()
+    head = model.get_output_embeddings()
+    logps = token_logprobs(hidden[:, :-1][scored], head.weight, head.bias, cont_ids[:, 1:][scored])["log_probs"]
+    per_row = logps.new_zeros(scored.shape).masked_scatter(scored, logps).sum(-1).tolist()
+    out_scores, at = [], 0
+    for labels in label_sets:
+        out_scores.append(per_row[at: at + len(labels)])
+        at += len(labels)
+    return out_scores
 
 
 @torch.no_grad()
@@ -77,23 +162,31 @@ def classification_metrics(predictions: Sequence[str | None], golds: Sequence[st
 
 
 def evaluate_records(model, processor, records: Sequence[dict], mode: str = "likelihood", cells=None,
-                     batch_size: int = 8, max_new_tokens: int = 64) -> dict:
-    """Metrics and per-example predictions for a list of records."""
+                     batch_size: int = 8, max_new_tokens: int = 64, desc: str = "evaluate",
+                     progress: bool = True) -> dict:
+    """Metrics and per-example predictions for a list of records, `batch_size` records at a time, with a progress
+    bar over examples (`desc` names it)."""
+    from tqdm.auto import tqdm
+
+    if mode not in ("likelihood", "generate"):
+        raise ValueError(f"mode must be 'likelihood' or 'generate', got {mode!r}")
     was_training = model.training
     model.eval()
+    predictions: list[str | None] = []
+    formats: list[bool] | None = None if mode == "likelihood" else []
     try:
-        if mode == "likelihood":
-            predictions = [predict_likelihood(model, processor, r, cells) for r in records]
-            formats = None
-        elif mode == "generate":
-            texts = []
+        with tqdm(total=len(records), desc=desc, unit="ex", disable=not progress or not records) as bar:
             for start in range(0, len(records), batch_size):
-                texts += predict_generate(model, processor, records[start: start + batch_size], cells, max_new_tokens)
-            parsed = [parse_answer(t) for t in texts]
-            predictions = [p.answer for p in parsed]
-            formats = [p.well_formed for p in parsed]
-        else:
-            raise ValueError(f"mode must be 'likelihood' or 'generate', got {mode!r}")
+                chunk = records[start: start + batch_size]
+                if mode == "likelihood":
+                    for record, scores in zip(chunk, likelihood_scores(model, processor, chunk, cells), strict=True):
+                        predictions.append(list(record["label_set"])[max(range(len(scores)), key=scores.__getitem__)])
+                else:
+                    parsed = [parse_answer(t) for t in predict_generate(model, processor, chunk, cells,
+                                                                        max_new_tokens)]
+                    predictions += [p.answer for p in parsed]
+                    formats += [p.well_formed for p in parsed]
+                bar.update(len(chunk))
     finally:
         model.train(was_training)
     label_set = list(records[0]["label_set"]) if records else []
@@ -112,7 +205,8 @@ def sample_split(dataset, split: str, max_examples: int | None, seed: int = 0) -
     return [dict(r) for r in ds]
 
 
-__all__ = ["classification_metrics", "evaluate_records", "predict_generate", "predict_likelihood", "sample_split"]
+__all__ = ["classification_metrics", "evaluate_records", "likelihood_scores", "predict_generate", "predict_likelihood",
+           "sample_split"]
 
 
 # Multi-label tasks with an ontology (GO-style) -----------------------------------------------------------------------
@@ -190,7 +284,7 @@ def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = ("id_t
             results["splits"][split] = {"n": 0}
             continue
         with torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=precision.bf16):
-            metrics = evaluate_records(model, processor, records, mode=mode, cells=cells)
+            metrics = evaluate_records(model, processor, records, mode=mode, cells=cells, desc=f"evaluate {split}")
         predictions = metrics.pop("predictions")
         if parents is not None:
             metrics.update(multilabel_metrics([split_labels(p["prediction"]) for p in predictions],

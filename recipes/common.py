@@ -191,7 +191,8 @@ def _evaluate_splits(model, processor, dataset, cells, data: DataArguments) -> d
         if not records:
             out[key] = {"n": 0}
             continue
-        metrics = evaluate_records(base_model(model), processor, records, mode=data.eval_mode, cells=cells)
+        metrics = evaluate_records(base_model(model), processor, records, mode=data.eval_mode, cells=cells,
+                                   desc=f"evaluate {split}")
         metrics.pop("predictions")
         out[key] = metrics
     return out

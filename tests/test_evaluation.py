@@ -34,3 +34,70 @@ def test_scorers_run_and_report(mode):
         assert all(p["prediction"] in {"heavy", "kappa"} for p in m["predictions"])
     else:
         assert m["format_rate"] == 0.0  # an untrained tiny model never writes the answer format
+
+
+def varied_records():
+    """Prompts of different lengths (left padding in the shared prefill), labels of different token lengths and
+    counts, and a label that is a prefix of another."""
+    rows = [("heavy", "EVQLVESGGGLVQPGGSLRLSCAAS", ["heavy", "kappa", "lambda"]),
+            ("kappa", "DIQMTQSPS", ["heavy", "kappa", "lambda"]),
+            ("T cell", "EIVLTQSPGTLSLSPGERATLSCRASQSVSSSYLA", ["T cell", "T", "B cell", "monocyte"]),
+            ("lambda", "QSALTQPASVSGSPGQSITISC", ["heavy", "kappa", "lambda"])]
+    return [{"id": f"v{i}", "question": f"<protein>\nWhich one{'?' * (i + 1)} Answer with one of: {', '.join(ls)}.",
+             "answer": a, "label_set": ls, "protein": [s], "dna": [], "rna": [], "reasoning": ""}
+            for i, (a, s, ls) in enumerate(rows)]
+
+
+def single_scores(model, processor, record):
+    """The one-record-at-a-time reference: full-vocabulary log-softmax over every position of every label row."""
+    import torch
+
+    from bioreason.data.chat import modality_inputs
+    from bioreason.evaluation import EMPTY_THINK, prompt_text
+
+    labels = record["label_set"]
+    prefix = prompt_text(processor, record) + EMPTY_THINK
+    items = {m: v * len(labels) for m, v in modality_inputs(record).items()}
+    batch = processor(text=[prefix + label + "</answer>" for label in labels], padding_side="right", **items)
+    with torch.no_grad():
+        logps = torch.log_softmax(model(**batch).logits[:, :-1].float(), -1)
+    token = logps.gather(-1, batch["input_ids"][:, 1:, None])[..., 0] * batch["attention_mask"][:, 1:]
+    return token.sum(-1)  # the whole row: differences between labels are what the argmax sees
+
+
+@pytest.mark.parametrize("projector", ["resampler", "linear"])
+def test_batched_likelihood_equals_one_record_at_a_time(projector):
+    import torch
+
+    from bioreason.evaluation import likelihood_scores, predict_likelihood
+
+    torch.manual_seed(0)
+    model, processor = tiny_model("esm2", projector=projector)
+    model.eval()
+    recs = varied_records()
+    batched = likelihood_scores(model, processor, recs)
+    for record, scores in zip(recs, batched, strict=True):
+        reference = single_scores(model, processor, record)
+        got = torch.tensor(scores)
+        # fp32 sums of ~60 nats from a cached, left-padded prefill vs one full pass: equal to ~1e-5 relative
+        assert torch.allclose(got - got[0], reference - reference[0], atol=1e-3), record["id"]
+        assert record["label_set"][int(got.argmax())] == predict_likelihood(model, processor, record)
+    metrics = evaluate_records(model, processor, recs, batch_size=3)
+    assert [p["prediction"] for p in metrics["predictions"]] == [predict_likelihood(model, processor, r)
+                                                                 for r in recs]
+
+
+def test_batched_likelihood_encodes_each_record_once_and_reports_progress(capsys):
+    model, processor = tiny_model("esm2")
+    seen = []
+    model.model.encoders["protein"].register_forward_hook(lambda m, a, o: seen.append(a[0].shape[0]))
+    evaluate_records(model, processor, varied_records(), batch_size=8, desc="id_test")
+    assert seen == [4]  # one batch, one encoder row per record, not one per (record, label)
+    assert "id_test" in capsys.readouterr().err
+
+
+def test_likelihood_without_label_set_is_an_error():
+    model, processor = tiny_model("esm2")
+    record = {**records()[0], "label_set": []}
+    with pytest.raises(ValueError, match="has no label_set"):
+        evaluate_records(model, processor, [record])
