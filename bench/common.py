@@ -17,7 +17,8 @@ import bioreason  # noqa: F401  (Auto class registration)
 
 @dataclass
 class Result:
-    """One benchmark figure: `value` is the measured ratio (or share), `goal` the issue's target for it."""
+    """One benchmark figure: `value` is the measured ratio (or share, or seconds), `goal` the issue's target for it
+    (a floor, or a ceiling with `lower_is_better`)."""
 
     name: str
     value: float
@@ -25,14 +26,27 @@ class Result:
     unit: str
     what: str
     details: dict[str, Any] = field(default_factory=dict)
+    lower_is_better: bool = False
 
     @property
     def met(self) -> bool:
-        return self.value >= self.goal
+        return self.value <= self.goal if self.lower_is_better else self.value >= self.goal
 
     def as_dict(self) -> dict[str, Any]:
         return {"value": round(self.value, 3), "goal": self.goal, "met": self.met, "unit": self.unit,
-                "what": self.what, "details": self.details}
+                "what": self.what, "details": self.details, "lower_is_better": self.lower_is_better}
+
+
+def precision():
+    """The precision the recipes choose on this machine (`bf16: auto`), which every benchmark runs in."""
+    from bioreason.precision import choose_bf16
+
+    return choose_bf16("auto", "cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast():
+    """bf16 autocast where the recipes would use it here, a no-op context elsewhere."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision().bf16)
 
 
 def machine() -> dict[str, Any]:
@@ -46,6 +60,8 @@ def machine() -> dict[str, Any]:
                     flags = set(line.split(":", 1)[1].split())
     return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": precision().bf16,
+            "precision": precision().name,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch": torch.__version__, "python": platform.python_version()}
 

@@ -1,7 +1,7 @@
 """p1_cache_speedup: wall time of SFT epoch 2, without / with the frozen-encoder feature cache.
 
 SmolLM2-135M + an ESM2-650M-shaped protein encoder (the study's encoder; it costs more than the decoder's LoRA step)
-on the antibody_chain benchmark; LoRA r16 on the LLM, resampler projector trained in full, bf16 autocast. Both arms run
+on the antibody_chain benchmark; LoRA r16 on the LLM, resampler projector trained in full, `bf16: auto`. Both arms run
 the SFT recipe for two epochs from the same seed; the cached arm fills the cache in epoch 1."""
 
 from __future__ import annotations

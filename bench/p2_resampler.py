@@ -14,7 +14,7 @@ import tempfile
 
 import torch
 
-from bench.common import Result, compose_bench, nucleotide_transformer_500m_shape, task
+from bench.common import Result, autocast, compose_bench, nucleotide_transformer_500m_shape, task
 from bench.sft_timing import sft
 
 EXAMPLES, BATCH, EVAL = 48, 8, 24
@@ -22,7 +22,7 @@ DATASET = "jaspar_tf_class_1kb"
 
 
 def warm_cache(model, processor, records, cache_dir: str) -> None:
-    """Encode every record once (bf16 autocast, as training runs) into the disk cache both arms read."""
+    """Encode every record once (in the precision training runs in) into the disk cache both arms read."""
     from bioreason.data.chat import modality_inputs
 
     cache = model.enable_feature_cache(cache_dir)
@@ -31,7 +31,7 @@ def warm_cache(model, processor, records, cache_dir: str) -> None:
     for start in range(0, len(records), BATCH):
         items = [s for r in records[start:start + BATCH] for s in modality_inputs(r)["dna"]]
         batch = featurizer(items)
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad(), autocast():
             cache.encode(encoder, batch["values"], batch["mask"].bool())
     model.disable_feature_cache()
 
@@ -56,7 +56,7 @@ def run() -> Result:
                 timing = sft(model, processor, DATASET, EXAMPLES, 1, BATCH, out, feature_cache="disk",
                              cache_dir=cache_dir)
             trained = timing["model"]
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with autocast():
                 metrics = evaluate_records(trained.get_base_model(), processor, test, mode="likelihood")
             batch = processor(text=["<dna>"], dna=[train[0]["dna"][0]])
             arms[name] = {"step_s": statistics.median(timing["steps"]), "id_accuracy": metrics["accuracy"],

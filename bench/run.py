@@ -18,7 +18,7 @@ from bench.common import machine
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results.json")
 REPORT = os.path.join(ROOT, "BENCHMARKS.md")
-ORDER = ("p1", "p2", "p3", "p4", "p5")
+ORDER = ("p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8")
 
 
 def now() -> str:
@@ -26,13 +26,16 @@ def now() -> str:
 
 
 def run_all(selected: tuple[str, ...]) -> dict:
-    from bench import p1_cache, p2_resampler, p3_grpo, p4_packing, p5_mfu
+    from bench import p1_cache, p2_resampler, p3_grpo, p4_packing, p5_mfu, p6_quickstart, p7_eval, p8_sft
 
     previous: dict = {}
     if os.path.exists(RESULTS):
         with open(RESULTS, encoding="utf-8") as fh:
             previous = json.load(fh)
     results, seconds, shared = dict(previous.get("results", {})), dict(previous.get("seconds", {})), {}
+    here = machine()
+    for result in results.values():  # figures kept from an earlier run keep the machine they were measured on
+        result.setdefault("machine", previous.get("machine"))
     for key in selected:
         start = time.time()
         if key in ("p1", "p3"):  # one ESM2-650M-shaped model serves both (its random init takes a while)
@@ -42,15 +45,16 @@ def run_all(selected: tuple[str, ...]) -> dict:
             if key == "p3" or "p3" not in selected:
                 shared.clear()
         else:
-            out = {"p2": p2_resampler, "p4": p4_packing, "p5": p5_mfu}[key].run()
+            out = {"p2": p2_resampler, "p4": p4_packing, "p5": p5_mfu, "p6": p6_quickstart, "p7": p7_eval,
+                   "p8": p8_sft}[key].run()
         for result in out if isinstance(out, list) else [out]:
-            results[result.name] = {**result.as_dict(), "measured": now()}
+            results[result.name] = {**result.as_dict(), "measured": now(), "machine": here}
             print(f"{result.name}: {result.value:.3f} (goal {result.goal}) {'met' if result.met else 'NOT met'}",
                   flush=True)
         seconds[key] = round(time.time() - start, 1)
         gc.collect()
     return {"date": now(),
-            "command": "make bench", "last_run": " ".join(selected), "machine": machine(),
+            "command": "make bench", "last_run": " ".join(selected), "machine": here,
             "seconds": seconds, "results": results}
 
 
@@ -61,23 +65,35 @@ def report(data: dict) -> str:
         "Written by `make bench` (`python -m bench.run`); the numbers below are from the last run. Each ratio is "
         "measured in one run against its baseline on the same machine. Code: `bench/`; raw figures: "
         "`bench/results.json`.", "",
-        f"- **Machine**: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), AMX-BF16: "
-        f"{m['amx_bf16']}, AVX512-BF16: {m['avx512_bf16']}, GPU: {m['cuda'] or 'none'}; torch {m['torch']}, "
-        f"Python {m['python']}",
+        f"- **Machine of the last run**: {describe(m)}",
         f"- **Written**: {data['date']} (last run: {data.get('last_run', 'all')}; each figure below says when it was "
         "measured)",
         f"- **Command**: `{data['command']}` (all; `python -m bench.run p3` reruns one)",
         f"- **Wall time per benchmark (s)**: {', '.join(f'{k} {v}' for k, v in data['seconds'].items())}", "",
-        "| figure | measured | goal | met | what |", "|---|---|---|---|---|",
+        "| figure | measured | goal | met | machine | what |", "|---|---|---|---|---|---|",
     ]
     for name, r in sorted(data["results"].items()):
-        lines.append(f"| `{name}` | {r['value']} {r['unit']} | {r['goal']} | {'yes' if r['met'] else 'no'} | "
-                     f"{r['what']} |")
+        goal = f"<= {r['goal']}" if r.get("lower_is_better") else f">= {r['goal']}"
+        cpu = (r.get("machine") or {}).get("cpu", "?")
+        precision = (r.get("machine") or {}).get("precision", "bf16 autocast (before bf16: auto)")
+        lines.append(f"| `{name}` | {r['value']} {r['unit']} | {goal} | {'yes' if r['met'] else 'no'} | {cpu}, "
+                     f"{precision} | {r['what']} |")
     lines += ["", "## Details", ""]
     for name, r in sorted(data["results"].items()):
-        lines += [f"### {name}", "", f"Measured {r.get('measured', data['date'])}.", "", "```json",
+        lines += [f"### {name}", "", f"Measured {r.get('measured', data['date'])} on {describe(r.get('machine'))}.",
+                  "", "```json",
                   json.dumps(r["details"], indent=1), "```", ""]
     return "\n".join(lines)
+
+
+def describe(m: dict | None) -> str:
+    if not m:
+        return "an unrecorded machine"
+    native = m.get("native_bf16")
+    return (f"{m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), torch CPU capability "
+            f"{m.get('cpu_capability', '?')}, AMX-BF16: {m['amx_bf16']}, AVX512-BF16: {m['avx512_bf16']}, native bf16: "
+            f"{'?' if native is None else native} -> {m.get('precision', 'bf16 autocast (hard-coded then)')}, GPU: "
+            f"{m['cuda'] or 'none'}; torch {m['torch']}, Python {m['python']}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,6 +14,11 @@ class StepTimer(TrainerCallback):
     def __init__(self):
         self.epochs: list[float] = []
         self.steps: list[float] = []
+        self.losses: list[float] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.losses.append(float(logs["loss"]))
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self._epoch = time.perf_counter()
@@ -32,11 +37,9 @@ def sft(model, processor, dataset: str, examples: int, epochs: int, batch_size: 
         feature_cache: str = "memory", cache_dir: str | None = None, lora_r: int = 16, packing: bool = False,
         lr: float = 5e-4, use_reasoning: bool = False) -> dict[str, Any]:
     """SFT (LoRA on the LLM, projector in full, encoder frozen) of a copy of `model`; returns timings and the model."""
-    from trl import SFTConfig
-
     from bioreason.adaptation import apply_lora
     from recipes import sft as sft_recipe
-    from recipes.common import DataArguments, ModelArguments, enable_feature_cache
+    from recipes.common import BioSFTConfig, DataArguments, ModelArguments, enable_feature_cache
 
     model = copy.deepcopy(model)
     model.set_trainable(encoders=False, projectors=True, llm=True)
@@ -44,12 +47,12 @@ def sft(model, processor, dataset: str, examples: int, epochs: int, batch_size: 
     enable_feature_cache(model, args)
     model = apply_lora(model, r=lora_r)
     data = DataArguments(dataset=f"benchmark:{dataset}", max_train_examples=examples, use_reasoning=use_reasoning)
-    config = SFTConfig(output_dir=out, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-                       learning_rate=lr, bf16=True, use_cpu=True, report_to="none", save_strategy="no",
-                       gradient_checkpointing=False, logging_steps=1, disable_tqdm=True, seed=0, packing=packing)
+    config = BioSFTConfig(output_dir=out, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+                          learning_rate=lr, bf16="auto", use_cpu=True, report_to="none", save_strategy="no",
+                          gradient_checkpointing=False, logging_steps=1, disable_tqdm=True, seed=0, packing=packing)
     timer = StepTimer()
     result = sft_recipe.run(sft_recipe.SFTRecipeArguments(evaluate=False), args, data, None, config, model=model,
                             processor=processor, callbacks=[timer])
     cache = result["model"].get_base_model().model.feature_cache
-    return {"epochs": timer.epochs, "steps": timer.steps, "model": result["model"],
+    return {"epochs": timer.epochs, "steps": timer.steps, "losses": timer.losses, "model": result["model"],
             "cache": cache.stats() if cache is not None else None}

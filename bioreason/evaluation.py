@@ -55,16 +55,30 @@ def _common_prefix(rows: list[list[int]]) -> int:
     return n
 
 
+def _pad_rows(rows: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            span = slice(width - len(row), width) if left else slice(0, len(row))
+            ids[i, span] = torch.tensor(row)
+            mask[i, span] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def likelihood_scores(model, processor, records: Sequence[dict], cells=None) -> list[list[float]]:
     """For each record, the summed log-probability of each label's `label</answer>` continuation after its prompt and
-    an empty think block, with the records in one batch and each prompt's work done once.
+    an empty think block, with the records in one batch and no prompt work repeated.
 
-    The prompt (encoders, projectors and the decoder's KV prefill) runs once per record on a left-padded batch; its
-    cache is copied to that record's label rows, which run only their continuation tokens; the LM head projects only
-    the scored positions, in fp32 (`bioreason.lm_head.token_logprobs`). A row's score sums the tokens after the
-    longest token prefix the record's label rows share, so labels compare on what differs (a token merged across the
-    prompt / label boundary is scored). Argmax and score differences equal `predict_likelihood`'s."""
+    Three passes share one KV cache: the text every prompt of the batch starts with (system prompt and the start of
+    the user turn, up to the first modality token) runs once; each record's own prompt (its encoder features and
+    question) runs once, left-padded after it; each label row runs only its continuation on a copy of its record's
+    cache. The LM head projects only the scored positions, in fp32 (`bioreason.lm_head.token_logprobs`). A row's score
+    sums the tokens after the longest token prefix the record's label rows share, so labels compare on what differs
+    (a token merged across the prompt / label boundary is scored). Argmax and score differences equal
+    `predict_likelihood`'s."""
     from bioreason.lm_head import token_logprobs
     from bioreason.rollout import generation_position_ids
 
@@ -83,50 +97,46 @@ def likelihood_scores(model, processor, records: Sequence[dict], cells=None) -> 
     rows = tok([e + label + "</answer>" for e, labels in zip(expanded, label_sets, strict=True) for label in labels],
                add_special_tokens=True)["input_ids"]
     owner = [i for i, labels in enumerate(label_sets) for _ in labels]
-    # Shared part per record: all tokens its label rows have in common but the last, which starts the continuation
-    starts, at = [], 0
-    for labels in label_sets:
-        group = rows[at: at + len(labels)]
+    firsts = [owner.index(i) for i in range(len(records))]
+    # Each record's prompt: all tokens its label rows share but the last, which starts the continuation
+    starts = []
+    for i, labels in enumerate(label_sets):
+        group = rows[firsts[i]: firsts[i] + len(labels)]
         starts.append(max(min(_common_prefix(group), min(len(r) for r in group) - 1), 1) - 1)
-        at += len(labels)
+    # The batch's shared text: the prompts' common tokens before the first modality token (features differ there)
+    prompts = [rows[firsts[i]][: starts[i]] for i in range(len(records))]
+    shared = _common_prefix(prompts) if prompts else 0
+    special = set(model.config.placeholder_token_ids())
+    shared = next((k for k, t in enumerate(prompts[0][:shared]) if t in special), shared)
+    shared = shared if len(records) > 1 and shared >= 2 else 0
     device = model.device
-    width = max(starts)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    prefix_ids = torch.full((len(records), width), pad, dtype=torch.long)
-    prefix_mask = torch.zeros((len(records), width), dtype=torch.long)
-    for i, start in enumerate(starts):  # left-padded, as generation pads
-        first = rows[owner.index(i)]
-        if start:
-            prefix_ids[i, width - start:] = torch.tensor(first[:start])
-            prefix_mask[i, width - start:] = 1
-    prefix_ids, prefix_mask = prefix_ids.to(device), prefix_mask.to(device)
-    out = model(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=generation_position_ids(prefix_mask),
-                use_cache=True, logits_to_keep=1, **{k: v.to(device) for k, v in modality.items()})
-    cache = out.cache
+    cache, mask = None, torch.zeros((len(records), 0), dtype=torch.long, device=device)
+    if shared:
+        ids = torch.tensor([prompts[0][:shared]], device=device)
+        cache = model.model(input_ids=ids, use_cache=True).cache
+        cache.batch_select_indices(torch.zeros(len(records), dtype=torch.long, device=device))
+        mask = torch.ones((len(records), shared), dtype=torch.long, device=device)
+    ids, own_mask = (t.to(device) for t in _pad_rows([p[shared:] for p in prompts], pad, left=True))
+    mask = torch.cat([mask, own_mask], 1)
+    positions = generation_position_ids(mask)[:, shared:]
+    cache = model.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                        **{k: v.to(device) for k, v in modality.items()}).cache
     inverse = torch.tensor(owner, device=device)
     cache.batch_select_indices(inverse)
     # Continuations: right-padded, positions carrying on from each record's prompt
-    conts = [row[starts[i]:] for row, i in zip(rows, owner, strict=True)]
-    cont_width = max(len(c) for c in conts)
-    cont_ids = torch.full((len(conts), cont_width), pad, dtype=torch.long)
-    cont_mask = torch.zeros((len(conts), cont_width), dtype=torch.long)
-    for j, cont in enumerate(conts):
-        cont_ids[j, : len(cont)] = torch.tensor(cont)
-        cont_mask[j, : len(cont)] = 1
-    cont_ids, cont_mask = cont_ids.to(device), cont_mask.to(device)
-    positions = torch.tensor([starts[i] for i in owner], device=device)[:, None] + torch.arange(cont_width,
+    cont_ids, cont_mask = (t.to(device) for t in _pad_rows([row[starts[i]:] for row, i in zip(rows, owner,
+                                                                                                strict=True)],
+                                                            pad, left=False))
+    positions = torch.tensor([starts[i] for i in owner], device=device)[:, None] + torch.arange(cont_ids.shape[1],
                                                                                                  device=device)
-    hidden = model.model(input_ids=cont_ids, attention_mask=torch.cat([prefix_mask[inverse], cont_mask], 1),
+    hidden = model.model(input_ids=cont_ids, attention_mask=torch.cat([mask[inverse], cont_mask], 1),
                          position_ids=positions, cache=cache, use_cache=True).last_hidden_state
     scored = cont_mask[:, 1:].bool()
     head = model.get_output_embeddings()
     logps = token_logprobs(hidden[:, :-1][scored], head.weight, head.bias, cont_ids[:, 1:][scored])["log_probs"]
     per_row = logps.new_zeros(scored.shape).masked_scatter(scored, logps).sum(-1).tolist()
-    out_scores, at = [], 0
-    for labels in label_sets:
-        out_scores.append(per_row[at: at + len(labels)])
-        at += len(labels)
-    return out_scores
+    return [per_row[firsts[i]: firsts[i] + len(labels)] for i, labels in enumerate(label_sets)]
 
 
 @torch.no_grad()
