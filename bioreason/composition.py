@@ -57,6 +57,13 @@ def _gguf_to_plain(gguf_path: str) -> str:
     target = os.path.join(cache_dir(), "gguf", key)
     if os.path.exists(os.path.join(target, "config.json")):
         return target
+    # the conversion must not consume the global RNG (from_config initialises random weights): a run that converts
+    # would otherwise draw different placeholder embeddings and projector weights than one that finds the folder
+    with torch.random.fork_rng(devices=[]):
+        return _convert_gguf(gguf_path, target)
+
+
+def _convert_gguf(gguf_path: str, target: str) -> str:
     folder, name = os.path.split(os.path.abspath(gguf_path))
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)

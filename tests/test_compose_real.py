@@ -107,3 +107,17 @@ def test_cli_reports_bad_encoder_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bioreason.cli", "compose", "--llm", "x", "--encoder",
                            "cell=esm2", "--out", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2 and "MODALITY=TYPE" in proc.stderr
+
+
+def test_gguf_conversion_leaves_the_global_rng_alone(tmp_path, monkeypatch):
+    """A run that converts the GGUF must draw the same random numbers afterwards (placeholder embeddings, projector
+    weights, LoRA) as a run that finds the converted folder in the cache."""
+    from bioreason.composition import _gguf_to_plain
+
+    monkeypatch.setenv("BIOREASON_CACHE", str(tmp_path / "fresh"))
+    torch.manual_seed(0)
+    folder = _gguf_to_plain(default_llm_path())
+    after_conversion = torch.rand(4)
+    torch.manual_seed(0)
+    assert _gguf_to_plain(default_llm_path()) == folder  # the cached folder this time
+    assert torch.equal(torch.rand(4), after_conversion)
