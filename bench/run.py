@@ -18,6 +18,7 @@ from bench.common import machine
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results.json")
 REPORT = os.path.join(ROOT, "BENCHMARKS.md")
+NOTES = os.path.join(ROOT, "bench", "NOTES.md")  # hand-written reading of the figures, kept across runs
 ORDER = ("p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8")
 
 
@@ -25,7 +26,7 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def run_all(selected: tuple[str, ...]) -> dict:
+def run_all(selected: tuple[str, ...], save=None) -> dict:
     from bench import p1_cache, p2_resampler, p3_grpo, p4_packing, p5_mfu, p6_quickstart, p7_eval, p8_sft
 
     previous: dict = {}
@@ -53,8 +54,13 @@ def run_all(selected: tuple[str, ...]) -> dict:
                   flush=True)
         seconds[key] = round(time.time() - start, 1)
         gc.collect()
-    return {"date": now(),
-            "command": "make bench", "last_run": " ".join(selected), "machine": here,
+        if save is not None:  # after each benchmark, so a later failure keeps the figures measured so far
+            save(summary(selected, here, seconds, results))
+    return summary(selected, here, seconds, results)
+
+
+def summary(selected: tuple[str, ...], here: dict, seconds: dict, results: dict) -> dict:
+    return {"date": now(), "command": "make bench", "last_run": " ".join(selected), "machine": here,
             "seconds": seconds, "results": results}
 
 
@@ -78,6 +84,9 @@ def report(data: dict) -> str:
         precision = (r.get("machine") or {}).get("precision", "bf16 autocast (before bf16: auto)")
         lines.append(f"| `{name}` | {r['value']} {r['unit']} | {goal} | {'yes' if r['met'] else 'no'} | {cpu}, "
                      f"{precision} | {r['what']} |")
+    if os.path.exists(NOTES):
+        with open(NOTES, encoding="utf-8") as fh:
+            lines += ["", fh.read().strip()]
     lines += ["", "## Details", ""]
     for name, r in sorted(data["results"].items()):
         lines += [f"### {name}", "", f"Measured {r.get('measured', data['date'])} on {describe(r.get('machine'))}.",
@@ -99,13 +108,16 @@ def describe(m: dict | None) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = tuple(argv if argv is not None else sys.argv[1:])
     selected = tuple(k for k in ORDER if not args or k in args)
-    data = run_all(selected)
+    write(run_all(selected, save=write))
+    print(f"wrote {RESULTS} and {REPORT}")
+
+
+def write(data: dict) -> None:
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=1)
     with open(REPORT, "w", encoding="utf-8") as fh:
         fh.write(report(data) + "\n")
-    print(f"wrote {RESULTS} and {REPORT}")
 
 
 if __name__ == "__main__":

@@ -56,3 +56,27 @@ def test_bitsandbytes_4bit_on_cuda(tmp_path):
     inputs = processor(**prompt()).to("cuda")
     with torch.no_grad():
         assert torch.isfinite(quantized(**inputs).logits).all()
+
+
+def test_auto_precision_on_cuda_follows_the_device():
+    from bioreason.precision import choose_bf16
+
+    chosen = choose_bf16("auto", "cuda")
+    assert chosen.bf16 is torch.cuda.is_bf16_supported(including_emulation=False)
+    assert torch.cuda.get_device_name() in chosen.reason
+
+
+def test_compact_lm_head_on_cuda_matches_full_head():
+    from bioreason.lm_head import add_compact_lm_head
+
+    model, processor = tiny_model("esm2", hidden=64)
+    model = model.to("cuda")
+    inputs = processor(**prompt()).to("cuda")
+    labels = inputs["input_ids"].clone()
+    labels[:, :-3] = -100
+    full = model(**inputs, labels=labels).loss
+    add_compact_lm_head(model)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        mixed = model(**inputs, labels=labels, fused_lm_head=True)
+    exact = model(**inputs, labels=labels, fused_lm_head=True)
+    assert torch.allclose(exact.loss, full, atol=1e-5) and mixed.log_probs.dtype == torch.float32
