@@ -33,7 +33,8 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
-# Performance benchmarks (bench/): writes bench/results.json and BENCHMARKS.md; about 13 minutes on 2 CPU cores.
+# Performance benchmarks (bench/): writes bench/results.json and BENCHMARKS.md; about 13 minutes on 2 CPU cores
+# with native bf16 (precision follows the hardware, as in the recipes).
 bench: install
 	$(PY) -m bench.run
 

@@ -13,6 +13,7 @@ import time
 import torch
 
 from bench.common import Result, autocast, precision, task
+from bench.p5_mfu import profile_step
 
 RECORDS, BATCH = 32, 8
 
@@ -36,6 +37,7 @@ def run() -> Result:
         start = time.perf_counter()
         single = [predict_likelihood(model, processor, r, cells) for r in records]
         single_s = time.perf_counter() - start
+        profile = profile_step(lambda: evaluate_records(model, processor, records, batch_size=BATCH, progress=False))
     agree = sum(p["prediction"] == s for p, s in zip(batched, single, strict=True)) / len(records)
     return Result(
         "p7_eval_speedup", single_s / batched_s, 5.0, "x",
@@ -43,4 +45,4 @@ def run() -> Result:
         f"{precision().name}), batched / one record at a time",
         {"batched_examples_per_s": round(RECORDS / batched_s, 2), "single_examples_per_s": round(RECORDS / single_s, 2),
          "batched_s": round(batched_s, 2), "single_s": round(single_s, 2), "prediction_agreement": agree,
-         "batch_size": BATCH})
+         "batch_size": BATCH, "batched_profile_self_cpu_share": profile})
