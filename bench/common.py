@@ -3,6 +3,7 @@ the hub weights cannot be downloaded here; SmolLM2-135M-Instruct is the real one
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
@@ -37,6 +38,7 @@ class Result:
                 "what": self.what, "details": self.details, "lower_is_better": self.lower_is_better}
 
 
+@functools.cache
 def precision():
     """The precision the recipes choose on this machine (`bf16: auto`), which every benchmark runs in."""
     from bioreason.precision import choose_bf16
@@ -50,16 +52,14 @@ def autocast():
 
 
 def machine() -> dict[str, Any]:
-    flags, model = set(), platform.processor()
+    from bioreason.precision import cpu_capabilities
+
+    caps, model = cpu_capabilities(), platform.processor()
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name") and not model:
-                    model = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
+            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), model)
     return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
+            "amx_bf16": bool(caps.get("amx_bf16")), "avx512_bf16": bool(caps.get("avx512_bf16")),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": precision().bf16,
             "precision": precision().name,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -122,6 +122,15 @@ def compose_bench(encoders: dict[str, Any], projector: Any):
     from bioreason.composition import compose, default_llm_path
 
     return compose(llm=default_llm_path(), encoders=encoders, projector=projector, attn_implementation="sdpa")
+
+
+def quickstart_model():
+    """SmolLM2-135M + AntiBERTy with a 16-query resampler, as the quickstart composes them (real weights)."""
+    from bioreason.composition import compose, default_llm_path
+
+    torch.manual_seed(0)
+    return compose(llm=default_llm_path(), encoders={"protein": "antiberty"},
+                   projector={"type": "resampler", "options": {"num_queries": 16}}, attn_implementation="sdpa")
 
 
 def task(name: str):

@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import time
 
-import torch
-
-from bench.common import Result, autocast, precision, task
+from bench.common import Result, autocast, precision, quickstart_model, task
 from bench.p5_mfu import profile_step
 
 RECORDS, BATCH = 32, 8
 
 
 def run() -> Result:
-    from bioreason.composition import compose, default_llm_path
     from bioreason.evaluation import evaluate_records, predict_likelihood, sample_split
 
-    torch.manual_seed(0)
-    model, processor = compose(llm=default_llm_path(), encoders={"protein": "antiberty"},
-                               projector={"type": "resampler", "options": {"num_queries": 16}},
-                               attn_implementation="sdpa")
+    model, processor = quickstart_model()
     model.eval().enable_feature_cache()
     dataset, cells = task("antibody_chain")
     records = sample_split(dataset, "id_test", RECORDS, seed=0)

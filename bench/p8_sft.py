@@ -14,21 +14,11 @@ import gc
 import statistics
 import tempfile
 
-import torch
-
-from bench.common import Result, precision, task
+from bench.common import Result, precision, quickstart_model, task
 from bench.sft_timing import StepTimer, sft
 
 EXAMPLES, EPOCHS, BATCH = 48, 2, 8
 PROFILE_STEP = 8  # an epoch-2 step: the cache is warm in our arm
-
-
-def build():
-    from bioreason.composition import compose, default_llm_path
-
-    torch.manual_seed(0)
-    return compose(llm=default_llm_path(), encoders={"protein": "antiberty"},
-                   projector={"type": "resampler", "options": {"num_queries": 16}}, attn_implementation="sdpa")
 
 
 def baseline(model, processor, out: str) -> dict:
@@ -70,7 +60,7 @@ def epoch_times(timing: dict, steps_per_epoch: int) -> list[float]:
 
 
 def run() -> Result:
-    model, processor = build()
+    model, processor = quickstart_model()
     with tempfile.TemporaryDirectory() as out:
         plain = baseline(model, processor, out)
     gc.collect()

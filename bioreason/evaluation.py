@@ -47,6 +47,15 @@ def predict_likelihood(model, processor, record: dict, cells=None) -> str:
     return labels[int(scores.argmax())]
 
 
+def batch_items(records: Sequence[dict], cells=None) -> dict[str, list]:
+    """Every record's modality inputs as one flat list per modality, in record order (what the processor takes)."""
+    items: dict[str, list] = {}
+    for r in records:
+        for m, v in modality_inputs(r, cells).items():
+            items.setdefault(m, []).extend(v)
+    return items
+
+
 def _common_prefix(rows: list[list[int]]) -> int:
     n = min(len(r) for r in rows)
     for i in range(n):
@@ -88,10 +97,7 @@ def likelihood_scores(model, processor, records: Sequence[dict], cells=None) -> 
                              "labels; use mode='generate' for open answers")
     tok = processor.tokenizer
     prefixes = [prompt_text(processor, r) + EMPTY_THINK for r in records]
-    items: dict[str, list] = {}
-    for r in records:
-        for m, v in modality_inputs(r, cells).items():
-            items.setdefault(m, []).extend(v)
+    items = batch_items(records, cells)
     expanded, modality = processor.prepare(prefixes, **items)
     label_sets = [list(r["label_set"]) for r in records]
     rows = tok([e + label + "</answer>" for e, labels in zip(expanded, label_sets, strict=True) for label in labels],
@@ -142,10 +148,7 @@ def likelihood_scores(model, processor, records: Sequence[dict], cells=None) -> 
 @torch.no_grad()
 def predict_generate(model, processor, records: Sequence[dict], cells=None, max_new_tokens: int = 64) -> list[str]:
     texts = [prompt_text(processor, r) for r in records]
-    items: dict[str, list] = {}
-    for r in records:
-        for m, v in modality_inputs(r, cells).items():
-            items.setdefault(m, []).extend(v)
+    items = batch_items(records, cells)
     batch = processor(text=texts, padding_side="left", **items).to(model.device)
     out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
     return processor.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
