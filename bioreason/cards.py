@@ -65,11 +65,19 @@ def trained_card(model, metrics: dict, dataset_name: str, llm_source: str,
     if llm_source == "default":
         llm_source = "HuggingFaceTB/SmolLM2-135M-Instruct"
     final = metrics["stages"][-1]
+    splits = (("id", "id_test"), ("ood", "ood_test"))
     results = [
         EvalResult(task_type="text-classification", dataset_type=dataset_name, dataset_name=f"{dataset_name} ({key})",
                    dataset_split=split, metric_type=metric, metric_value=float(final[key][metric]))
-        for key, split in (("id", "id_test"), ("ood", "ood_test"))
-        for metric in ("accuracy", "macro_f1") if metric in final.get(key, {})
+        for key, split in splits
+        for metric in ("accuracy", "macro_f1", "reliance") if metric in final.get(key, {})
+    ]
+    results += [  # the baselines as their own metric names, so the Hub's leaderboard shows the model beside them
+        EvalResult(task_type="text-classification", dataset_type=dataset_name, dataset_name=f"{dataset_name} ({key})",
+                   dataset_split=split, metric_type="accuracy", metric_name=f"{name} baseline accuracy",
+                   metric_value=float(baseline[key]["accuracy"]))
+        for name, baseline in metrics.get("baselines", {}).items()
+        for key, split in splits if "accuracy" in baseline.get(key, {})
     ]
     name = os.path.basename(repo_id.rstrip("/"))
     data = _card_data(model, llm_source, eval_results=results or None, model_name=name)
@@ -78,6 +86,6 @@ def trained_card(model, metrics: dict, dataset_name: str, llm_source: str,
         data, template_path=str(template) if template.exists() else None, model_name=name, repo_id=repo_id,
         llm_type=model.config.text_config.model_type, llm_source=llm_source, parts=_parts(model),
         dataset=dataset_name, stages=metrics["stages"], budget=metrics.get("budget"),
-        precision=metrics.get("precision"),
+        precision=metrics.get("precision"), baselines=metrics.get("baselines"),
         eval_note=f"{final.get('id', {}).get('n', '?')} / {final.get('ood', {}).get('n', '?')} examples",
     )

@@ -197,11 +197,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from bioreason.evaluation import evaluate_model
 
     results = evaluate_model(args.model, args.data, splits=args.splits.split(","), mode=args.mode,
-                             max_examples=args.max_examples, ontology=args.ontology, bf16=args.bf16)
+                             max_examples=args.max_examples, ontology=args.ontology, bf16=args.bf16,
+                             baselines=args.baselines, reliance=args.baselines)
     with open(args.out, "w", encoding="utf-8") as fh:
         json.dump(results, fh, indent=2)
     for split, metrics in results["splits"].items():
         print(f"{split}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float)))
+    for name, baseline in results.get("baselines", {}).items():
+        print(f"{name} baseline: " + ", ".join(f"{split} accuracy {m['accuracy']:.3f}" for split, m in baseline.items()
+                                               if isinstance(m, dict) and "accuracy" in m))
     return 0
 
 
@@ -320,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ontology", help="an OBO file: multi-label F1 propagates labels up is_a / part_of")
     p.add_argument("--bf16", default="auto", choices=["auto", "true", "false"],
                    help="bf16 autocast: auto (default) where the device computes bf16 natively, else fp32")
+    p.add_argument("--no-baselines", dest="baselines", action="store_false",
+                   help="skip the majority / probe baselines and the modality reliance (default: printed, written)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_eval)
 

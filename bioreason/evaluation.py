@@ -274,8 +274,10 @@ def multilabel_metrics(predictions: Sequence[set[str]], golds: Sequence[set[str]
 # Whole models and checkpoint series -----------------------------------------------------------------------------------
 def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = ("id_test", "ood_test"),
                    mode: str = "likelihood", max_examples: int | None = None, ontology: str | None = None,
-                   bf16: bool | str = "auto", seed: int = 0) -> dict:
-    """Metrics per split and per-example predictions of a saved model on a saved task dataset."""
+                   bf16: bool | str = "auto", seed: int = 0, baselines: bool = True, reliance: bool = True) -> dict:
+    """Metrics per split and per-example predictions of a saved model on a saved task dataset; with `reliance`, each
+    split's modality reliance; with `baselines`, the majority / probe baselines (`bioreason.baselines`) on the same
+    records."""
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, AutoProcessor
 
@@ -291,19 +293,34 @@ def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = ("id_t
     parents = parse_obo(ontology) if ontology else None
     results: dict = {"model": model_dir, "data": data_dir, "mode": mode, "precision": precision.as_dict(),
                      "splits": {}, "predictions": {}}
+    scored: dict[str, list[dict]] = {}
+    autocast = torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=precision.bf16)
     for split in splits:
         records = sample_split(dataset, split, max_examples, seed=seed)
         if not records:
             results["splits"][split] = {"n": 0}
             continue
-        with torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=precision.bf16):
+        scored[split] = records
+        with autocast:
             metrics = evaluate_records(model, processor, records, mode=mode, cells=cells, desc=f"evaluate {split}")
+            if reliance:
+                from bioreason.baselines import reliance_scores
+
+                metrics.update(reliance_scores(model, processor, records, metrics["accuracy"], mode=mode, cells=cells,
+                                               seed=seed, desc=f"reliance {split}"))
         predictions = metrics.pop("predictions")
         if parents is not None:
             metrics.update(multilabel_metrics([split_labels(p["prediction"]) for p in predictions],
                                               [split_labels(r["answer"]) for r in records], parents))
         results["splits"][split] = metrics
         results["predictions"][split] = predictions
+    if baselines and scored and "train" in dataset and parents is None:
+        from bioreason.baselines import majority_scores, probe_scores
+
+        train = [dict(r) for r in dataset["train"]]
+        with autocast:
+            probe = probe_scores(model, processor, train, scored, cells, seed=seed)
+        results["baselines"] = {"majority": majority_scores(train, scored), "probe": probe}
     return results
 
 
@@ -320,19 +337,25 @@ def evaluate_curve(models: Sequence[str], data_dir: str, labels: Sequence[str] |
     labels = list(labels) if labels else [os.path.basename(m.rstrip("/")) for m in models]
     if len(labels) != len(models):
         raise ValueError(f"{len(labels)} labels for {len(models)} models")
-    points = []
-    for label, model_dir in zip(labels, models, strict=True):
-        result = evaluate_model(model_dir, data_dir, **kwargs)
+    points, baselines = [], None
+    for i, (label, model_dir) in enumerate(zip(labels, models, strict=True)):
+        result = evaluate_model(model_dir, data_dir, baselines=i == 0, **kwargs)  # one probe: the encoders are frozen
+        baselines = baselines or result.get("baselines")
         points.append({"label": label, "model": model_dir, **result["splits"]})
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "curve.json"), "w", encoding="utf-8") as fh:
         json.dump(points, fh, indent=2)
+    with open(os.path.join(out, "curve_baselines.json"), "w", encoding="utf-8") as fh:
+        json.dump(baselines or {}, fh, indent=2)
+    from bioreason.baselines import draw_baselines
+
     fig, ax = plt.subplots(figsize=(6, 4))
     for split, name in (("id_test", "ID"), ("ood_test", "OOD")):
         ax.plot(labels, [p[split].get("accuracy", float("nan")) for p in points], "o-", label=name)
+    draw_baselines(ax, baselines, keys=(("id_test", "C0"), ("ood_test", "C1")))
     ax.set_xlabel("checkpoint")
     ax.set_ylabel("accuracy")
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "curve.png"), dpi=120)
     plt.close(fig)

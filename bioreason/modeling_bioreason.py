@@ -101,19 +101,24 @@ class BioReasonModel(BioReasonPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
-    def get_modality_features(self, modality: str, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Encode and project one modality's items; returns the valid features flattened to `[sum N_i, H]` in item
-        order, which is the order `masked_scatter` fills the placeholders."""
-        encoder, projector = self.encoders[modality], self.projectors[modality]
+    def encode(self, modality: str, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One modality's encoder output `([B, L, D], [B, L])`: through the feature cache when the encoder is frozen
+        and a cache is enabled, without autograd when frozen. The projector and the baselines' probe both read it."""
+        encoder = self.encoders[modality]
         if values.is_floating_point():
             values = values.to(self.language_model.dtype)
         if self.encoder_trainable(modality):
-            embeddings, emb_mask = encoder(values, mask)
-        elif self.feature_cache is not None and getattr(encoder, "cacheable", True):
-            embeddings, emb_mask = self.feature_cache.encode(encoder, values, mask)
-        else:
-            with torch.no_grad():
-                embeddings, emb_mask = encoder(values, mask)
+            return encoder(values, mask)
+        if self.feature_cache is not None and getattr(encoder, "cacheable", True):
+            return self.feature_cache.encode(encoder, values, mask)
+        with torch.no_grad():
+            return encoder(values, mask)
+
+    def get_modality_features(self, modality: str, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Encode and project one modality's items; returns the valid features flattened to `[sum N_i, H]` in item
+        order, which is the order `masked_scatter` fills the placeholders."""
+        projector = self.projectors[modality]
+        embeddings, emb_mask = self.encode(modality, values, mask)
         projected = projector(embeddings.to(self.language_model.dtype), emb_mask)
         return projected[projector.output_mask(emb_mask)]
 

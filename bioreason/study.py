@@ -176,13 +176,16 @@ def harvest(out: str):
         row["stages"] = "+".join(s["name"] for s in metrics["stages"] if s["name"] != "base")
         for stage in metrics["stages"]:
             for split in ("id", "ood"):
-                for metric in ("accuracy", "macro_f1"):
+                for metric in ("accuracy", "macro_f1", "reliance"):
                     if metric in stage.get(split, {}):
                         row[f"{stage['name']}_{split}_{metric}"] = stage[split][metric]
         final = [s for s in metrics["stages"] if s["name"] != "base"][-1]
         for split in ("id", "ood"):
             row[f"{split}_accuracy"] = final[split].get("accuracy")
             row[f"{split}_macro_f1"] = final[split].get("macro_f1")
+            row[f"{split}_reliance"] = final[split].get("reliance")
+            for name, baseline in metrics.get("baselines", {}).items():  # the same records as the run's scores
+                row[f"{name}_{split}_accuracy"] = baseline.get(split, {}).get("accuracy")
         row["train_seconds"] = sum(s["seconds"] for s in metrics["stages"] if s["name"] != "base")
         rows.append(row)
     table = pd.DataFrame(rows)

@@ -2,7 +2,9 @@
 
 Plots: ID vs OOD scatter with the Pareto front; accuracy against SFT budget (after the SFT stage); the budget-split
 curve (final accuracy against RL's share of the training examples); a heatmap of final OOD accuracy over
-(SFT LoRA rank, RL LoRA rank) pairs. Plots whose axes did not vary in the study are skipped and said so.
+(SFT LoRA rank, RL LoRA rank) pairs. Plots whose axes did not vary in the study are skipped and said so. Every accuracy
+plot carries the majority-class and probe baselines (the mean over runs of the `majority_*` / `probe_*` columns) as
+lines; the report counts the runs that end at the majority class.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from bioreason.baselines import draw_baselines  # noqa: E402
 
 
 def pareto_front(points: np.ndarray) -> np.ndarray:
@@ -39,14 +43,26 @@ def _save(fig, out: str, name: str) -> str:
     return name
 
 
-def _line_plot(out: str, name: str, lines: list, xlabel: str, ylabel: str) -> str:
-    """One figure of `(series, style, label)` lines against their index; returns the saved path."""
+def baselines_of(table: pd.DataFrame) -> dict:
+    """`{"majority": {"id": {"accuracy"}, "ood": ...}, "probe": ...}` averaged over the runs that recorded them."""
+    out: dict = {}
+    for name in ("majority", "probe"):
+        for split in ("id", "ood"):
+            column = f"{name}_{split}_accuracy"
+            if column in table and table[column].notna().any():
+                out.setdefault(name, {})[split] = {"accuracy": float(table[column].mean())}
+    return out
+
+
+def _line_plot(out: str, name: str, lines: list, xlabel: str, ylabel: str, baselines: dict | None = None) -> str:
+    """One figure of `(series, style, label)` lines against their index, with the baselines; returns the saved path."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for series, style, label in lines:
         ax.plot(series.index, series, style, label=label)
+    draw_baselines(ax, baselines)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend()
+    ax.legend(fontsize=7)
     return _save(fig, out, name)
 
 
@@ -55,6 +71,7 @@ def write_study_report(out: str) -> str:
     if table.empty:
         raise ValueError(f"{out}: no finished runs to report")
     plots, notes = [], []
+    baselines = baselines_of(table)
 
     # ID vs OOD with the Pareto front
     pts = table[["id_accuracy", "ood_accuracy"]].to_numpy(dtype=float)
@@ -62,9 +79,13 @@ def write_study_report(out: str) -> str:
     ax.scatter(pts[:, 0], pts[:, 1], alpha=0.7, label="runs (final stage)")
     front = pareto_front(pts)
     ax.plot(pts[front, 0], pts[front, 1], "r-o", label="Pareto front")
+    for name, marker in (("majority", "X"), ("probe", "*")):
+        if {"id", "ood"} <= set(baselines.get(name, {})):
+            ax.scatter([baselines[name]["id"]["accuracy"]], [baselines[name]["ood"]["accuracy"]], marker=marker,
+                       s=120, color="k", label=f"{name} baseline")
     ax.set_xlabel("ID accuracy")
     ax.set_ylabel("OOD accuracy")
-    ax.legend()
+    ax.legend(fontsize=7)
     ax.set_title("ID vs OOD")
     plots.append(_save(fig, out, "id_vs_ood.png"))
 
@@ -105,7 +126,11 @@ def write_study_report(out: str) -> str:
         ax.set_ylabel("SFT LoRA rank")
         for (i, j), v in np.ndenumerate(heat.to_numpy()):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w")
-        fig.colorbar(im, ax=ax, label="final OOD accuracy")
+        bar = fig.colorbar(im, ax=ax, label="final OOD accuracy")
+        for name, style in (("majority", ":"), ("probe", "--")):  # a heatmap's baselines: marks on its colour bar
+            if "ood" in baselines.get(name, {}):
+                bar.ax.axhline(baselines[name]["ood"]["accuracy"], color="k", linestyle=style, linewidth=2)
+        ax.set_title("OOD; colour bar: majority (dotted), probe (dashed)", fontsize=8)
         plots.append(_save(fig, out, "rank_heatmap.png"))
     else:
         notes.append("LoRA ranks did not vary: no rank heatmap.")
@@ -117,11 +142,20 @@ def write_study_report(out: str) -> str:
         rl_effect = (f"RL after SFT changed OOD accuracy by {diff.mean():+.3f} on average (better in {(diff > 0).sum()}"
                      f", worse in {(diff < 0).sum()}, same in {(diff == 0).sum()} of {len(diff)} runs) and ID "
                      f"accuracy by {diff_id.mean():+.3f}.\n\n")
+    at_majority = ""
+    if "majority_id_accuracy" in table and "sft_id_accuracy" in table:
+        # a run "ends SFT at the majority class" when its SFT accuracy is no better than always answering the prior
+        stuck = int((table["sft_id_accuracy"] <= table["majority_id_accuracy"] + 1e-9).sum())
+        at_majority = f"{stuck} of {len(table)} runs end SFT at or below the majority class (ID).\n\n"
+    if baselines:
+        at_majority += "Baselines (mean over runs): " + "; ".join(
+            f"{name} ID {b['id']['accuracy']:.3f} / OOD {b['ood']['accuracy']:.3f}"
+            for name, b in baselines.items() if {"id", "ood"} <= set(b)) + ".\n\n"
     columns = [c for c in ("run", "sft_examples", "rl_examples", "sft_lora_r", "grpo_lora_r", "id_accuracy",
-                           "ood_accuracy") if c in table]
+                           "ood_accuracy", "id_reliance", "ood_reliance") if c in table]
     best = table.sort_values("ood_accuracy", ascending=False)[columns].head(10)
     text = (f"# Study report\n\n{len(table)} finished runs (`results.csv`, `results.parquet`).\n\n{rl_effect}"
-            f"Top runs by final OOD accuracy:\n\n{markdown_table(best)}\n\n"
+            f"{at_majority}Top runs by final OOD accuracy:\n\n{markdown_table(best)}\n\n"
             + "\n".join(f"![{p}]({p})" for p in plots) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as fh:
         fh.write(text)

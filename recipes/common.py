@@ -40,6 +40,9 @@ class DataArguments:
                          metadata={"help": "a task dataset folder, or benchmark:NAME (built on first use)"})
     data_root: str = "runs/data"
     max_train_examples: int | None = None
+    balance_labels: bool = field(default=True, metadata={
+        "help": "draw train records with every label in equal shares (rare labels repeat); a closed label set only. "
+                "Without it SFT learns the label prior before the encoder (docs/BRIDGE.md)"})
     max_eval_examples: int | None = 64
     eval_mode: str = "likelihood"
     use_reasoning: bool = True
@@ -111,10 +114,16 @@ def load_task(data: DataArguments):
 
 
 def train_records(dataset, data: DataArguments):
-    ds = dataset["train"].shuffle(seed=data.task_seed)
-    if data.max_train_examples is not None:
-        ds = ds.select(range(min(data.max_train_examples, len(ds))))
-    return ds
+    """The train records a stage sees: `max_train_examples` of them (default all), label-balanced when
+    `balance_labels` and the task has a closed label set, else a seeded shuffle."""
+    ds = dataset["train"]
+    n = len(ds) if data.max_train_examples is None else data.max_train_examples
+    if data.balance_labels and len(ds) and ds[0].get("label_set") and len(set(ds["answer"])) > 1:
+        from bioreason.data.balance import balanced_indices
+
+        return ds.select(balanced_indices(ds["answer"], n, seed=data.task_seed))
+    ds = ds.shuffle(seed=data.task_seed)
+    return ds.select(range(min(n, len(ds))))
 
 
 def load_model(model_args: ModelArguments, adapt: AdaptArguments | None = None, dtype: torch.dtype | None = None):
@@ -184,18 +193,43 @@ def evaluate_splits(model, processor, dataset, cells, data: DataArguments, bf16:
         return _evaluate_splits(model, processor, dataset, cells, data)
 
 
+def eval_splits(dataset, data: DataArguments) -> dict[str, list[dict]]:
+    """`{"id": records, "ood": records}`: the id_test / ood_test examples every score of a run is computed on."""
+    return {key: sample_split(dataset, split, data.max_eval_examples, seed=data.task_seed)
+            for key, split in (("id", "id_test"), ("ood", "ood_test"))}
+
+
 def _evaluate_splits(model, processor, dataset, cells, data: DataArguments) -> dict:
+    from bioreason.baselines import reliance_scores
+
     out = {}
-    for key, split in (("id", "id_test"), ("ood", "ood_test")):
-        records = sample_split(dataset, split, data.max_eval_examples, seed=data.task_seed)
+    for key, records in eval_splits(dataset, data).items():
         if not records:
             out[key] = {"n": 0}
             continue
+        split = f"{key}_test"
         metrics = evaluate_records(base_model(model), processor, records, mode=data.eval_mode, cells=cells,
                                    desc=f"evaluate {split}")
         metrics.pop("predictions")
+        metrics.update(reliance_scores(base_model(model), processor, records, metrics["accuracy"],
+                                       mode=data.eval_mode, cells=cells, seed=data.task_seed,
+                                       desc=f"reliance {split}"))
         out[key] = metrics
     return out
+
+
+def baseline_metrics(model, processor, dataset, cells, data: DataArguments, bf16: bool = False) -> dict:
+    """`{"majority": {...}, "probe": {...}}` on the same ID / OOD examples as the model's scores; the probe is fit
+    on the whole train split, on the model's encoders (through its feature cache, under the run's autocast so
+    training hits the same entries)."""
+    from bioreason.baselines import majority_scores, probe_scores
+
+    train = [dict(r) for r in dataset["train"]]
+    splits = eval_splits(dataset, data)
+    device = next(model.parameters()).device.type
+    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+        probe = probe_scores(base_model(model), processor, train, splits, cells, seed=data.task_seed)
+    return {"majority": majority_scores(train, splits), "probe": probe}
 
 
 def replace_dir(src: str, dst: str) -> None:

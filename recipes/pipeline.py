@@ -31,6 +31,7 @@ from recipes.common import (
     DataArguments,
     ModelArguments,
     base_model,
+    baseline_metrics,
     evaluate_splits,
     load_model,
     load_task,
@@ -102,7 +103,8 @@ def _cuda() -> bool:
 
 
 def strip(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k in ("n", "accuracy", "macro_f1", "format_rate")}
+    return {k: v for k, v in metrics.items()
+            if k in ("n", "accuracy", "macro_f1", "format_rate", "accuracy_swapped", "reliance")}
 
 
 def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -> dict:
@@ -121,6 +123,8 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
         dataset, cells = load_task(data)
     model, processor = load_model(model_args, AdaptArguments(lora_r=0))
     stages, curve = [], []
+    baselines = baseline_metrics(model, processor, dataset, cells, data, bf16=precision.bf16)
+    print("baselines: " + baseline_line(baselines), flush=True)
 
     def evaluate(m):
         metrics = evaluate_splits(m, processor, dataset, cells, data, bf16=precision.bf16)
@@ -168,8 +172,8 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
                        "steps": result["steps"], "seconds": result["seconds"],
                        **({"mean_reward": result["mean_reward"]} if "mean_reward" in result else {})})
         write_json(os.path.join(p.output_dir, "metrics.json"),
-                   {"stages": stages, "curve": curve, "precision": precision.as_dict()})
-    metrics = {"stages": stages, "curve": curve, "precision": precision.as_dict(),
+                   {"baselines": baselines, "stages": stages, "curve": curve, "precision": precision.as_dict()})
+    metrics = {"baselines": baselines, "stages": stages, "curve": curve, "precision": precision.as_dict(),
                "budget": {"sft_examples": n_sft, "sft_epochs": p.sft_epochs, "rl_examples": n_rl,
                           "sft_lora_r": p.sft_lora_r, "grpo_lora_r": p.grpo_lora_r}}
     # Save
@@ -189,6 +193,12 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
         card.save(os.path.join(p.output_dir, "README.md"))
         card.save(os.path.join(final, "README.md"))
     return metrics
+
+
+def baseline_line(baselines: dict) -> str:
+    """One line: majority and probe accuracy, ID / OOD."""
+    return "; ".join(f"{name} ID {b['id']['accuracy']:.3f} / OOD {b['ood']['accuracy']:.3f}"
+                     for name, b in baselines.items() if "id" in b and "ood" in b)
 
 
 def stage_budgets(p: PipelineArguments) -> tuple[int, int]:
@@ -219,6 +229,9 @@ def verify_run_folder(path: str, stages: tuple[str, ...] = ("cpt", "sft", "grpo"
         missing = {"name", "id", "ood", "steps", "seconds"} - set(stage)
         if missing or "accuracy" not in stage["id"] or "accuracy" not in stage["ood"]:
             raise ValueError(f"{path}: stage {stage.get('name')} lacks {sorted(missing) or 'ID/OOD accuracy'}")
+    missing = {"majority", "probe"} - set(metrics.get("baselines", {}))
+    if missing:
+        raise ValueError(f"{path}: metrics.json lacks the {sorted(missing)} baseline(s)")
     for name in ("report.md", "stages.png", "README.md", "final/config.json", "final/model.safetensors"):
         if not os.path.exists(os.path.join(path, name)):
             raise ValueError(f"{path}: missing {name}")

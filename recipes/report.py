@@ -1,5 +1,6 @@
-"""`report.md` for a pipeline run: a table of ID / OOD metrics per stage and PNG plots (per-stage bars, and the
-every-N-steps curve when one was recorded)."""
+"""`report.md` for a pipeline run: a table of ID / OOD metrics per stage with the baselines (majority class, a probe on
+the frozen encoder) as rows and the model's modality reliance as a column, and PNG plots (per-stage bars, and the
+every-N-steps curve when one was recorded) with the baselines drawn as lines."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from bioreason.baselines import draw_baselines  # noqa: E402
 
 
 def write_report(out: str, metrics: dict) -> list[str]:
@@ -24,7 +27,8 @@ def write_report(out: str, metrics: dict) -> list[str]:
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.set_title("ID and OOD accuracy after each stage")
-    ax.legend()
+    draw_baselines(ax, metrics.get("baselines"))
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(os.path.join(out, "stages.png"), dpi=120)
     plt.close(fig)
@@ -37,24 +41,26 @@ def write_report(out: str, metrics: dict) -> list[str]:
         ax.set_xticks(range(len(metrics["curve"])), [f"{c['stage']}:{c['step']}" for c in metrics["curve"]],
                       rotation=45)
         ax.set_ylabel("accuracy")
-        ax.legend()
+        draw_baselines(ax, metrics.get("baselines"))
+        ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(os.path.join(out, "curve.png"), dpi=120)
         plt.close(fig)
         plots.append("curve.png")
-    rows = "\n".join(
-        f"| {s['name']} | {s['steps']} | {s['seconds']} | {s['id'].get('accuracy', float('nan')):.3f} | "
-        f"{s['id'].get('macro_f1', float('nan')):.3f} | {s['ood'].get('accuracy', float('nan')):.3f} | "
-        f"{s['ood'].get('macro_f1', float('nan')):.3f} |"
-        for s in stages
-    )
+    rows = [_row(s["name"], s["steps"], s["seconds"], s["id"], s["ood"]) for s in stages]
+    rows += [_row(f"*{name} baseline*", "", "", b.get("id", {}), b.get("ood", {}))
+             for name, b in metrics.get("baselines", {}).items()]
     budget = metrics.get("budget", {})
     text = (
         "# Pipeline report\n\n"
         + (f"Budget: {budget}\n\n" if budget else "")
-        + "| stage | steps | seconds | ID accuracy | ID macro-F1 | OOD accuracy | OOD macro-F1 |\n"
-        + "|---|---|---|---|---|---|---|\n"
-        + rows
+        + "Reliance: accuracy minus accuracy with every example's encoder input swapped for another example's "
+          "(near 0: the model ignores its encoder). Baselines: the train split's majority label; a logistic regression "
+          "on the frozen encoder's mean-pooled features, fit on the train split.\n\n"
+        + "| stage | steps | seconds | ID accuracy | ID macro-F1 | ID reliance | OOD accuracy | OOD macro-F1 | "
+          "OOD reliance |\n"
+        + "|---|---|---|---|---|---|---|---|---|\n"
+        + "\n".join(rows)
         + "\n\n"
         + "\n".join(f"![{p}]({p})" for p in plots)
         + "\n"
@@ -62,3 +68,12 @@ def write_report(out: str, metrics: dict) -> list[str]:
     with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as fh:
         fh.write(text)
     return plots
+
+
+def _row(name: str, steps, seconds, id_metrics: dict, ood_metrics: dict) -> str:
+    def cell(metrics: dict, key: str) -> str:
+        return f"{metrics[key]:.3f}" if key in metrics else "-"
+
+    return (f"| {name} | {steps} | {seconds} | {cell(id_metrics, 'accuracy')} | {cell(id_metrics, 'macro_f1')} | "
+            f"{cell(id_metrics, 'reliance')} | {cell(ood_metrics, 'accuracy')} | {cell(ood_metrics, 'macro_f1')} | "
+            f"{cell(ood_metrics, 'reliance')} |")

@@ -223,6 +223,12 @@ def test_pipeline_run_folder(tmp_path, task, model_dir):
     for stage in metrics["stages"]:
         assert {"id", "ood", "steps", "seconds"} <= set(stage)
         assert stage["id"]["n"] == 3 and stage["ood"]["n"] == 3
+        for split in ("id", "ood"):  # every scored stage says how much it reads its encoder
+            assert stage[split]["reliance"] == pytest.approx(stage[split]["accuracy"] -
+                                                             stage[split]["accuracy_swapped"])
+    for name in ("majority", "probe"):  # the baselines, scored on the same 3 + 3 records
+        assert metrics["baselines"][name]["id"]["n"] == 3 and metrics["baselines"][name]["ood"]["n"] == 3
+    assert "*probe baseline*" in (out / "report.md").read_text() and "ID reliance" in (out / "report.md").read_text()
     assert metrics["budget"]["sft_examples"] == 4 and metrics["budget"]["rl_examples"] == 4
     assert metrics["curve"] and {c["stage"] for c in metrics["curve"]} == {"cpt", "sft", "grpo"}
     assert metrics["precision"]["bf16"] is False and metrics["precision"]["requested"] == "false"
@@ -238,4 +244,7 @@ def test_pipeline_run_folder(tmp_path, task, model_dir):
     card = ModelCard.load(out / "README.md")
     names = {r.dataset_name for r in card.data.eval_results}
     assert any("(id)" in n for n in names) and any("(ood)" in n for n in names)
+    metric_names = {(r.metric_type, r.metric_name) for r in card.data.eval_results}
+    assert ("reliance", None) in metric_names and ("accuracy", "probe baseline accuracy") in metric_names
+    assert "*majority baseline*" in card.text
 
