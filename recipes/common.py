@@ -180,6 +180,20 @@ def enable_feature_cache(model, model_args: ModelArguments) -> None:
         raise ValueError(f"feature_cache must be off, memory or disk, not {model_args.feature_cache!r}")
 
 
+def release_from_trainer(model) -> None:
+    """Make a model that one stage's trainer trained ready for the next stage's trainer.
+
+    accelerate marks a model it prepared (`_is_accelerate_prepared`) and wraps its forward in bf16 autocast
+    (`_original_forward`); the next trainer then wraps the model in PEFT, whose attribute lookups fall through to the
+    model inside, so the next accelerator saw the old mark, skipped preparing the new model, and trained it without
+    autocast: every pipeline stage after CPT ran in fp32 where bf16 was chosen (an SFT step 3.2 s instead of 1.6 s on
+    a Zen 5 EPYC; docs/BRIDGE.md). Both marks go, and so do the instance-level forward patches (accelerate's wrapper,
+    the LM heads TRL and `bioreason.lm_head` install), which the next trainer installs again."""
+    for module in {id(m): m for m in (model, base_model(model))}.values():
+        for name in ("_is_accelerate_prepared", "_original_forward", "forward"):
+            module.__dict__.pop(name, None)
+
+
 def base_model(model):
     """The BioReason model under a PEFT wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -248,3 +248,38 @@ def test_pipeline_run_folder(tmp_path, task, model_dir):
     assert ("reliance", None) in metric_names and ("accuracy", "probe baseline accuracy") in metric_names
     assert "*majority baseline*" in card.text
 
+
+
+def test_a_model_handed_to_the_next_stage_is_prepared_again_with_autocast():
+    """accelerate marks a prepared model and a PEFT wrapper forwards attribute lookups to it: without
+    `release_from_trainer` the next stage's accelerator skipped the LoRA-wrapped model (no autocast wrapper; the
+    trainer's LM head, installed over the old wrapper, then ran every pipeline stage after CPT in fp32)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from bioreason.adaptation import apply_lora
+    from recipes.common import base_model, release_from_trainer
+
+    def prepare(model) -> tuple[bool, list[bool]]:
+        """(did the accelerator wrap this model's forward, autocast state seen by the LLM in one forward)"""
+        AcceleratorState._reset_state(reset_partial_state=True)
+        try:
+            prepared = Accelerator(mixed_precision="bf16", cpu=True).prepare_model(model)
+            seen: list[bool] = []
+            hook = base_model(prepared).model.language_model.layers[0].register_forward_pre_hook(
+                lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+            ids = torch.tensor([[5, 6, 7]])
+            prepared(input_ids=ids, attention_mask=torch.ones_like(ids))
+            hook.remove()
+            return "_original_forward" in vars(prepared), seen
+        finally:
+            AcceleratorState._reset_state(reset_partial_state=True)
+
+    model, _ = tiny_model("esm2")
+    assert prepare(model) == (True, [True])  # stage 1
+    assert prepare(apply_lora(model, r=2))[0] is False  # the bug: the stage-1 mark shows through the PEFT wrapper
+    model, _ = tiny_model("esm2")
+    prepare(model)
+    release_from_trainer(model)
+    assert "forward" not in vars(model) and not hasattr(model, "_is_accelerate_prepared")
+    assert prepare(apply_lora(model, r=2)) == (True, [True])
