@@ -53,6 +53,7 @@ def pooled_features(model, processor, records: Sequence[dict], cells=None, batch
     """`[N, sum of encoder widths]`: each modality's encoder output mean-pooled over its valid positions (a record's
     items of one modality averaged), concatenated in the model's modality order; zeros for a modality a record lacks."""
     inner = model.model if hasattr(model, "model") and hasattr(model.model, "encode") else model
+    device = next(inner.parameters()).device
     blocks = []
     for modality in inner.config.modalities:
         width = inner.encoders[modality].hidden_size
@@ -67,7 +68,6 @@ def pooled_features(model, processor, records: Sequence[dict], cells=None, batch
             if not items:
                 continue
             tensors, _ = processor.featurize(modality, items)
-            device = next(inner.parameters()).device
             emb, mask = inner.encode(modality, tensors["values"].to(device), tensors["mask"].to(device).bool())
             valid = mask.reshape(emb.shape[0], emb.shape[1], -1).any(-1).to(emb.dtype).unsqueeze(-1)
             pooled = ((emb * valid).sum(1) / valid.sum(1).clamp(min=1)).float().cpu().numpy()
@@ -99,6 +99,13 @@ def probe_scores(model, processor, train: Sequence[dict], splits: dict[str, Sequ
         if records:
             out[name] = _metrics(list(probe.predict(pooled_features(model, processor, records, cells))), records)
     return out
+
+
+def baseline_scores(model, processor, train: Sequence[dict], splits: dict[str, Sequence[dict]], cells=None,
+                    seed: int = 0) -> dict:
+    """`{"majority": {...}, "probe": {...}}` on `splits` (the records the model itself is scored on)."""
+    return {"majority": majority_scores(train, splits),
+            "probe": probe_scores(model, processor, train, splits, cells, seed=seed)}
 
 
 def derangement(n: int, seed: int = 0) -> list[int]:
@@ -143,5 +150,5 @@ def draw_baselines(ax, baselines: dict | None, keys: tuple[tuple[str, str], ...]
                            linewidth=1, label=f"{name} ({key.split('_')[0].upper()})")
 
 
-__all__ = ["derangement", "draw_baselines", "majority_label", "majority_scores", "pooled_features", "probe_scores",
-           "reliance_scores", "swap_modality_inputs"]
+__all__ = ["baseline_scores", "derangement", "draw_baselines", "majority_label", "majority_scores", "pooled_features",
+           "probe_scores", "reliance_scores", "swap_modality_inputs"]

@@ -315,12 +315,11 @@ def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = ("id_t
         results["splits"][split] = metrics
         results["predictions"][split] = predictions
     if baselines and scored and "train" in dataset and parents is None:
-        from bioreason.baselines import majority_scores, probe_scores
+        from bioreason.baselines import baseline_scores
 
-        train = [dict(r) for r in dataset["train"]]
         with autocast:
-            probe = probe_scores(model, processor, train, scored, cells, seed=seed)
-        results["baselines"] = {"majority": majority_scores(train, scored), "probe": probe}
+            results["baselines"] = baseline_scores(model, processor, [dict(r) for r in dataset["train"]], scored,
+                                                   cells, seed=seed)
     return results
 
 

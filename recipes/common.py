@@ -236,14 +236,12 @@ def baseline_metrics(model, processor, dataset, cells, data: DataArguments, bf16
     """`{"majority": {...}, "probe": {...}}` on the same ID / OOD examples as the model's scores; the probe is fit
     on the whole train split, on the model's encoders (through its feature cache, under the run's autocast so
     training hits the same entries)."""
-    from bioreason.baselines import majority_scores, probe_scores
+    from bioreason.baselines import baseline_scores
 
-    train = [dict(r) for r in dataset["train"]]
-    splits = eval_splits(dataset, data)
     device = next(model.parameters()).device.type
     with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
-        probe = probe_scores(base_model(model), processor, train, splits, cells, seed=data.task_seed)
-    return {"majority": majority_scores(train, splits), "probe": probe}
+        return baseline_scores(base_model(model), processor, [dict(r) for r in dataset["train"]],
+                               eval_splits(dataset, data), cells, seed=data.task_seed)
 
 
 def replace_dir(src: str, dst: str) -> None:

@@ -283,3 +283,25 @@ def test_a_model_handed_to_the_next_stage_is_prepared_again_with_autocast():
     release_from_trainer(model)
     assert "forward" not in vars(model) and not hasattr(model, "_is_accelerate_prepared")
     assert prepare(apply_lora(model, r=2)) == (True, [True])
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PIPELINE_CONFIGS = sorted([os.path.join(REPO, "recipes", "configs", "quickstart.yaml")] + [
+    os.path.join(REPO, "recipes", "configs", d, "pipeline.yaml") for d in os.listdir(os.path.join(REPO, "recipes",
+                                                                                                     "configs"))
+    if os.path.exists(os.path.join(REPO, "recipes", "configs", d, "pipeline.yaml"))])
+
+
+@pytest.mark.parametrize("path", PIPELINE_CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
+def test_benchmark_pipeline_configs_parse_into_the_pipeline_fields(path):
+    """Every shipped pipeline config is valid (a misspelt key is an error) and names a bundled benchmark."""
+    from trl import TrlParser
+
+    from bioreason.benchmarks import BENCHMARKS
+    from recipes.common import DataArguments, ModelArguments
+    from recipes.pipeline import PipelineArguments
+
+    p, model_args, data = TrlParser((PipelineArguments, ModelArguments, DataArguments)).parse_args_and_config(
+        args=["--config", path])
+    assert data.dataset.split(":", 1)[1] in BENCHMARKS and data.balance_labels and p.bf16 == "auto"
+    assert "sft" in p.stages and p.sft_examples

@@ -1,0 +1,84 @@
+"""The bridge experiments of docs/BRIDGE.md: SFT runs of the quickstart model (SmolLM2-135M + AntiBERTy, resampler
+K=16, LoRA r16) on antibody_chain with one candidate change each, scored on 64 + 64 ID / OOD records.
+
+    PYTHONPATH=. .venv/bin/python docs/measurements/bridge/experiments.py '{"balance_labels": false}' [--variant V]
+
+The JSON holds pipeline / model / data fields (as in recipes/configs/quickstart.yaml); `--variant` patches in a change
+the package does not ship, to measure it:
+- `projector-lr-10x`: the projectors in their own optimizer group at 10x the LoRA learning rate;
+- `rms-scaled`: every projected feature row rescaled to the RMS of the LLM's token embeddings.
+Prints one `RESULT {...}` line with ID / OOD accuracy and per-class F1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+import recipes.pipeline as pipeline
+from bioreason.modeling_bioreason import BioReasonModel
+from recipes import sft
+from recipes.common import DataArguments, ModelArguments
+
+
+def projector_lr(multiplier: float) -> None:
+    create = sft.BioSFTTrainer.create_optimizer
+
+    def create_optimizer(self, model=None):
+        optimizer = create(self, model)
+        ids = {id(p) for n, p in self.model.named_parameters() if ".projectors." in n}
+        groups = []
+        for group in optimizer.param_groups:
+            mine = [p for p in group["params"] if id(p) in ids]
+            if mine:
+                group["params"] = [p for p in group["params"] if id(p) not in ids]
+                groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": mine,
+                               "lr": group["lr"] * multiplier})
+        for group in groups:
+            optimizer.add_param_group(group)
+        return optimizer
+
+    sft.BioSFTTrainer.create_optimizer = create_optimizer
+
+
+def rms_scaled() -> None:
+    features = BioReasonModel.get_modality_features
+
+    def get_modality_features(self, modality, values, mask):
+        out = features(self, modality, values, mask)
+        target = self.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt()
+        return out * (target / out.float().pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()).to(out.dtype)
+
+    BioReasonModel.get_modality_features = get_modality_features
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("overrides", nargs="?", default="{}")
+    parser.add_argument("--variant", choices=["projector-lr-10x", "rms-scaled"])
+    args = parser.parse_args()
+    if args.variant == "projector-lr-10x":
+        projector_lr(10.0)
+    elif args.variant == "rms-scaled":
+        rms_scaled()
+    keep = ("n", "accuracy", "per_class_f1", "reliance")
+    pipeline.strip = lambda metrics: {k: v for k, v in metrics.items() if k in keep}
+    over = json.loads(args.overrides)
+    model = {k: over.pop(k) for k in list(over) if k in ModelArguments.__dataclass_fields__}
+    data = {k: over.pop(k) for k in list(over) if k in DataArguments.__dataclass_fields__}
+    p = pipeline.PipelineArguments(**{"output_dir": "/tmp/bridge-exp", "stages": ["sft"], "evaluate_base": False,
+                                      "save_model": False, "sft_examples": 256, "sft_learning_rate": 5e-4,
+                                      "sft_lora_r": 16, "seed": 0, **over})
+    start = time.time()
+    metrics = pipeline.run(p, ModelArguments(**{"projector": "resampler", "num_queries": 16, **model}),
+                           DataArguments(**{"max_eval_examples": 64, "use_reasoning": False, **data}))
+    print("RESULT", json.dumps({"overrides": args.overrides, "variant": args.variant, "cpu_threads":
+                                torch.get_num_threads(), "seconds": round(time.time() - start),
+                                "stages": metrics["stages"], "baselines": metrics["baselines"]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
