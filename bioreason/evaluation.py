@@ -338,7 +338,7 @@ def evaluate_curve(models: Sequence[str], data_dir: str, labels: Sequence[str] |
         raise ValueError(f"{len(labels)} labels for {len(models)} models")
     points, baselines = [], None
     for i, (label, model_dir) in enumerate(zip(labels, models, strict=True)):
-        result = evaluate_model(model_dir, data_dir, baselines=i == 0, **kwargs)  # one probe: the encoders are frozen
+        result = evaluate_model(model_dir, data_dir, baselines=i == 0, **kwargs)  # baselines once: the first model's
         baselines = baselines or result.get("baselines")
         points.append({"label": label, "model": model_dir, **result["splits"]})
     os.makedirs(out, exist_ok=True)

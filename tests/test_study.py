@@ -46,7 +46,7 @@ def test_backbone_axis_sets_the_llm(tmp_path):
     assert [r.config["llm"] for r in runs] == ["Qwen/Qwen3-0.6B", "default"]
 
 
-def fake_run(out, name, axes, sft_ood, grpo_ood, sft_examples=32, rl_examples=8, ranks=(16, 4)):
+def fake_run(out, name, axes, sft_ood, grpo_ood, sft_examples=32, rl_examples=8, ranks=(16, 4), majority_id=0.5):
     run_dir = os.path.join(out, "runs", name)
     os.makedirs(run_dir)
     stages = [{"name": "sft", "id": {"accuracy": 0.8, "macro_f1": 0.7}, "ood": {"accuracy": sft_ood, "macro_f1": 0.5},
@@ -57,7 +57,9 @@ def fake_run(out, name, axes, sft_ood, grpo_ood, sft_examples=32, rl_examples=8,
     budget = {"sft_examples": sft_examples, "sft_epochs": 1, "rl_examples": rl_examples, "sft_lora_r": ranks[0],
               "grpo_lora_r": ranks[1]}
     with open(os.path.join(run_dir, "metrics.json"), "w") as fh:
-        json.dump({"stages": stages, "budget": budget}, fh)
+        json.dump({"stages": stages, "budget": budget,
+                   "baselines": {"majority": {"label": "x", "id": {"accuracy": majority_id}, "ood": {"accuracy": 0.5}},
+                                 "probe": {"id": {"accuracy": 0.95}, "ood": {"accuracy": 0.9}}}}, fh)
     with open(os.path.join(run_dir, "axes.json"), "w") as fh:
         json.dump(axes, fh)
     open(os.path.join(run_dir, "DONE"), "w").close()
@@ -65,7 +67,7 @@ def fake_run(out, name, axes, sft_ood, grpo_ood, sft_examples=32, rl_examples=8,
 
 def test_harvest_and_report(tmp_path):
     out = str(tmp_path)
-    fake_run(out, "a", {"seed": 0}, 0.5, 0.6, sft_examples=32, ranks=(16, 4))
+    fake_run(out, "a", {"seed": 0}, 0.5, 0.6, sft_examples=32, ranks=(16, 4), majority_id=0.8)  # SFT at majority
     fake_run(out, "b", {"seed": 1}, 0.4, 0.7, sft_examples=64, ranks=(16, 16))
     fake_run(out, "c", {"seed": 0}, 0.6, 0.5, sft_examples=32, ranks=(64, 4))
     fake_run(out, "d", {"seed": 1}, 0.5, 0.5, sft_examples=64, ranks=(64, 16))
@@ -80,6 +82,9 @@ def test_harvest_and_report(tmp_path):
     for png in ("id_vs_ood.png", "ood_vs_sft_budget.png", "budget_split.png", "rank_heatmap.png"):
         assert os.path.exists(os.path.join(out, png)) and png in report
     assert "changed OOD accuracy by +0.075" in report  # (0.1 + 0.3 - 0.1 + 0.0) / 4
+    assert row["probe_id_accuracy"] == 0.95 and row["majority_ood_accuracy"] == 0.5
+    assert "1 of 4 runs end SFT at or below the majority class" in report
+    assert "majority ID 0.575 / OOD 0.500; probe ID 0.950 / OOD 0.900" in report  # (0.8 + 3 x 0.5) / 4
 
 
 def test_pareto_front_by_hand():
