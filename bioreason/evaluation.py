@@ -293,6 +293,8 @@ def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = ("id_t
     parents = parse_obo(ontology) if ontology else None
     results: dict = {"model": model_dir, "data": data_dir, "mode": mode, "precision": precision.as_dict(),
                      "splits": {}, "predictions": {}}
+    from bioreason.baselines import baseline_scores, reliance_scores
+
     scored: dict[str, list[dict]] = {}
     autocast = torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=precision.bf16)
     for split in splits:
@@ -304,8 +306,6 @@ def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = ("id_t
         with autocast:
             metrics = evaluate_records(model, processor, records, mode=mode, cells=cells, desc=f"evaluate {split}")
             if reliance:
-                from bioreason.baselines import reliance_scores
-
                 metrics.update(reliance_scores(model, processor, records, metrics["accuracy"], mode=mode, cells=cells,
                                                seed=seed, desc=f"reliance {split}"))
         predictions = metrics.pop("predictions")
@@ -315,8 +315,6 @@ def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = ("id_t
         results["splits"][split] = metrics
         results["predictions"][split] = predictions
     if baselines and scored and "train" in dataset and parents is None:
-        from bioreason.baselines import baseline_scores
-
         with autocast:
             results["baselines"] = baseline_scores(model, processor, [dict(r) for r in dataset["train"]], scored,
                                                    cells, seed=seed)

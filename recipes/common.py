@@ -181,14 +181,15 @@ def enable_feature_cache(model, model_args: ModelArguments) -> None:
 
 
 def release_from_trainer(model) -> None:
-    """Make a model that one stage's trainer trained ready for the next stage's trainer.
+    """Make a model that an earlier trainer trained ready for a new trainer (our trainers call it on the model they
+    are given, so a pipeline stage, or a user chaining `sft.run` into `grpo.run`, starts clean).
 
     accelerate marks a model it prepared (`_is_accelerate_prepared`) and wraps its forward in bf16 autocast
-    (`_original_forward`); the next trainer then wraps the model in PEFT, whose attribute lookups fall through to the
-    model inside, so the next accelerator saw the old mark, skipped preparing the new model, and trained it without
+    (`_original_forward`); the next stage wraps the model in PEFT, whose attribute lookups fall through to the model
+    inside, so the next accelerator saw the old mark, skipped preparing the new model, and trained it without
     autocast: every pipeline stage after CPT ran in fp32 where bf16 was chosen (an SFT step 3.2 s instead of 1.6 s on
     a Zen 5 EPYC; docs/BRIDGE.md). Both marks go, and so do the instance-level forward patches (accelerate's wrapper,
-    the LM heads TRL and `bioreason.lm_head` install), which the next trainer installs again."""
+    the LM heads TRL and `bioreason.lm_head` install), which the new trainer installs again."""
     for module in {id(m): m for m in (model, base_model(model))}.values():
         for name in ("_is_accelerate_prepared", "_original_forward", "forward"):
             module.__dict__.pop(name, None)
@@ -199,11 +200,15 @@ def base_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def autocast_for(model, bf16: bool) -> torch.autocast:
+    """bf16 autocast on the model's device when `bf16` (the run's precision decision), else a no-op context."""
+    return torch.autocast(device_type=next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
 def evaluate_splits(model, processor, dataset, cells, data: DataArguments, bf16: bool = False) -> dict:
     """Metrics (without per-example predictions) on id_test and ood_test subsets; `bf16` runs them under bf16
     autocast (on CPUs with AMX / AVX-512-BF16 that is several times faster than fp32)."""
-    device = next(model.parameters()).device.type
-    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+    with autocast_for(model, bf16):
         return _evaluate_splits(model, processor, dataset, cells, data)
 
 
@@ -238,8 +243,7 @@ def baseline_metrics(model, processor, dataset, cells, data: DataArguments, bf16
     training hits the same entries)."""
     from bioreason.baselines import baseline_scores
 
-    device = next(model.parameters()).device.type
-    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+    with autocast_for(model, bf16):
         return baseline_scores(base_model(model), processor, [dict(r) for r in dataset["train"]],
                                eval_splits(dataset, data), cells, seed=data.task_seed)
 

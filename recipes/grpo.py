@@ -47,6 +47,7 @@ from recipes.common import (
     load_task,
     precision_record,
     recipe_main,
+    release_from_trainer,
     train_records,
 )
 
@@ -68,6 +69,7 @@ class BioGRPOTrainer(AtomicCheckpointMixin, GRPOTrainer):
         self._rows: list[dict] | None = None  # dataset rows of the batch being generated
         self._modality_rows: dict[str, torch.Tensor] | None = None  # row-aligned tensors for the log-prob passes
         model, config = kwargs["model"], kwargs["args"]
+        release_from_trainer(model)  # before the reference copy: neither may carry an earlier trainer's marks
         reference, beta = None, config.beta
         if beta != 0 and not hasattr(model, "peft_config"):
             # TRL would rebuild the KL reference from the model's path by transformers class name, which a registered

@@ -35,7 +35,6 @@ from recipes.common import (
     evaluate_splits,
     load_model,
     load_task,
-    release_from_trainer,
     save_final,
     write_json,
 )
@@ -169,7 +168,6 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
         result.pop("processor")
         if hasattr(model, "merge_and_unload"):  # hand-off: merge this stage's adapter before the next one starts
             model = model.merge_and_unload()
-        release_from_trainer(model)
         stages.append({"name": stage, "id": strip(result.get("id", {})), "ood": strip(result.get("ood", {})),
                        "steps": result["steps"], "seconds": result["seconds"],
                        **({"mean_reward": result["mean_reward"]} if "mean_reward" in result else {})})

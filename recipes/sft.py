@@ -30,6 +30,7 @@ from recipes.common import (
     load_task,
     precision_record,
     recipe_main,
+    release_from_trainer,
     train_records,
 )
 
@@ -48,6 +49,7 @@ class BioSFTTrainer(AtomicCheckpointMixin, SFTTrainer):
     cross-entropy over bf16 logits trained the quickstart to the majority class (ID accuracy 0.53 against 0.91)."""
 
     def __init__(self, *args, **kwargs):
+        release_from_trainer(kwargs["model"] if "model" in kwargs else args[0])
         super().__init__(*args, **kwargs)
         from bioreason.lm_head import add_compact_lm_head
 
