@@ -16,26 +16,34 @@ UNQUANTIZED = ["model.encoders", "model.projectors", "lm_head"]
 
 
 def lora_config(modalities: list[str], r: int = 16, alpha: int | None = None, dropout: float = 0.0,
-                target_modules: tuple[str, ...] = LLM_LINEAR_NAMES, train_projectors: bool = True) -> Any:
+                target_modules: tuple[str, ...] = LLM_LINEAR_NAMES, train_projectors: bool = True,
+                train_encoders: tuple[str, ...] = ()) -> Any:
     """A `peft.LoraConfig` for the LLM's linear layers only (alpha defaults to 2 x r, as in the seed study), with
     each modality's projector saved and trained in full (PEFT needs the projector modules themselves, not their
-    ModuleDict)."""
+    ModuleDict), and so are the encoders of `train_encoders`: PEFT freezes every module it is not told to save."""
     from peft import LoraConfig
+
+    saved = [f"projectors.{m}" for m in modalities] if train_projectors else []
+    saved += [f"encoders.{m}" for m in train_encoders]
 
     return LoraConfig(
         r=r,
         lora_alpha=alpha if alpha is not None else 2 * r,
         lora_dropout=dropout,
         target_modules=rf".*language_model.*\.({'|'.join(target_modules)})",
-        modules_to_save=[f"projectors.{m}" for m in modalities] if train_projectors else None,
+        modules_to_save=saved or None,
         task_type="CAUSAL_LM",
     )
 
 
 def apply_lora(model: torch.nn.Module, r: int = 16, alpha: int | None = None, **kwargs: Any) -> Any:
-    """Wrap a BioReason model with LoRA adapters; the base LLM, embeddings and encoders freeze."""
+    """Wrap a BioReason model with LoRA adapters; the base LLM and embeddings freeze, and so do the encoders the
+    model's freeze policy freezes (a trainable one, such as `expression`, keeps training in full)."""
     from peft import get_peft_model
 
+    inner = model if hasattr(model, "encoder_trainable") else model.model  # BioReasonModel under the causal-LM head
+    trainable = tuple(m for m in model.config.modalities if inner.encoder_trainable(m))
+    kwargs.setdefault("train_encoders", trainable)
     return get_peft_model(model, lora_config(list(model.config.modalities), r=r, alpha=alpha, **kwargs))
 
 

@@ -269,6 +269,16 @@ class BioReasonForCausalLM(BioReasonPreTrainedModel, GenerationMixin):
                         spec["encoder"].pop("trainable", None)
         self.apply_freeze_policy()
 
+    def set_encoder_trainable(self, modality: str, flag: bool | None) -> None:
+        """One encoder's own setting, saved in the config: True / False override the model-wide flag and the
+        encoder's default (False freezes a trainable-by-design encoder such as `expression`); None removes it."""
+        spec = self.config.modalities[modality]["encoder"]
+        if flag is None:
+            spec.pop("trainable", None)
+        else:
+            spec["trainable"] = bool(flag)
+        self.apply_freeze_policy()
+
     def apply_freeze_policy(self) -> None:
         self.model.apply_freeze_policy()
         set_requires_grad(self.lm_head, self.config.llm_trainable)

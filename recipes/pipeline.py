@@ -17,6 +17,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import torch
 from accelerate import PartialState
 from transformers import TrainerCallback, set_seed
 from trl import TrlParser
@@ -55,6 +56,10 @@ class PipelineArguments:
     bf16: str = field(default=AUTO, metadata={"help": BF16_HELP})
     eval_every_steps: int = 0
     evaluate_base: bool = True
+    encoders_trainable: bool | None = field(default=None, metadata={
+        "help": "in SFT and GRPO: true trains every encoder, false freezes every encoder (trainable-by-design ones "
+                "such as `expression` too: a fixed featurizer, the features the probe baseline reads), unset keeps "
+                "each encoder's default (pretrained encoders frozen, trainable-by-design ones trained)"})
     # CPT (projector alignment)
     cpt_learning_rate: float = 1e-3
     cpt_batch_size: int = 8
@@ -79,12 +84,15 @@ class PipelineArguments:
 
 
 class PeriodicEval(TrainerCallback):
-    """Evaluates ID / OOD every N optimizer steps; the points form the curve in metrics.json."""
+    """Evaluates ID / OOD every N optimizer steps; the points form the curve in metrics.json. The last step is left to
+    the stage's own evaluation, which the pipeline adds to the curve (scoring the same model twice costs time)."""
 
     def __init__(self, every: int, evaluate, stage: str, curve: list):
         self.every, self.evaluate, self.stage, self.curve = every, evaluate, stage, curve
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step >= state.max_steps:
+            return
         if self.every and state.global_step % self.every == 0 and state.is_world_process_zero:
             self.curve.append({"stage": self.stage, "step": state.global_step, **self.evaluate(model)})
 
@@ -118,7 +126,7 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
     llm_source = "HuggingFaceTB/SmolLM2-135M-Instruct" if model_args.llm == "default" else model_args.llm
     write_json(os.path.join(p.output_dir, "run_config.json"),  # what the card and `bioreason push` describe
                {"dataset": data.dataset, "llm_source": llm_source, "pipeline": vars(p), "model": vars(model_args),
-                "data": vars(data), "precision": precision.as_dict()})
+                "data": vars(data), "precision": precision.as_dict(), "torch_threads": torch.get_num_threads()})
     with PartialState().main_process_first():
         dataset, cells = load_task(data)
     model, processor = load_model(model_args, AdaptArguments(lora_r=0))
@@ -145,7 +153,7 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
                              model=model, processor=processor, callbacks=callbacks)
         elif stage == "sft":
             stage_data.max_train_examples = n_sft
-            model.set_trainable(encoders=False, projectors=True, llm=True)
+            set_stage_trainable(model, p.encoders_trainable)
             adapt = AdaptArguments(lora_r=p.sft_lora_r, lora_alpha=p.sft_lora_alpha)
             model = _adapt(model, adapt)
             config = BioSFTConfig(**{**trainer_common(p, stage, precision), "num_train_epochs": p.sft_epochs},
@@ -155,7 +163,7 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
                              processor=processor, callbacks=callbacks)
         else:
             stage_data.max_train_examples = n_rl
-            model.set_trainable(encoders=False, projectors=True, llm=True)
+            set_stage_trainable(model, p.encoders_trainable)
             adapt = AdaptArguments(lora_r=p.grpo_lora_r, lora_alpha=p.grpo_lora_alpha)
             model = _adapt(model, adapt)
             config = BioGRPOConfig(**trainer_common(p, stage, precision), learning_rate=p.grpo_learning_rate,
@@ -171,6 +179,8 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
         stages.append({"name": stage, "id": strip(result.get("id", {})), "ood": strip(result.get("ood", {})),
                        "steps": result["steps"], "seconds": result["seconds"],
                        **({"mean_reward": result["mean_reward"]} if "mean_reward" in result else {})})
+        if p.eval_every_steps:
+            curve.append({"stage": stage, "step": result["steps"], "id": stages[-1]["id"], "ood": stages[-1]["ood"]})
         write_json(os.path.join(p.output_dir, "metrics.json"),
                    {"baselines": baselines, "stages": stages, "curve": curve, "precision": precision.as_dict()})
     metrics = {"baselines": baselines, "stages": stages, "curve": curve, "precision": precision.as_dict(),
@@ -206,6 +216,14 @@ def stage_budgets(p: PipelineArguments) -> tuple[int, int]:
     n_sft = p.sft_examples if p.sft_examples is not None else int(round(p.total_examples * (1 - p.rl_fraction)))
     n_rl = p.rl_examples if p.rl_examples is not None else p.total_examples - n_sft
     return (n_sft if "sft" in p.stages else 0), (n_rl if "grpo" in p.stages else 0)
+
+
+def set_stage_trainable(model, encoders: bool | None) -> None:
+    """The SFT / GRPO freeze policy: LLM (through LoRA) and projectors train; encoders as `encoders_trainable` says."""
+    model.set_trainable(encoders=bool(encoders), projectors=True, llm=True)
+    if encoders is False:
+        for modality in model.config.modalities:
+            model.set_encoder_trainable(modality, False)
 
 
 def _adapt(model, adapt: AdaptArguments):

@@ -218,6 +218,36 @@ def test_lora_trains_only_adapters_and_projectors(tmp_path):
     assert (tmp_path / "adapter_model.safetensors").exists()
 
 
+def test_lora_keeps_a_trainable_encoder_training_and_merges_it_back():
+    """PEFT freezes every module it is not told to save: a trainable-by-design encoder must be one of them."""
+    from bioreason.adaptation import apply_lora
+
+    model, processor = tiny_model("expression")
+    peft_model = apply_lora(model, r=4, alpha=8)
+    changed = _step(peft_model, processor(**prompt_for("expression")))
+    trained = {n for n, v in changed.items() if v and ".encoders." in n}
+    assert trained and all(".modules_to_save." in n for n in trained)
+    trained_weight = peft_model.base_model.model.model.encoders["rna"].modules_to_save["default"].mlp[0].weight
+    merged = peft_model.merge_and_unload()
+    assert torch.equal(merged.model.encoders["rna"].mlp[0].weight, trained_weight)
+
+
+def test_a_trainable_by_design_encoder_can_be_frozen_and_stays_frozen_under_lora(tmp_path):
+    from bioreason.adaptation import apply_lora
+    from recipes.pipeline import set_stage_trainable
+
+    model, processor = tiny_model("expression")
+    set_stage_trainable(model, False)
+    assert model.config.modalities["rna"]["encoder"]["trainable"] is False
+    changed = _step(apply_lora(model, r=4), processor(**prompt_for("expression")))
+    assert not any(v for n, v in changed.items() if ".encoders." in n)
+    set_stage_trainable(model, None)  # back to the encoder's default
+    assert model.model.encoder_trainable("rna") and "trainable" not in model.config.modalities["rna"]["encoder"]
+    model, _ = tiny_model("esm2")
+    set_stage_trainable(model, True)  # a pretrained encoder, trained on request
+    assert model.model.encoder_trainable("protein")
+
+
 def test_attn_implementation_reaches_the_llm(tmp_path):
     model, _ = tiny_model("esm2", attn_implementation="eager")
     assert model.model.language_model.config._attn_implementation == "eager"

@@ -231,6 +231,10 @@ def test_pipeline_run_folder(tmp_path, task, model_dir):
     assert "*probe baseline*" in (out / "report.md").read_text() and "ID reliance" in (out / "report.md").read_text()
     assert metrics["budget"]["sft_examples"] == 4 and metrics["budget"]["rl_examples"] == 4
     assert metrics["curve"] and {c["stage"] for c in metrics["curve"]} == {"cpt", "sft", "grpo"}
+    for stage in metrics["stages"][1:]:  # one point a step; the last is the stage's own evaluation, not a rerun
+        points = [c for c in metrics["curve"] if c["stage"] == stage["name"]]
+        assert [c["step"] for c in points] == list(range(1, stage["steps"] + 1))
+        assert points[-1]["ood"] == stage["ood"] and points[-1]["id"] == stage["id"]
     assert metrics["precision"]["bf16"] is False and metrics["precision"]["requested"] == "false"
     assert json.loads((out / "run_config.json").read_text())["precision"] == metrics["precision"]
     assert "Precision: fp32" in (out / "README.md").read_text()
