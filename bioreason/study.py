@@ -9,8 +9,8 @@ A study config has `base` (pipeline / model / data fields shared by all runs) an
 pipeline fields (`sft_examples`, `rl_examples`, `sft_epochs`, `rl_fraction`, `sft_lora_r`, `grpo_lora_r`, `seed`,
 ...) plus three study axes: `backbone` (the LLM source), `cpt` (bool: run the CPT stage) and `rl_start`
 (`warm`: RL after SFT; `cold`: RL from the base model). Each run lives in `OUT/runs/<name>/` and is finished when its
-`DONE` marker exists. Executors: `local` (one run after another, each in its own process) and `submitit` (SLURM, or
-submitit's local executor for testing).
+`DONE` marker exists. Executors: `local` (each run in its own process; `jobs` of them at a time, each given an equal
+share of the CPU cores as its thread count) and `submitit` (SLURM, or submitit's local executor for testing).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import yaml
@@ -93,12 +94,20 @@ def expand(study: dict) -> list[Run]:
     return runs
 
 
-def run_one(run_dir: str) -> str:
+def thread_env(threads: int | None) -> dict | None:
+    """The environment for a run limited to `threads` intra-op threads (None: inherit everything)."""
+    if threads is None:
+        return None
+    value = str(max(1, threads))
+    return {**os.environ, "OMP_NUM_THREADS": value, "MKL_NUM_THREADS": value}
+
+
+def run_one(run_dir: str, threads: int | None = None) -> str:
     """Run one pipeline in its own process (a clean interpreter per run, as on a cluster) and mark it done."""
     with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as fh:
         config = yaml.safe_load(fh)
     proc = subprocess.run([sys.executable, "-m", "recipes.pipeline", "--config", os.path.join(run_dir, "config.yaml")],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=thread_env(threads))
     with open(os.path.join(run_dir, "log.txt"), "w", encoding="utf-8") as fh:
         fh.write(proc.stdout[-20000:] + "\n" + proc.stderr[-50000:])
     if proc.returncode != 0:
@@ -126,8 +135,30 @@ def prepare(runs: list[Run], out: str) -> list[str]:
     return todo
 
 
+def run_local(todo: list[str], jobs: int = 1) -> list[str]:
+    """Run the folders `jobs` at a time on this machine; returns the failures. Several small runs side by side use a
+    few cores better than one run's threads do (model loading, evaluation and generation are serial), so each run
+    gets `cores // jobs` threads and the cores are not oversubscribed."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
+    failures: list[str] = []
+
+    def one(item: tuple[int, str]) -> None:
+        i, run_dir = item
+        print(f"[{i}/{len(todo)}] {os.path.basename(run_dir)}", flush=True)
+        try:
+            run_one(run_dir, threads)
+        except RuntimeError as err:
+            failures.append(str(err))
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(one, enumerate(todo, 1)))
+    return failures
+
+
 def run_study(config_path: str, out: str, executor: str = "local", slurm: dict | None = None,
-              cluster: str | None = None) -> dict:
+              cluster: str | None = None, jobs: int = 1) -> dict:
     study = load_study(config_path)
     runs = expand(study)
     os.makedirs(out, exist_ok=True)
@@ -135,12 +166,7 @@ def run_study(config_path: str, out: str, executor: str = "local", slurm: dict |
     print(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run", flush=True)
     failures = []
     if executor == "local":
-        for i, run_dir in enumerate(todo, 1):
-            print(f"[{i}/{len(todo)}] {os.path.basename(run_dir)}", flush=True)
-            try:
-                run_one(run_dir)
-            except RuntimeError as err:
-                failures.append(str(err))
+        failures = run_local(todo, jobs)
     elif executor == "submitit":
         import submitit
 
@@ -158,11 +184,30 @@ def run_study(config_path: str, out: str, executor: str = "local", slurm: dict |
     return {"runs": len(runs), "ran": len(todo), "failed": failures, "harvested": len(table)}
 
 
+CURVE_COLUMNS = ["run", "stage", "step", "examples", "id_accuracy", "ood_accuracy", "id_reliance", "ood_reliance"]
+
+
+def curve_rows(run_dir: str, name: str, metrics: dict) -> list[dict]:
+    """A run's periodic evaluations (`eval_every_steps`) as rows; `examples` = steps x the stage's examples a step
+    (SFT: `sft_batch_size`; GRPO: `grpo_prompts_per_step`), read from the run's config."""
+    points = metrics.get("curve") or []
+    if not points:
+        return []
+    with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as fh:
+        config = yaml.safe_load(fh) or {}
+    per_step = {"sft": config.get("sft_batch_size", 8), "grpo": config.get("grpo_prompts_per_step", 2),
+                "cpt": config.get("cpt_batch_size", 8)}
+    return [{"run": name, "stage": p["stage"], "step": p["step"], "examples": p["step"] * per_step.get(p["stage"], 1),
+             **{f"{split}_{m}": p.get(split, {}).get(m) for split in ("id", "ood") for m in ("accuracy", "reliance")}}
+            for p in points]
+
+
 def harvest(out: str):
-    """One row per finished run: its axes and key config values, then ID / OOD metrics after each stage and final."""
+    """One row per finished run: its axes and key config values, then ID / OOD metrics after each stage and final;
+    the runs' periodic evaluations go to `curve.csv`, one row a point."""
     import pandas as pd
 
-    rows = []
+    rows, curve = [], []
     runs_dir = os.path.join(out, "runs")
     for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
         run_dir = os.path.join(runs_dir, name)
@@ -184,10 +229,12 @@ def harvest(out: str):
             row[f"{split}_accuracy"] = final[split].get("accuracy")
             row[f"{split}_macro_f1"] = final[split].get("macro_f1")
             row[f"{split}_reliance"] = final[split].get("reliance")
-            for name, baseline in metrics.get("baselines", {}).items():  # the same records as the run's scores
-                row[f"{name}_{split}_accuracy"] = baseline.get(split, {}).get("accuracy")
+            for baseline_name, baseline in metrics.get("baselines", {}).items():  # the same records as the scores
+                row[f"{baseline_name}_{split}_accuracy"] = baseline.get(split, {}).get("accuracy")
         row["train_seconds"] = sum(s["seconds"] for s in metrics["stages"] if s["name"] != "base")
         rows.append(row)
+        curve += curve_rows(run_dir, name, metrics)
+    pd.DataFrame(curve, columns=CURVE_COLUMNS).to_csv(os.path.join(out, "curve.csv"), index=False)
     table = pd.DataFrame(rows)
     table.to_csv(os.path.join(out, "results.csv"), index=False)
     table.to_parquet(os.path.join(out, "results.parquet"), index=False)
@@ -198,4 +245,4 @@ def plan(config_path: str) -> list[Run]:
     return expand(load_study(config_path))
 
 
-__all__ = ["Run", "expand", "harvest", "load_study", "plan", "run_one", "run_study"]
+__all__ = ["Run", "expand", "harvest", "load_study", "plan", "run_local", "run_one", "run_study", "thread_env"]

@@ -1,6 +1,7 @@
 """`bioreason study report DIR`: Markdown + PNG plots from a harvested study table (`DIR/results.csv`).
 
-Plots: ID vs OOD scatter with the Pareto front; accuracy against SFT budget (after the SFT stage); the budget-split
+Plots: ID vs OOD scatter with the Pareto front; accuracy against SFT budget (after the SFT stage); accuracy during SFT
+(the runs' periodic evaluations, `curve.csv`, against examples seen); the budget-split
 curve (final accuracy against RL's share of the training examples); a heatmap of final OOD accuracy over
 (SFT LoRA rank, RL LoRA rank) pairs. Plots whose axes did not vary in the study are skipped and said so. Every accuracy
 plot carries the majority-class and probe baselines (the mean over runs of the `majority_*` / `probe_*` columns) as
@@ -99,9 +100,22 @@ def write_study_report(out: str) -> str:
             after = table.assign(budget=budget).groupby("budget")["grpo_ood_accuracy"].mean()
             lines.append((after, "s--", "OOD after SFT + RL"))
         plots.append(_line_plot(out, "ood_vs_sft_budget.png", lines, "SFT budget (examples x epochs)",
-                                "accuracy (mean over runs)"))
+                                "accuracy (mean over runs)", baselines))
     else:
         notes.append("SFT budget did not vary: no budget plot.")
+
+    # accuracy during SFT, from the runs' periodic evaluations (`eval_every_steps`)
+    curve_path = os.path.join(out, "curve.csv")
+    sft_curve = pd.read_csv(curve_path) if os.path.exists(curve_path) and os.path.getsize(curve_path) > 1 else None
+    if sft_curve is not None and "stage" in sft_curve:
+        sft_curve = sft_curve[sft_curve["stage"] == "sft"]
+    if sft_curve is not None and sft_curve["examples"].nunique() > 1:
+        grouped = sft_curve.groupby("examples")[["id_accuracy", "ood_accuracy"]].mean()
+        lines = [(grouped["id_accuracy"], "o-", "ID"), (grouped["ood_accuracy"], "o-", "OOD")]
+        plots.append(_line_plot(out, "accuracy_during_sft.png", lines, "SFT examples seen",
+                                "accuracy (mean over runs evaluated there)", baselines))
+    else:
+        notes.append("No periodic evaluations during SFT (`eval_every_steps`): no curve within runs.")
 
     # budget split: RL's share of the examples
     if {"sft_examples", "rl_examples"} <= set(table) and (table["rl_examples"] > 0).any():
@@ -110,7 +124,7 @@ def write_study_report(out: str) -> str:
         if len(grouped) > 1:
             lines = [(grouped["id_accuracy"], "o-", "ID"), (grouped["ood_accuracy"], "o-", "OOD")]
             plots.append(_line_plot(out, "budget_split.png", lines, "RL share of training examples",
-                                    "final accuracy (mean over runs)"))
+                                    "final accuracy (mean over runs)", baselines))
         else:
             notes.append("Only one SFT:RL split: no budget-split curve.")
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from conftest import tiny_model
@@ -46,9 +47,12 @@ def test_backbone_axis_sets_the_llm(tmp_path):
     assert [r.config["llm"] for r in runs] == ["Qwen/Qwen3-0.6B", "default"]
 
 
-def fake_run(out, name, axes, sft_ood, grpo_ood, sft_examples=32, rl_examples=8, ranks=(16, 4), majority_id=0.5):
+def fake_run(out, name, axes, sft_ood, grpo_ood, sft_examples=32, rl_examples=8, ranks=(16, 4), majority_id=0.5,
+             curve=()):
     run_dir = os.path.join(out, "runs", name)
     os.makedirs(run_dir)
+    with open(os.path.join(run_dir, "config.yaml"), "w") as fh:
+        yaml.safe_dump({"sft_batch_size": 4}, fh)
     stages = [{"name": "sft", "id": {"accuracy": 0.8, "macro_f1": 0.7}, "ood": {"accuracy": sft_ood, "macro_f1": 0.5},
                "steps": 4, "seconds": 10.0},
               {"name": "grpo", "id": {"accuracy": 0.7, "macro_f1": 0.6}, "ood": {"accuracy": grpo_ood,
@@ -57,7 +61,9 @@ def fake_run(out, name, axes, sft_ood, grpo_ood, sft_examples=32, rl_examples=8,
     budget = {"sft_examples": sft_examples, "sft_epochs": 1, "rl_examples": rl_examples, "sft_lora_r": ranks[0],
               "grpo_lora_r": ranks[1]}
     with open(os.path.join(run_dir, "metrics.json"), "w") as fh:
-        json.dump({"stages": stages, "budget": budget,
+        json.dump({"stages": stages, "budget": budget, "curve": [
+                      {"stage": "sft", "step": step, "id": {"accuracy": acc, "reliance": 0.1}, "ood": {"accuracy": acc}}
+                      for step, acc in curve],
                    "baselines": {"majority": {"label": "x", "id": {"accuracy": majority_id}, "ood": {"accuracy": 0.5}},
                                  "probe": {"id": {"accuracy": 0.95}, "ood": {"accuracy": 0.9}}}}, fh)
     with open(os.path.join(run_dir, "axes.json"), "w") as fh:
@@ -65,10 +71,13 @@ def fake_run(out, name, axes, sft_ood, grpo_ood, sft_examples=32, rl_examples=8,
     open(os.path.join(run_dir, "DONE"), "w").close()
 
 
-def test_harvest_and_report(tmp_path):
+def test_harvest_and_report(tmp_path, monkeypatch):
+    import bioreason.study_report as study_report
+
     out = str(tmp_path)
-    fake_run(out, "a", {"seed": 0}, 0.5, 0.6, sft_examples=32, ranks=(16, 4), majority_id=0.8)  # SFT at majority
-    fake_run(out, "b", {"seed": 1}, 0.4, 0.7, sft_examples=64, ranks=(16, 16))
+    fake_run(out, "a", {"seed": 0}, 0.5, 0.6, sft_examples=32, ranks=(16, 4), majority_id=0.8,  # SFT at majority
+             curve=[(2, 0.2), (4, 0.4)])
+    fake_run(out, "b", {"seed": 1}, 0.4, 0.7, sft_examples=64, ranks=(16, 16), curve=[(2, 0.6)])
     fake_run(out, "c", {"seed": 0}, 0.6, 0.5, sft_examples=32, ranks=(64, 4))
     fake_run(out, "d", {"seed": 1}, 0.5, 0.5, sft_examples=64, ranks=(64, 16))
     os.makedirs(os.path.join(out, "runs", "unfinished"))  # no DONE: not harvested
@@ -78,9 +87,17 @@ def test_harvest_and_report(tmp_path):
     assert row["sft_ood_accuracy"] == 0.4 and row["grpo_ood_accuracy"] == 0.7 and row["ood_accuracy"] == 0.7
     assert row["axis_seed"] == 1 and row["stages"] == "sft+grpo" and row["train_seconds"] == 30.0
     assert os.path.exists(os.path.join(out, "results.parquet")) and os.path.exists(os.path.join(out, "results.csv"))
+    curve = pd.read_csv(os.path.join(out, "curve.csv"))
+    assert list(curve["run"]) == ["a", "a", "b"] and list(curve["examples"]) == [8, 16, 8]  # steps x batch size 4
+    assert list(curve["ood_accuracy"]) == [0.2, 0.4, 0.6] and curve["id_reliance"].eq(0.1).all()
+    drawn = []  # every line plot draws both baselines, from the runs' own figures
+    draw = study_report.draw_baselines
+    monkeypatch.setattr(study_report, "draw_baselines", lambda ax, b, *a, **k: drawn.append(b) or draw(ax, b, *a, **k))
     report = open(write_study_report(out)).read()
-    for png in ("id_vs_ood.png", "ood_vs_sft_budget.png", "budget_split.png", "rank_heatmap.png"):
+    for png in ("id_vs_ood.png", "ood_vs_sft_budget.png", "accuracy_during_sft.png", "budget_split.png",
+                "rank_heatmap.png"):
         assert os.path.exists(os.path.join(out, png)) and png in report
+    assert len(drawn) == 3 and all(b["probe"]["ood"]["accuracy"] == 0.9 and "majority" in b for b in drawn)
     assert "changed OOD accuracy by +0.075" in report  # (0.1 + 0.3 - 0.1 + 0.0) / 4
     assert row["probe_id_accuracy"] == 0.95 and row["majority_ood_accuracy"] == 0.5
     assert "1 of 4 runs end SFT at or below the majority class" in report
@@ -132,6 +149,20 @@ def test_a_killed_study_resumes_where_it_stopped(tiny_setup, tmp_path):
     assert second == {"runs": 3, "ran": 2, "failed": [], "harvested": 3}  # the killed run and the new seed only
     table = study.harvest(out)
     assert set(table["axis_seed"]) == {0, 1, 2} and table["ood_accuracy"].between(0, 1).all()
+
+
+def test_local_jobs_run_side_by_side_with_a_share_of_the_cores(tiny_setup, tmp_path):
+    root, base = tiny_setup
+    out = str(tmp_path / "study")
+    summary = study.run_study(write_study(tmp_path / "j.yaml", {"sft_examples": [4], "seed": [0, 1, 2]}, base), out,
+                              jobs=2)
+    assert summary == {"runs": 3, "ran": 3, "failed": [], "harvested": 3}
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    for name in os.listdir(os.path.join(out, "runs")):
+        with open(os.path.join(out, "runs", name, "run_config.json"), encoding="utf-8") as fh:
+            assert json.load(fh)["torch_threads"] == threads
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        study.run_local([], jobs=0)
 
 
 def test_submitit_local_executor(tiny_setup, tmp_path):
