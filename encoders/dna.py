@@ -62,6 +62,33 @@ class NucleotideTransformerEncoder(HFTokenEncoder):
             "max_length": self.model.config.max_position_embeddings - 2,
         }
 
+def init_nucleotide_transformer(out: str, hidden_size: int = 128, num_layers: int = 2, num_heads: int = 4,
+                                max_length: int = 1000, seed: int = 0) -> str:
+    """Write a randomly initialised Nucleotide Transformer (transformers' `EsmModel`, the NT vocabulary of k-mers) to
+    `out`, loadable as `nucleotide_transformer:OUT`. For machines without the hub, and for tasks where a small
+    encoder trained from scratch is the point; its README.md says the weights are not pretrained."""
+    import os
+
+    kmer = 6  # the featurizer's default; every Nucleotide Transformer checkpoint tokenizes 6-mers
+    vocab = nucleotide_transformer_vocab(kmer)
+    config = EsmConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=num_layers,
+                       num_attention_heads=num_heads, intermediate_size=4 * hidden_size, pad_token_id=1,
+                       mask_token_id=2, position_embedding_type="absolute",
+                       max_position_embeddings=1 + max_length // kmer + max_length % kmer + 2)  # <cls>; ESM: +2
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = EsmModel(config, add_pooling_layer=False)
+    os.makedirs(out, exist_ok=True)
+    model.save_pretrained(out)
+    with open(os.path.join(out, "vocab.txt"), "w", encoding="utf-8") as fh:
+        fh.write("\n".join(vocab) + "\n")
+    with open(os.path.join(out, "README.md"), "w", encoding="utf-8") as fh:
+        fh.write(f"# Nucleotide Transformer architecture, randomly initialised (seed {seed}); not pretrained\n\n"
+                 f"hidden {hidden_size}, {num_layers} layers, {num_heads} heads, {kmer}-mer tokens, up to "
+                 f"{max_length} bp. Written by `bioreason encoder init nucleotide_transformer`.\n")
+    return out
+
+
 ENFORMER_HINT = "pip install enformer-pytorch==0.8.11 (0.8.12 pins transformers 4)"
 
 

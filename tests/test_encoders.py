@@ -180,6 +180,32 @@ def test_esm_family_loads_from_local_folder(tmp_path, kind):
     assert torch.equal(expected, got)
 
 
+def test_encoder_init_writes_a_loadable_random_nucleotide_transformer(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "nt"
+    proc = subprocess.run([sys.executable, "-m", "bioreason.cli", "encoder", "init", "nucleotide_transformer", str(out),
+                           "--hidden-size", "32", "--layers", "1", "--max-length", "1000"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "not pretrained" in (out / "README.md").read_text() and (out / "model.safetensors").exists()
+    encoder = load_encoder("nucleotide_transformer", str(out))
+    assert encoder.hidden_size == 32 and encoder.featurizer_spec()["vocab"] == nucleotide_transformer_vocab()
+    _, batch, emb, mask = run(encoder, ["ACGT" * 250, "ACGTAC" * 8])  # 1000 bp fits, 48 bp is 8 tokens + <cls>
+    assert emb.shape[:2] == mask.shape and mask.sum(-1).tolist() == [1 + 1000 // 6 + 1000 % 6, 9]
+    # the same seed writes the same weights without touching the caller's RNG; another seed writes others
+    from encoders.dna import init_nucleotide_transformer
+
+    state = torch.random.get_rng_state()
+    folders = [init_nucleotide_transformer(str(tmp_path / name), 32, 1, seed=seed) for name, seed in (("a", 0),
+                                                                                                     ("b", 1))]
+    assert torch.equal(torch.random.get_rng_state(), state)
+    again, other = (load_encoder("nucleotide_transformer", folder) for folder in folders)
+    weights = [e.model.embeddings.word_embeddings.weight for e in (encoder, again, other)]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+
+
 def test_geneformer_loads_from_local_folder_with_json_dictionary(tmp_path):
     vocab = ["<pad>", "<mask>", *GENES]
     model = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
