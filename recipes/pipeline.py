@@ -77,6 +77,8 @@ class PipelineArguments:
     temperature: float = 1.0
     grpo_lora_r: int = 4
     grpo_lora_alpha: int | None = None
+    grpo_projectors_trainable: bool = field(default=True, metadata={
+        "help": "false: GRPO adapts the LLM (LoRA) only and the projectors stay as SFT left them"})
     beta: float = 0.0
     loss_type: str = "dapo"
     rewards: list[str] = field(default_factory=lambda: ["correctness", "format"])
@@ -163,8 +165,9 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
                              processor=processor, callbacks=callbacks)
         else:
             stage_data.max_train_examples = n_rl
-            set_stage_trainable(model, p.encoders_trainable)
-            adapt = AdaptArguments(lora_r=p.grpo_lora_r, lora_alpha=p.grpo_lora_alpha)
+            set_stage_trainable(model, p.encoders_trainable, projectors=p.grpo_projectors_trainable)
+            adapt = AdaptArguments(lora_r=p.grpo_lora_r, lora_alpha=p.grpo_lora_alpha,
+                                   projectors_trainable=p.grpo_projectors_trainable)
             model = _adapt(model, adapt)
             config = BioGRPOConfig(**trainer_common(p, stage, precision), learning_rate=p.grpo_learning_rate,
                                 per_device_train_batch_size=p.grpo_prompts_per_step * p.num_generations,
@@ -218,9 +221,10 @@ def stage_budgets(p: PipelineArguments) -> tuple[int, int]:
     return (n_sft if "sft" in p.stages else 0), (n_rl if "grpo" in p.stages else 0)
 
 
-def set_stage_trainable(model, encoders: bool | None) -> None:
-    """The SFT / GRPO freeze policy: LLM (through LoRA) and projectors train; encoders as `encoders_trainable` says."""
-    model.set_trainable(encoders=bool(encoders), projectors=True, llm=True)
+def set_stage_trainable(model, encoders: bool | None, projectors: bool = True) -> None:
+    """The SFT / GRPO freeze policy: the LLM trains (through LoRA), the projectors unless told not to, the encoders as
+    `encoders_trainable` says."""
+    model.set_trainable(encoders=bool(encoders), projectors=projectors, llm=True)
     if encoders is False:
         for modality in model.config.modalities:
             model.set_encoder_trainable(modality, False)
@@ -231,7 +235,7 @@ def _adapt(model, adapt: AdaptArguments):
         return model
     from bioreason.adaptation import apply_lora
 
-    return apply_lora(model, r=adapt.lora_r, alpha=adapt.lora_alpha)
+    return apply_lora(model, r=adapt.lora_r, alpha=adapt.lora_alpha, train_projectors=adapt.projectors_trainable)
 
 
 def verify_run_folder(path: str, stages: tuple[str, ...] = ("cpt", "sft", "grpo")) -> dict:

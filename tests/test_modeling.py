@@ -248,6 +248,17 @@ def test_a_trainable_by_design_encoder_can_be_frozen_and_stays_frozen_under_lora
     assert model.model.encoder_trainable("protein")
 
 
+def test_rl_stage_can_leave_the_projectors_as_sft_left_them():
+    from recipes.common import AdaptArguments
+    from recipes.pipeline import _adapt, set_stage_trainable
+
+    model, processor = tiny_model("esm2")
+    set_stage_trainable(model, None, projectors=False)
+    peft_model = _adapt(model, AdaptArguments(lora_r=4, projectors_trainable=False))
+    moved = {n for n, v in _step(peft_model, processor(**prompt_for("esm2"))).items() if v}
+    assert moved and all("lora_" in n for n in moved)  # the LLM's adapters only
+
+
 def test_attn_implementation_reaches_the_llm(tmp_path):
     model, _ = tiny_model("esm2", attn_implementation="eager")
     assert model.model.language_model.config._attn_implementation == "eager"
