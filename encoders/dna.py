@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from typing import Any
 
 import torch
@@ -62,13 +63,12 @@ class NucleotideTransformerEncoder(HFTokenEncoder):
             "max_length": self.model.config.max_position_embeddings - 2,
         }
 
+
 def init_nucleotide_transformer(out: str, hidden_size: int = 128, num_layers: int = 2, num_heads: int = 4,
                                 max_length: int = 1000, seed: int = 0) -> str:
     """Write a randomly initialised Nucleotide Transformer (transformers' `EsmModel`, the NT vocabulary of k-mers) to
     `out`, loadable as `nucleotide_transformer:OUT`. For machines without the hub, and for tasks where a small
     encoder trained from scratch is the point; its README.md says the weights are not pretrained."""
-    import os
-
     kmer = 6  # the featurizer's default; every Nucleotide Transformer checkpoint tokenizes 6-mers
     vocab = nucleotide_transformer_vocab(kmer)
     config = EsmConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=num_layers,

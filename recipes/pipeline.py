@@ -197,6 +197,7 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
         if not p.save_model:
             return metrics
         final = os.path.join(p.output_dir, "final")
+        set_stage_trainable(base_model(model), None)  # the saved freeze policy is the default, not the last stage's
         save_final(base_model(model), processor, final)
         from recipes.report import write_report
 

@@ -243,6 +243,7 @@ def test_pipeline_run_folder(tmp_path, task, model_dir):
 
     model = AutoModelForCausalLM.from_pretrained(out / "final")
     assert type(model).__name__ == "BioReasonForCausalLM"
+    assert model.config.projectors_trainable  # GRPO froze them; the saved model keeps the default freeze policy
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(out / "README.md")
