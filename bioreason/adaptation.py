@@ -37,13 +37,14 @@ def lora_config(modalities: list[str], r: int = 16, alpha: int | None = None, dr
 
 
 def apply_lora(model: torch.nn.Module, r: int = 16, alpha: int | None = None, **kwargs: Any) -> Any:
-    """Wrap a BioReason model with LoRA adapters; the base LLM and embeddings freeze, and so do the encoders the
-    model's freeze policy freezes (a trainable one, such as `expression`, keeps training in full)."""
+    """Wrap a BioReason model with LoRA adapters; the base LLM and embeddings freeze, and the projectors and encoders
+    train in full where the model's freeze policy trains them (a trainable encoder such as `expression` keeps
+    training; projectors a stage froze stay frozen)."""
     from peft import get_peft_model
 
     inner = model if hasattr(model, "encoder_trainable") else model.model  # BioReasonModel under the causal-LM head
-    trainable = tuple(m for m in model.config.modalities if inner.encoder_trainable(m))
-    kwargs.setdefault("train_encoders", trainable)
+    kwargs.setdefault("train_encoders", tuple(m for m in model.config.modalities if inner.encoder_trainable(m)))
+    kwargs.setdefault("train_projectors", model.config.projectors_trainable)
     return get_peft_model(model, lora_config(list(model.config.modalities), r=r, alpha=alpha, **kwargs))
 
 

@@ -189,14 +189,14 @@ CURVE_COLUMNS = ["run", "stage", "step", "examples", "id_accuracy", "ood_accurac
 
 def curve_rows(run_dir: str, name: str, metrics: dict) -> list[dict]:
     """A run's periodic evaluations (`eval_every_steps`) as rows; `examples` = steps x the stage's examples a step
-    (SFT: `sft_batch_size`; GRPO: `grpo_prompts_per_step`), read from the run's config."""
+    (SFT: `sft_batch_size`; GRPO: `grpo_prompts_per_step`), from the resolved fields in the run's run_config.json."""
     points = metrics.get("curve") or []
     if not points:
         return []
-    with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as fh:
-        config = yaml.safe_load(fh) or {}
-    per_step = {"sft": config.get("sft_batch_size", 8), "grpo": config.get("grpo_prompts_per_step", 2),
-                "cpt": config.get("cpt_batch_size", 8)}
+    with open(os.path.join(run_dir, "run_config.json"), encoding="utf-8") as fh:
+        pipeline = json.load(fh)["pipeline"]
+    per_step = {"sft": pipeline["sft_batch_size"], "grpo": pipeline["grpo_prompts_per_step"],
+                "cpt": pipeline["cpt_batch_size"]}
     return [{"run": name, "stage": p["stage"], "step": p["step"], "examples": p["step"] * per_step.get(p["stage"], 1),
              **{f"{split}_{m}": p.get(split, {}).get(m) for split in ("id", "ood") for m in ("accuracy", "reliance")}}
             for p in points]

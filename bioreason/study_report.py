@@ -106,8 +106,8 @@ def write_study_report(out: str) -> str:
 
     # accuracy during SFT, from the runs' periodic evaluations (`eval_every_steps`)
     curve_path = os.path.join(out, "curve.csv")
-    sft_curve = pd.read_csv(curve_path) if os.path.exists(curve_path) and os.path.getsize(curve_path) > 1 else None
-    if sft_curve is not None and "stage" in sft_curve:
+    sft_curve = pd.read_csv(curve_path) if os.path.exists(curve_path) else None  # harvest writes its header always
+    if sft_curve is not None:
         sft_curve = sft_curve[sft_curve["stage"] == "sft"]
     if sft_curve is not None and sft_curve["examples"].nunique() > 1:
         grouped = sft_curve.groupby("examples")[["id_accuracy", "ood_accuracy"]].mean()

@@ -168,8 +168,7 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
         else:
             stage_data.max_train_examples = n_rl
             set_stage_trainable(model, p.encoders_trainable, projectors=p.grpo_projectors_trainable)
-            adapt = AdaptArguments(lora_r=p.grpo_lora_r, lora_alpha=p.grpo_lora_alpha,
-                                   projectors_trainable=p.grpo_projectors_trainable)
+            adapt = AdaptArguments(lora_r=p.grpo_lora_r, lora_alpha=p.grpo_lora_alpha)
             model = _adapt(model, adapt)
             config = BioGRPOConfig(**trainer_common(p, stage, precision), learning_rate=p.grpo_learning_rate,
                                 per_device_train_batch_size=p.grpo_prompts_per_step * p.num_generations,
@@ -238,7 +237,7 @@ def _adapt(model, adapt: AdaptArguments):
         return model
     from bioreason.adaptation import apply_lora
 
-    return apply_lora(model, r=adapt.lora_r, alpha=adapt.lora_alpha, train_projectors=adapt.projectors_trainable)
+    return apply_lora(model, r=adapt.lora_r, alpha=adapt.lora_alpha)  # trains what set_stage_trainable left on
 
 
 def verify_run_folder(path: str, stages: tuple[str, ...] = ("cpt", "sft", "grpo")) -> dict:

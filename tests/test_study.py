@@ -51,8 +51,8 @@ def fake_run(out, name, axes, sft_ood, grpo_ood, sft_examples=32, rl_examples=8,
              curve=()):
     run_dir = os.path.join(out, "runs", name)
     os.makedirs(run_dir)
-    with open(os.path.join(run_dir, "config.yaml"), "w") as fh:
-        yaml.safe_dump({"sft_batch_size": 4}, fh)
+    with open(os.path.join(run_dir, "run_config.json"), "w") as fh:
+        json.dump({"pipeline": {"sft_batch_size": 4, "grpo_prompts_per_step": 2, "cpt_batch_size": 8}}, fh)
     stages = [{"name": "sft", "id": {"accuracy": 0.8, "macro_f1": 0.7}, "ood": {"accuracy": sft_ood, "macro_f1": 0.5},
                "steps": 4, "seconds": 10.0},
               {"name": "grpo", "id": {"accuracy": 0.7, "macro_f1": 0.6}, "ood": {"accuracy": grpo_ood,
