@@ -61,8 +61,40 @@ class GRPORecipeArguments:
     resume: bool = False
 
 
+# The private GRPOTrainer methods the subclass overrides, with the parameters it relies on. TRL has no public hook for
+# inputs other than images (prompt tokenisation and the log-prob pass take image kwargs only), so these overrides are
+# the seam; `check_trl_contract` turns a TRL release that renames one into an error naming it, not a silent fallback
+# to TRL's version (which would train the LLM on prompts without their sequences).
+TRL_CONTRACT: dict[str, tuple[str, ...]] = {
+    "_generate_and_score_completions": ("self", "inputs"),
+    "_tokenize_prompts": ("self", "prompts"),
+    "_compute_loss": ("self", "model", "inputs"),
+    "_get_per_token_logps_and_entropies": ("self", "model", "input_ids", "attention_mask", "logits_to_keep",
+                                           "batch_size", "compute_entropy", "compute_aux_loss"),
+}
+
+
+def check_trl_contract(trainer_class: type = GRPOTrainer) -> None:
+    """Raise `RuntimeError` naming the method if TRL's `GRPOTrainer` lacks one we override or its leading parameters
+    changed (tested on trl 1.16; pyproject pins `trl>=1.16,<1.17`)."""
+    import inspect
+
+    import trl
+
+    for name, expected in TRL_CONTRACT.items():
+        method = getattr(trainer_class, name, None)
+        if method is None:
+            raise RuntimeError(f"trl {trl.__version__}: GRPOTrainer.{name} no longer exists; BioGRPOTrainer overrides "
+                               f"it (tested with trl 1.16): pin trl>=1.16,<1.17")
+        params = tuple(inspect.signature(method).parameters)[: len(expected)]
+        if params != expected:
+            raise RuntimeError(f"trl {trl.__version__}: GRPOTrainer.{name} takes {params}, BioGRPOTrainer expects "
+                               f"{expected} (tested with trl 1.16): pin trl>=1.16,<1.17")
+
+
 class BioGRPOTrainer(AtomicCheckpointMixin, GRPOTrainer):
     def __init__(self, *args, processor, cells=None, share_prompts: bool = True, **kwargs):
+        check_trl_contract(GRPOTrainer)
         self.bio_processor = processor
         self.share_prompts = share_prompts
         self.cells = cells
