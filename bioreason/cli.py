@@ -5,7 +5,8 @@
     bioreason data build (--benchmark NAME | --modality M (--fasta F --labels CSV | --table F | --h5ad F)
                           --label-column COL) --out DIR
     bioreason data check DIR
-    bioreason run {cpt,sft,grpo,pipeline} --config FILE [key=value ...]
+    bioreason run {cpt,sft,grpo,pipeline} --config FILE [key=value ...] [--print-config]
+    bioreason run {cpt,sft,grpo,pipeline} --help     (every config field: type, default, help)
     bioreason push RUN_DIR REPO_ID [--private] [--license L] [--dry-run --out DIR]
     bioreason card RUN_DIR [--repo-id ID] [--license L]
     bioreason eval --model DIR --data DATASET_DIR [--splits id_test,ood_test] [--mode likelihood|generate] --out F
@@ -151,11 +152,82 @@ def recipe_argv(config: str, overrides: list[str]) -> list[str]:
     return argv
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def recipe_module(recipe: str):
     import importlib
 
-    module = importlib.import_module(f"recipes.{args.recipe}")
-    module.main(recipe_argv(args.config, args.overrides))
+    return importlib.import_module(f"recipes.{recipe}")
+
+
+def config_fields(recipe: str) -> list[tuple[str, object]]:
+    """Every config field of a recipe, `(dataclass name, field)` in parse order (a YAML key or a key=value)."""
+    import dataclasses
+
+    return [(cls.__name__, f) for cls in recipe_module(recipe).ARGUMENTS for f in dataclasses.fields(cls) if f.init]
+
+
+def recipe_help(recipe: str) -> str:
+    """`bioreason run RECIPE --help`: each field with its type, default and help text (TRL's included)."""
+    import dataclasses
+    import textwrap
+
+    lines = [f"usage: bioreason run {recipe} --config FILE [key=value ...] [--print-config]", "",
+             "Every field below can be a key of the YAML config or a key=value override after it",
+             "(e.g. lora_r=16 max_train_examples=256 bf16=false). --print-config shows the resolved config."]
+    group = None
+    for owner, f in config_fields(recipe):
+        if owner != group:
+            group = owner
+            lines += ["", f"{owner}:"]
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "(required)"
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        lines.append(f"  {f.name} ({kind}, default {default!r})")
+        if f.metadata.get("help"):
+            lines.append(textwrap.fill(" ".join(str(f.metadata["help"]).split()), 116, initial_indent=" " * 6,
+                                       subsequent_indent=" " * 6))
+    return "\n".join(lines)
+
+
+def resolved_config(recipe: str, config: str, overrides: list[str]) -> str:
+    """The config a run would use, as YAML: every field of every dataclass after the file, the overrides and each
+    dataclass's own resolution (e.g. `bf16: auto` -> the precision chosen on this machine)."""
+    import dataclasses
+    import enum
+
+    import yaml
+    from trl import TrlParser
+
+    parts = TrlParser(recipe_module(recipe).ARGUMENTS).parse_args_and_config(args=recipe_argv(config, overrides))
+    plain = (str, int, float, bool, list, dict, type(None))
+    out = []
+    for part in parts:
+        values = {}
+        for f in dataclasses.fields(part):
+            if f.init:
+                value = getattr(part, f.name)
+                value = value.value if isinstance(value, enum.Enum) else value
+                values[f.name] = value if isinstance(value, plain) else str(value)
+        out.append(f"# {type(part).__name__}")
+        if hasattr(part, "precision"):
+            out.append(f"# bf16 resolved: {part.precision.name} ({part.precision.reason})")
+        out.append(yaml.safe_dump(values, sort_keys=False).rstrip())
+    return "\n".join(out)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.help:
+        print(recipe_help(args.recipe))
+        return 0
+    if not args.config:
+        raise ValueError(f"bioreason run {args.recipe} needs --config FILE (see bioreason run {args.recipe} --help)")
+    if args.print_config:
+        print(resolved_config(args.recipe, args.config, args.overrides))
+        return 0
+    recipe_module(args.recipe).main(recipe_argv(args.config, args.overrides))
     return 0
 
 
@@ -288,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequence-column", default="sequence")
     p.add_argument("--group-column", help="records sharing this value never straddle train / id_test")
     p.add_argument("--reasoning-column", help="a column of reasoning traces for SFT")
-    p.add_argument("--question", help="question template; {labels} is replaced by the label set")
+    p.add_argument("--question", help="question template: <MODALITY> (e.g. <protein>) marks where the input goes "
+                   "(prepended when absent), {labels} becomes the label set; default: built from --label-column")
     p.add_argument("--label-set", help="the closed answer set, comma-separated (default: the labels seen)")
     p.add_argument("--split-column")
     p.add_argument("--ood-values", help="comma-separated values of --split-column that form ood_test")
@@ -306,9 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_data_build)
 
-    p = sub.add_parser("run", help="run a training recipe from a YAML config")
+    p = sub.add_parser("run", help="run a training recipe from a YAML config", add_help=False)
     p.add_argument("recipe", choices=RECIPES)
-    p.add_argument("--config", required=True)
+    p.add_argument("-h", "--help", action="store_true", help="list every config field: type, default, help")
+    p.add_argument("--config")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML; run nothing")
     p.add_argument("overrides", nargs="*", help="key=value overrides of config fields")
     p.set_defaults(func=cmd_run)
 

@@ -26,9 +26,12 @@ class ModelArguments:
     llm: str = field(default="default", metadata={"help": "hub id, folder or .gguf; 'default' = SmolLM2-135M"})
     encoders: list[str] = field(default_factory=lambda: ["protein=antiberty"],
                                 metadata={"help": "MODALITY=TYPE[:SOURCE] entries"})
-    projector: str = "resampler"
-    num_queries: int = 32
-    attn_implementation: str | None = None
+    projector: str = field(default="resampler", metadata={
+        "help": "linear | mlp2x_gelu | resampler | mean: maps encoder outputs to LLM embeddings"})
+    num_queries: int = field(default=32, metadata={
+        "help": "resampler: learned query tokens per input (its output length)"})
+    attn_implementation: str | None = field(default=None, metadata={
+        "help": "sdpa | eager | flash_attention_2; default: flash-attn on CUDA when installed, else sdpa"})
     feature_cache: str = field(default="disk", metadata={
         "help": "frozen-encoder outputs computed once per unique input: off | memory | disk (memory + files)"})
     feature_cache_dir: str | None = field(default=None, metadata={"help": "default $BIOREASON_CACHE/features"})
@@ -38,26 +41,33 @@ class ModelArguments:
 class DataArguments:
     dataset: str = field(default="benchmark:antibody_chain",
                          metadata={"help": "a task dataset folder, or benchmark:NAME (built on first use)"})
-    data_root: str = "runs/data"
-    max_train_examples: int | None = None
+    data_root: str = field(default="runs/data", metadata={"help": "where benchmark:NAME datasets are built"})
+    max_train_examples: int | None = field(default=None, metadata={
+        "help": "train records a stage sees (default: the whole train split)"})
     balance_labels: bool = field(default=True, metadata={
         "help": "draw train records with every label in equal shares (rare labels repeat); a closed label set only. "
                 "Without it SFT learns the label prior before the encoder (docs/BRIDGE.md)"})
-    max_eval_examples: int | None = 64
-    eval_mode: str = "likelihood"
-    use_reasoning: bool = True
-    task_seed: int = 0
+    max_eval_examples: int | None = field(default=64, metadata={
+        "help": "records scored per split (id_test, ood_test); null scores all"})
+    eval_mode: str = field(default="likelihood", metadata={
+        "help": "likelihood: the label with the highest log-likelihood; generate: parse generated answers"})
+    use_reasoning: bool = field(default=True, metadata={
+        "help": "train on the records' reasoning text before the answer, where they have one"})
+    task_seed: int = field(default=0, metadata={
+        "help": "seed of the benchmark build, the train draw and the evaluation subset"})
 
 
 @dataclass
 class AdaptArguments:
     lora_r: int = field(default=0, metadata={"help": "0 = no LoRA: train the unfrozen parts in full"})
     lora_alpha: int | None = field(default=None, metadata={"help": "default 2 x lora_r"})
-    lora_dropout: float = 0.0
-    encoders_trainable: bool = False
-    projectors_trainable: bool = True
-    llm_trainable: bool = True
-    load_in_4bit: bool = False
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA path"})
+    encoders_trainable: bool = field(default=False, metadata={
+        "help": "train the encoders (pretrained encoders are frozen by default)"})
+    projectors_trainable: bool = field(default=True, metadata={"help": "train the projectors"})
+    llm_trainable: bool = field(default=True, metadata={
+        "help": "train the LLM (through LoRA when lora_r > 0, else in full)"})
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the LLM in 4-bit (bitsandbytes, CUDA)"})
 
 
 class AutoPrecisionMixin:
@@ -301,13 +311,18 @@ class AtomicCheckpointMixin:
         self.accelerator.wait_for_everyone()
 
 
-def recipe_main(run, recipe_class, config_class, argv: list[str] | None) -> dict:
+def recipe_arguments(recipe_class, config_class) -> tuple[type, ...]:
+    """The dataclasses a stage script's config fills, in order (every YAML key is a field of one of them)."""
+    return (recipe_class, ModelArguments, DataArguments, AdaptArguments, config_class)
+
+
+def recipe_main(run, arguments: tuple[type, ...], argv: list[str] | None) -> dict:
     """Parse `--config FILE` plus overrides into the recipe's dataclasses, run it, and save `final/` and
     `metrics.json` from the main process."""
     from accelerate import PartialState
     from trl import TrlParser
 
-    parser = TrlParser((recipe_class, ModelArguments, DataArguments, AdaptArguments, config_class))
+    parser = TrlParser(arguments)
     recipe, model_args, data, adapt, config = parser.parse_args_and_config(args=argv)
     result = run(recipe, model_args, data, adapt, config)
     if PartialState().is_main_process:

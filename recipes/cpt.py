@@ -8,7 +8,7 @@ their reasoning text as the description), so a freshly composed model learns to 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from transformers import set_seed
 from trl import SFTConfig
@@ -21,15 +21,18 @@ from recipes.common import (
     ModelArguments,
     load_model,
     precision_record,
+    recipe_arguments,
     recipe_main,
 )
 
 
 @dataclass
 class CPTRecipeArguments:
-    mode: str = "align"  # "align" (projectors on sequence -> description) or "text" (LLM on a text corpus)
-    text_files: list[str] | None = None  # text mode: .txt (one document per blank-line block), .jsonl, .parquet
-    resume: bool = False
+    mode: str = field(default="align", metadata={
+        "help": "align: train the projectors to describe sequences; text: train the LLM on a text corpus"})
+    text_files: list[str] | None = field(default=None, metadata={
+        "help": "text mode: .txt (one document per blank-line block), .jsonl or .parquet files"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint-N in output_dir"})
 
 
 def load_text_corpus(files: list[str]):
@@ -80,8 +83,11 @@ def run(recipe: CPTRecipeArguments, model_args: ModelArguments, data: DataArgume
             "processor": processor, "precision": precision_record(config)}
 
 
+ARGUMENTS = recipe_arguments(CPTRecipeArguments, BioSFTConfig)  # what `bioreason run cpt --help` lists
+
+
 def main(argv: list[str] | None = None) -> dict:
-    return recipe_main(run, CPTRecipeArguments, BioSFTConfig, argv)
+    return recipe_main(run, ARGUMENTS, argv)
 
 
 if __name__ == "__main__":

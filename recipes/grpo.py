@@ -46,6 +46,7 @@ from recipes.common import (
     load_model,
     load_task,
     precision_record,
+    recipe_arguments,
     recipe_main,
     release_from_trainer,
     train_records,
@@ -54,11 +55,12 @@ from recipes.common import (
 
 @dataclass
 class GRPORecipeArguments:
-    rewards: list[str] = field(default_factory=lambda: ["correctness", "format"])
+    rewards: list[str] = field(default_factory=lambda: ["correctness", "format"], metadata={
+        "help": "reward functions by name (bioreason.rewards), summed"})
     share_prompts: bool = field(default=True, metadata={
         "help": "compute each prompt once per group in generation and the log-prob passes (same loss)"})
-    evaluate: bool = True
-    resume: bool = False
+    evaluate: bool = field(default=True, metadata={"help": "score ID / OOD after training"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint-N in output_dir"})
 
 
 # The private GRPOTrainer methods the subclass overrides, with the parameters it relies on. TRL has no public hook for
@@ -221,8 +223,11 @@ def run(recipe: GRPORecipeArguments, model_args: ModelArguments, data: DataArgum
     return result
 
 
+ARGUMENTS = recipe_arguments(GRPORecipeArguments, BioGRPOConfig)  # what `bioreason run grpo --help` lists
+
+
 def main(argv: list[str] | None = None) -> dict:
-    return recipe_main(run, GRPORecipeArguments, BioGRPOConfig, argv)
+    return recipe_main(run, ARGUMENTS, argv)
 
 
 if __name__ == "__main__":

@@ -43,48 +43,59 @@ from recipes.common import (
 
 @dataclass
 class PipelineArguments:
-    output_dir: str = "runs/pipeline"
-    stages: list[str] = field(default_factory=lambda: ["cpt", "sft", "grpo"])
-    total_examples: int = 512
-    rl_fraction: float = 0.5
-    sft_examples: int | None = None  # explicit budgets override total_examples x rl_fraction
-    rl_examples: int | None = None
-    sft_epochs: float = 1.0
-    save_model: bool = True  # studies of many runs keep metrics only
-    cpt_examples: int = 64
-    seed: int = 0
+    output_dir: str = field(default="runs/pipeline", metadata={
+        "help": "the run folder: metrics.json, final/, report.md, README.md"})
+    stages: list[str] = field(default_factory=lambda: ["cpt", "sft", "grpo"], metadata={
+        "help": "stages in order, from cpt, sft, grpo"})
+    total_examples: int = field(default=512, metadata={
+        "help": "training examples split between SFT and RL by rl_fraction"})
+    rl_fraction: float = field(default=0.5, metadata={"help": "share of total_examples that goes to RL prompts"})
+    sft_examples: int | None = field(default=None, metadata={
+        "help": "SFT examples (overrides total_examples x (1 - rl_fraction))"})
+    rl_examples: int | None = field(default=None, metadata={
+        "help": "RL prompts (overrides total_examples x rl_fraction)"})
+    sft_epochs: float = field(default=1.0, metadata={"help": "passes over the SFT examples"})
+    save_model: bool = field(default=True, metadata={
+        "help": "save final/, report and card (studies of many runs keep metrics only)"})
+    cpt_examples: int = field(default=64, metadata={"help": "CPT (projector alignment) examples"})
+    seed: int = field(default=0, metadata={"help": "seed of every stage (LoRA init, data order, sampling)"})
     bf16: str = field(default=AUTO, metadata={"help": BF16_HELP})
-    eval_every_steps: int = 0
-    evaluate_base: bool = True
+    eval_every_steps: int = field(default=0, metadata={
+        "help": "also score ID / OOD every N optimizer steps (the curve in metrics.json); 0 = off"})
+    evaluate_base: bool = field(default=True, metadata={"help": "score the model before any stage"})
     encoders_trainable: bool | None = field(default=None, metadata={
         "help": "in SFT and GRPO: true trains every encoder, false freezes every encoder (trainable-by-design ones "
                 "such as `expression` too: a fixed featurizer, the features the probe baseline reads), unset keeps "
                 "each encoder's default (pretrained encoders frozen, trainable-by-design ones trained)"})
     # CPT (projector alignment)
-    cpt_learning_rate: float = 1e-3
-    cpt_batch_size: int = 8
+    cpt_learning_rate: float = field(default=1e-3, metadata={"help": "CPT learning rate"})
+    cpt_batch_size: int = field(default=8, metadata={"help": "CPT examples per step"})
     # SFT
-    sft_learning_rate: float = 2e-4
-    sft_batch_size: int = 8
-    sft_lora_r: int = 16
-    sft_lora_alpha: int | None = None
-    sft_packing: bool = False
+    sft_learning_rate: float = field(default=2e-4, metadata={"help": "SFT learning rate"})
+    sft_batch_size: int = field(default=8, metadata={"help": "SFT examples per step"})
+    sft_lora_r: int = field(default=16, metadata={"help": "SFT LoRA rank (0 = full fine-tuning of the unfrozen parts)"})
+    sft_lora_alpha: int | None = field(default=None, metadata={"help": "SFT LoRA alpha (default 2 x rank)"})
+    sft_packing: bool = field(default=False, metadata={
+        "help": "pack several examples into one row (per-example attention)"})
     # GRPO
-    grpo_learning_rate: float = 5e-5
-    grpo_prompts_per_step: int = 2
-    num_generations: int = 4
-    max_completion_length: int = 32
-    temperature: float = 1.0
-    grpo_lora_r: int = 4
-    grpo_lora_alpha: int | None = None
+    grpo_learning_rate: float = field(default=5e-5, metadata={"help": "GRPO learning rate"})
+    grpo_prompts_per_step: int = field(default=2, metadata={
+        "help": "prompts per GRPO step (each sampled num_generations times)"})
+    num_generations: int = field(default=4, metadata={"help": "completions per prompt (the GRPO group)"})
+    max_completion_length: int = field(default=32, metadata={"help": "longest completion in tokens"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of GRPO rollouts"})
+    grpo_lora_r: int = field(default=4, metadata={"help": "GRPO LoRA rank (0 = full)"})
+    grpo_lora_alpha: int | None = field(default=None, metadata={"help": "GRPO LoRA alpha (default 2 x rank)"})
     grpo_projectors_trainable: bool = field(default=False, metadata={
         "help": "GRPO adapts the LLM through LoRA and, by default, leaves the projectors as SFT left them: trained in "
                 "full by RL's few noisy updates they moved the features and cost 0.06-0.34 ID accuracy "
                 "(docs/BRIDGE.md); true trains them too"})
-    beta: float = 0.0
-    loss_type: str = "dapo"
-    rewards: list[str] = field(default_factory=lambda: ["correctness", "format"])
-    report_to: str = "none"
+    beta: float = field(default=0.0, metadata={
+        "help": "KL coefficient against the stage's starting model (0 = no reference model)"})
+    loss_type: str = field(default="dapo", metadata={"help": "TRL GRPO loss: dapo | grpo | dr_grpo | bnpo"})
+    rewards: list[str] = field(default_factory=lambda: ["correctness", "format"], metadata={
+        "help": "reward functions by name (bioreason.rewards), summed"})
+    report_to: str = field(default="none", metadata={"help": "none | tensorboard | wandb ..."})
 
 
 class PeriodicEval(TrainerCallback):
@@ -262,8 +273,11 @@ def verify_run_folder(path: str, stages: tuple[str, ...] = ("cpt", "sft", "grpo"
     return metrics
 
 
+ARGUMENTS = (PipelineArguments, ModelArguments, DataArguments)  # what `bioreason run pipeline --help` lists
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = TrlParser((PipelineArguments, ModelArguments, DataArguments))
+    parser = TrlParser(ARGUMENTS)
     p, model_args, data = parser.parse_args_and_config(args=argv)
     return run(p, model_args, data)
 

@@ -11,7 +11,7 @@ is skipped (`dataset_kwargs.skip_prepare_dataset`) and the record columns are ke
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from accelerate import PartialState
 from transformers import set_seed
@@ -29,6 +29,7 @@ from recipes.common import (
     load_model,
     load_task,
     precision_record,
+    recipe_arguments,
     recipe_main,
     release_from_trainer,
     train_records,
@@ -37,9 +38,10 @@ from recipes.common import (
 
 @dataclass
 class SFTRecipeArguments:
-    target: str = "answer"  # "describe": train on the reasoning text (projector alignment)
-    evaluate: bool = True
-    resume: bool = False
+    target: str = field(default="answer", metadata={
+        "help": "answer: loss on the assistant turn; describe: on the reasoning text (projector alignment)"})
+    evaluate: bool = field(default=True, metadata={"help": "score ID / OOD after training"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint-N in output_dir"})
 
 
 class BioSFTTrainer(AtomicCheckpointMixin, SFTTrainer):
@@ -97,8 +99,11 @@ def run(recipe: SFTRecipeArguments, model_args: ModelArguments, data: DataArgume
     return result
 
 
+ARGUMENTS = recipe_arguments(SFTRecipeArguments, BioSFTConfig)  # what `bioreason run sft --help` lists
+
+
 def main(argv: list[str] | None = None) -> dict:
-    return recipe_main(run, SFTRecipeArguments, BioSFTConfig, argv)
+    return recipe_main(run, ARGUMENTS, argv)
 
 
 if __name__ == "__main__":

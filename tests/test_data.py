@@ -397,3 +397,33 @@ def test_build_fuzz_random_records_raise_only_data_errors(tmp_path, records, mod
     if summary is not None:  # it built: every record kept or counted
         kept = sum(s["records"] for s in summary["splits"].values())
         assert kept + sum(summary["skipped"].values()) == len(records)
+
+
+@pytest.mark.parametrize(("column", "question"), [
+    ("Hours", "What are the hours of this cell?"),
+    ("cell_type", "What is the cell type of this cell?"),
+    ("cellType", "What is the cell type of this cell?"),
+    ("CD4_status", "What is the CD4 status of this cell?"),
+    ("class", "What is the class of this cell?"),
+])
+def test_the_default_question_is_built_grammatically_from_the_column_name(column, question):
+    from bioreason.data.build import default_question
+
+    assert default_question("rna", column, ["a", "b"]) == f"<rna>\n{question} Answer with one of: a, b."
+
+
+def test_a_question_template_with_another_modalitys_marker_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="marks <dna> but the task's modality is protein"):
+        build_fasta(tmp_path, question="<dna>\nWhich family? {labels}")
+
+
+def test_data_build_takes_a_question_template_from_the_command_line(tmp_path):
+    from bioreason.cli import main
+
+    fasta = write(tmp_path / "in.fa", fasta_text(PROTEINS))
+    csv = write(tmp_path / "labels.csv", labels_csv(len(PROTEINS)))
+    assert main(["data", "build", "--modality", "protein", "--fasta", fasta, "--labels", csv, "--label-column",
+                 "family", "--question", "Which family is <protein> in? {labels}", "--out",
+                 str(tmp_path / "out")]) == 0
+    question = load_from_disk(str(tmp_path / "out"))["train"][0]["question"]
+    assert question == "Which family is <protein> in? globin, kinase"

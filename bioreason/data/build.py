@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -233,14 +234,28 @@ def split_records(raws: list[Raw], opts: BuildOptions, source: str, notes: dict)
     return assignment
 
 
+def column_phrase(label_column: str) -> tuple[str, bool]:
+    """A column name as words for a question, and whether it reads as plural: `cell_type` / `cellType` -> "cell type",
+    `TF_family` -> "TF family" (acronyms kept), `Hours` -> "hours" (plural)."""
+    words = [w for part in re.split(r"[\s_\-/]+", label_column) for w in re.split(r"(?<=[a-z])(?=[A-Z])", part) if w]
+    words = [w if sum(c.isupper() for c in w) > 1 else w.lower() for w in words] or [label_column]
+    last = words[-1]
+    plural = last.endswith("s") and not last.endswith(("ss", "us", "is")) and not last.isupper() and len(last) > 3
+    return " ".join(words), plural
+
+
 def default_question(modality: str, label_column: str, label_set: list[str]) -> str:
-    return (f"<{modality}>\nWhat is the {label_column.replace('_', ' ')} of this {NOUNS[modality]}? "
+    phrase, plural = column_phrase(label_column)
+    return (f"<{modality}>\nWhat {'are' if plural else 'is'} the {phrase} of this {NOUNS[modality]}? "
             f"Answer with one of: {', '.join(label_set)}.")
 
 
 def render_question(template: str | None, modality: str, label_column: str, label_set: list[str]) -> str:
     if template is None:
         return default_question(modality, label_column, label_set)
+    others = [m for m in NOUNS if m != modality and f"<{m}>" in template]
+    if others:
+        raise ValueError(f"--question marks <{others[0]}> but the task's modality is {modality}: use <{modality}>")
     text = template.replace("{labels}", ", ".join(label_set))
     return text if f"<{modality}>" in text else f"<{modality}>\n{text}"
 
