@@ -271,22 +271,40 @@ def replace_dir(src: str, dst: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def save_failed(err: OSError, what: str, kept: str | None) -> OSError:
+    """The one-line error of a save that failed (a full disk, a quota): what was not written and what is intact."""
+    kept_text = f"{kept} is intact" if kept else "nothing earlier was there"
+    return OSError(err.errno, f"could not write {what} ({err.strerror or err}); its staging files were removed and "
+                              f"{kept_text}")
+
+
 def save_final(model, processor, out: str, merge_lora: bool = True) -> None:
-    """Save a loadable BioReason folder atomically; LoRA adapters are merged so `from_pretrained` needs no PEFT."""
+    """Save a loadable BioReason folder atomically; LoRA adapters are merged so `from_pretrained` needs no PEFT. A
+    failed write (e.g. ENOSPC) removes its staging folder and leaves an earlier `out` as it was."""
     if merge_lora and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
-    model.save_pretrained(staging)
-    processor.save_pretrained(staging)
+    try:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise save_failed(err, out, out if os.path.exists(out) else None) from err
     replace_dir(staging, out)
 
 
 def write_json(path: str, data: dict) -> None:
+    """Write JSON atomically (a temporary file renamed over `path`; on failure `path` keeps its old content)."""
     tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
+    except OSError as err:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise save_failed(err, path, path if os.path.exists(path) else None) from err
     os.replace(tmp, path)
 
 
@@ -300,14 +318,21 @@ class AtomicCheckpointMixin:
 
         run_dir = self._get_output_dir(trial=trial)
         staging = os.path.join(run_dir, ".staging")
+        name = f"checkpoint-{self.state.global_step}"
+        shutil.rmtree(os.path.join(staging, name), ignore_errors=True)  # a killed earlier attempt's leftovers
         self._get_output_dir = lambda trial=None: staging  # shadows the method for this one call
         try:
             super()._save_checkpoint(model, trial)
+        except OSError as err:  # e.g. ENOSPC: drop the partial copy, keep the checkpoints already in place
+            shutil.rmtree(os.path.join(staging, name), ignore_errors=True)
+            done = sorted((p for p in os.listdir(run_dir) if p.startswith("checkpoint-")),
+                          key=lambda p: int(p.rsplit("-", 1)[1]))
+            raise save_failed(err, os.path.join(run_dir, name),
+                              os.path.join(run_dir, done[-1]) if done else None) from err
         finally:
-            del self._get_output_dir
+            self.__dict__.pop("_get_output_dir", None)
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            name = f"checkpoint-{self.state.global_step}"
             replace_dir(os.path.join(staging, name), os.path.join(run_dir, name))
             rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit, use_mtime=False)
         self.accelerator.wait_for_everyone()

@@ -163,6 +163,63 @@ def test_a_failed_checkpoint_write_leaves_no_checkpoint(tmp_path, task, model_di
     assert not [p for p in os.listdir(tmp_path / "out") if p.startswith("checkpoint-")]
 
 
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so_in_one_line(tmp_path, task, model_dir, monkeypatch,
+                                                                          capsys):
+    """ENOSPC while writing checkpoint-4: checkpoint-2 stays as it was, no partial copy is left, one line says so."""
+    import errno
+
+    from bioreason.cli import main
+    from recipes import sft
+
+    original = sft.BioSFTTrainer._save_rng_state
+
+    def full_at_step_4(self, output_dir):
+        if self.state.global_step == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, output_dir)
+
+    monkeypatch.setattr(sft.BioSFTTrainer, "_save_rng_state", full_at_step_4)
+    out = tmp_path / "out"
+    config = tmp_path / "sft.yaml"
+    config.write_text(f"model_path: {model_dir}\ndataset: {task}\nmax_train_examples: 16\nevaluate: false\n"
+                      f"output_dir: {out}\nper_device_train_batch_size: 2\nmax_steps: 6\nsave_strategy: steps\n"
+                      "save_steps: 2\nuse_cpu: true\nbf16: false\nreport_to: none\n")
+    assert main(["run", "sft", "--config", str(config)]) == 2
+    stderr = capsys.readouterr().err
+    (err,) = [line for line in stderr.splitlines() if line.startswith("bioreason:")]  # one line, no traceback
+    assert "Traceback" not in stderr
+    assert err.startswith("bioreason: error: [Errno 28] could not write ") and "checkpoint-4" in err
+    assert err.endswith(f"{out / 'checkpoint-2'} is intact")
+    assert sorted(p for p in os.listdir(out) if p.startswith("checkpoint-")) == ["checkpoint-2"]
+    assert not os.listdir(out / ".staging")
+    assert weights(out / "checkpoint-2")  # whole: it loads
+
+
+def test_a_failed_final_save_keeps_the_previous_final(tmp_path, model_dir):
+    import errno
+
+    from transformers import AutoProcessor
+
+    from recipes.common import save_final
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    save_final(model, processor, str(tmp_path / "run" / "final"))
+    before = weights(tmp_path / "run" / "final")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    model.save_pretrained = full
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    with pytest.raises(OSError, match=r"could not write .*final \(No space left on device\).* is intact"):
+        save_final(model, processor, str(tmp_path / "run" / "final"))
+    assert os.listdir(tmp_path / "run") == ["final"]  # no staging folder left behind
+    after = weights(tmp_path / "run" / "final")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path, task, model_dir):
     config = tmp_path / "sft.yaml"
