@@ -94,12 +94,14 @@ def expand(study: dict) -> list[Run]:
     return runs
 
 
-def thread_env(threads: int | None) -> dict | None:
-    """The environment for a run limited to `threads` intra-op threads (None: inherit everything)."""
-    if threads is None:
-        return None
-    value = str(max(1, threads))
-    return {**os.environ, "OMP_NUM_THREADS": value, "MKL_NUM_THREADS": value}
+def thread_env(threads: int | None) -> dict:
+    """The environment of a run: limited to `threads` intra-op threads (None: as inherited), and told its parent
+    (the run dies with a killed study: `bioreason.faults.die_with_parent`)."""
+    env = {**os.environ, "BIOREASON_PARENT_PID": str(os.getpid())}
+    if threads is not None:
+        value = str(max(1, threads))
+        env.update(OMP_NUM_THREADS=value, MKL_NUM_THREADS=value)
+    return env
 
 
 def run_one(run_dir: str, threads: int | None = None) -> str:
@@ -234,10 +236,13 @@ def harvest(out: str):
         row["train_seconds"] = sum(s["seconds"] for s in metrics["stages"] if s["name"] != "base")
         rows.append(row)
         curve += curve_rows(run_dir, name, metrics)
-    pd.DataFrame(curve, columns=CURVE_COLUMNS).to_csv(os.path.join(out, "curve.csv"), index=False)
     table = pd.DataFrame(rows)
-    table.to_csv(os.path.join(out, "results.csv"), index=False)
-    table.to_parquet(os.path.join(out, "results.parquet"), index=False)
+    for name, write in (("curve.csv", lambda p: pd.DataFrame(curve, columns=CURVE_COLUMNS).to_csv(p, index=False)),
+                        ("results.csv", lambda p: table.to_csv(p, index=False)),
+                        ("results.parquet", lambda p: table.to_parquet(p, index=False))):
+        tmp = os.path.join(out, f".{name}.tmp")
+        write(tmp)
+        os.replace(tmp, os.path.join(out, name))  # a study killed while harvesting keeps the previous table whole
     return table
 
 

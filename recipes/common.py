@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import torch
 from trl import GRPOConfig, SFTConfig
 
 from bioreason.evaluation import evaluate_records, sample_split
+from bioreason.faults import kill_point
 from bioreason.precision import AUTO, Precision, choose_bf16
 
 BF16_HELP = ("auto (default): bf16 autocast where the device computes bf16 natively (CUDA with bf16, a CPU with "
@@ -220,6 +222,7 @@ def autocast_for(model, bf16: bool) -> torch.autocast:
 def evaluate_splits(model, processor, dataset, cells, data: DataArguments, bf16: bool = False) -> dict:
     """Metrics (without per-example predictions) on id_test and ood_test subsets; `bf16` runs them under bf16
     autocast (on CPUs with AMX / AVX-512-BF16 that is several times faster than fp32)."""
+    kill_point("evaluate")
     with autocast_for(model, bf16):
         return _evaluate_splits(model, processor, dataset, cells, data)
 
@@ -271,6 +274,31 @@ def replace_dir(src: str, dst: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def run_folder(output_dir: str):
+    """Hold `output_dir` for this run: an exclusive lock (released by the OS however the process ends, SIGKILL
+    included), so a second process on the same folder fails at once instead of both writing it; the staging folders
+    a killed save left there are removed."""
+    import fcntl
+
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, ".lock"), "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise OSError(f"{output_dir} is in use by another process (pid {fh.read().strip() or '?'}); "
+                          "wait for it or use another output_dir") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        for name in os.listdir(output_dir):
+            if name.startswith(".tmp-") or name.startswith(".staging"):
+                shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+        yield
+
+
 def save_failed(err: OSError, what: str, kept: str | None) -> OSError:
     """The one-line error of a save that failed (a full disk, a quota): what was not written and what is intact."""
     kept_text = f"{kept} is intact" if kept else "nothing earlier was there"
@@ -292,6 +320,7 @@ def save_final(model, processor, out: str, merge_lora: bool = True) -> None:
     except OSError as err:
         shutil.rmtree(staging, ignore_errors=True)
         raise save_failed(err, out, out if os.path.exists(out) else None) from err
+    kill_point("final-staged")
     replace_dir(staging, out)
 
 
@@ -332,10 +361,21 @@ class AtomicCheckpointMixin:
         finally:
             self.__dict__.pop("_get_output_dir", None)
         self.accelerator.wait_for_everyone()
+        kill_point("checkpoint-staged")
         if self.args.should_save:
             replace_dir(os.path.join(staging, name), os.path.join(run_dir, name))
             rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit, use_mtime=False)
         self.accelerator.wait_for_everyone()
+
+
+def resume_checkpoint(config, resume: bool) -> str | None:
+    """The checkpoint a `resume: true` run continues from: the newest complete `checkpoint-N` in output_dir, or None
+    (a run killed before its first checkpoint starts over rather than failing)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not resume or not os.path.isdir(config.output_dir):
+        return None
+    return get_last_checkpoint(config.output_dir)
 
 
 def recipe_arguments(recipe_class, config_class) -> tuple[type, ...]:
@@ -351,8 +391,16 @@ def recipe_main(run, arguments: tuple[type, ...], argv: list[str] | None) -> dic
 
     parser = TrlParser(arguments)
     recipe, model_args, data, adapt, config = parser.parse_args_and_config(args=argv)
-    result = run(recipe, model_args, data, adapt, config)
-    if PartialState().is_main_process:
-        save_final(result.pop("model"), result.pop("processor"), f"{config.output_dir}/final")
-        write_json(f"{config.output_dir}/metrics.json", result)
+    main_process = PartialState().is_main_process
+    with run_folder(config.output_dir) if main_process else contextlib.nullcontext():
+        finished = os.path.join(config.output_dir, "metrics.json")
+        if getattr(recipe, "resume", False) and os.path.exists(finished) and os.path.isdir(
+                os.path.join(config.output_dir, "final")):  # a finished run is not redone
+            print(f"{config.output_dir}: finished earlier; metrics.json and final/ kept", flush=True)
+            with open(finished, encoding="utf-8") as fh:
+                return json.load(fh)
+        result = run(recipe, model_args, data, adapt, config)
+        if main_process:
+            save_final(result.pop("model"), result.pop("processor"), f"{config.output_dir}/final")
+            write_json(f"{config.output_dir}/metrics.json", result)
     return result

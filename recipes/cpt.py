@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from transformers import set_seed
 from trl import SFTConfig
 
+from bioreason.faults import fault_callbacks
 from recipes import sft
 from recipes.common import (
     AdaptArguments,
@@ -23,6 +24,7 @@ from recipes.common import (
     precision_record,
     recipe_arguments,
     recipe_main,
+    resume_checkpoint,
 )
 
 
@@ -76,9 +78,10 @@ def run(recipe: CPTRecipeArguments, model_args: ModelArguments, data: DataArgume
     config.dataset_text_field = "text"
     config.remove_unused_columns = True
     trainer = sft.BioSFTTrainer(model=model, args=config, train_dataset=load_text_corpus(recipe.text_files),
-                         processing_class=processor.tokenizer, callbacks=callbacks)
+                         processing_class=processor.tokenizer,
+                         callbacks=[*(callbacks or []), *fault_callbacks()])
     start = time.time()
-    trainer.train(resume_from_checkpoint=True if recipe.resume else None)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(config, recipe.resume))
     return {"steps": trainer.state.global_step, "seconds": round(time.time() - start, 1), "model": trainer.model,
             "processor": processor, "precision": precision_record(config)}
 

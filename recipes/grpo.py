@@ -31,6 +31,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import disable_dropout_in_model
 
 from bioreason.data.chat import modality_inputs, to_messages
+from bioreason.faults import fault_callbacks
 from bioreason.lm_head import add_compact_lm_head
 from bioreason.modeling_bioreason import MODALITY_KWARGS
 from bioreason.rewards import get_reward
@@ -49,6 +50,7 @@ from recipes.common import (
     recipe_arguments,
     recipe_main,
     release_from_trainer,
+    resume_checkpoint,
     train_records,
 )
 
@@ -207,10 +209,11 @@ def run(recipe: GRPORecipeArguments, model_args: ModelArguments, data: DataArgum
         model, processor = load_model(model_args, adapt)
     # Train
     trainer = BioGRPOTrainer(model=model, args=config, train_dataset=train, processor=processor, cells=cells,
-                             reward_funcs=[get_reward(name) for name in recipe.rewards], callbacks=callbacks,
+                             reward_funcs=[get_reward(name) for name in recipe.rewards],
+                             callbacks=[*(callbacks or []), *fault_callbacks()],
                              share_prompts=recipe.share_prompts)
     start = time.time()
-    trainer.train(resume_from_checkpoint=True if recipe.resume else None)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(config, recipe.resume))
     result = {"steps": trainer.state.global_step, "seconds": round(time.time() - start, 1),
               "precision": precision_record(config)}
     rewards = [log.get("reward") for log in trainer.state.log_history if "reward" in log]

@@ -13,6 +13,7 @@ Outputs in `output_dir`: `metrics.json` (`{"stages": [{"name", "id", "ood", "ste
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from accelerate import PartialState
 from transformers import TrainerCallback, set_seed
 from trl import TrlParser
 
+from bioreason.faults import kill_point
 from bioreason.precision import AUTO, Precision, choose_bf16
 from recipes import cpt, grpo, sft
 from recipes.common import (
@@ -34,11 +36,12 @@ from recipes.common import (
     base_model,
     baseline_metrics,
     evaluate_splits,
-    load_model,
     load_task,
+    run_folder,
     save_final,
     write_json,
 )
+from recipes.run_state import RunState, config_key
 
 
 @dataclass
@@ -95,6 +98,9 @@ class PipelineArguments:
     loss_type: str = field(default="dapo", metadata={"help": "TRL GRPO loss: dapo | grpo | dr_grpo | bnpo"})
     rewards: list[str] = field(default_factory=lambda: ["correctness", "format"], metadata={
         "help": "reward functions by name (bioreason.rewards), summed"})
+    resume: bool = field(default=True, metadata={
+        "help": "continue a killed run in output_dir after its last finished stage (a finished run is not redone); "
+                "false starts over"})
     report_to: str = field(default="none", metadata={"help": "none | tensorboard | wandb ..."})
 
 
@@ -134,36 +140,54 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
     unknown = set(p.stages) - {"cpt", "sft", "grpo"}
     if unknown:
         raise ValueError(f"Unknown stages {sorted(unknown)}; available: ['cpt', 'grpo', 'sft']")
-    os.makedirs(p.output_dir, exist_ok=True)
+    main_process = PartialState().is_main_process
+    with run_folder(p.output_dir) if main_process else contextlib.nullcontext():
+        return _run(p, model_args, data)
+
+
+def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -> dict:
     set_seed(p.seed)
     precision = choose_bf16(p.bf16, "cuda" if _cuda() else "cpu")
     print(f"precision: {precision.name} ({precision.reason})", flush=True)
+    state = RunState.open(p.output_dir, config_key(p, model_args, data), resume=p.resume)
+    if state.get("finished"):  # a finished run is not redone
+        print(f"{p.output_dir}: finished earlier ({', '.join(state['done'])}); nothing to do", flush=True)
+        return state["metrics"]
     llm_source = "HuggingFaceTB/SmolLM2-135M-Instruct" if model_args.llm == "default" else model_args.llm
     write_json(os.path.join(p.output_dir, "run_config.json"),  # what the card and `bioreason push` describe
                {"dataset": data.dataset, "llm_source": llm_source, "pipeline": vars(p), "model": vars(model_args),
                 "data": vars(data), "precision": precision.as_dict(), "torch_threads": torch.get_num_threads()})
     with PartialState().main_process_first():
         dataset, cells = load_task(data)
-    model, processor = load_model(model_args, AdaptArguments(lora_r=0))
-    stages, curve = [], []
-    baselines = baseline_metrics(model, processor, dataset, cells, data, bf16=precision.bf16)
+    if state["done"]:
+        print(f"resuming {p.output_dir} after {', '.join(state['done'])}", flush=True)
+    model, processor = state.load_model(model_args)
+    stages, curve = state["stages"], state["curve"]
+    baselines = state.get("baselines")
+    if baselines is None:
+        baselines = baseline_metrics(model, processor, dataset, cells, data, bf16=precision.bf16)
+        state.update(baselines=baselines)
     print("baselines: " + baseline_line(baselines), flush=True)
 
     def evaluate(m):
         metrics = evaluate_splits(m, processor, dataset, cells, data, bf16=precision.bf16)
         return {k: strip(v) for k, v in metrics.items()}
 
-    if p.evaluate_base:
+    if p.evaluate_base and "base" not in state["done"]:
         start = time.time()
         stages.append({"name": "base", **evaluate(model), "steps": 0, "seconds": round(time.time() - start, 1)})
+        state.update(done=[*state["done"], "base"])
     n_sft, n_rl = stage_budgets(p)
     for stage in p.stages:
+        if stage in state["done"]:
+            continue
+        set_seed(p.seed)  # each stage starts from the seed, so a resumed stage draws what the uninterrupted one drew
         stage_data = DataArguments(**{**vars(data)})
         callbacks = [PeriodicEval(p.eval_every_steps, evaluate, stage, curve)] if p.eval_every_steps else []
         if stage == "cpt":
             stage_data.max_train_examples = p.cpt_examples
             config = BioSFTConfig(**trainer_common(p, stage, precision), learning_rate=p.cpt_learning_rate,
-                               per_device_train_batch_size=p.cpt_batch_size)
+                                  per_device_train_batch_size=p.cpt_batch_size)
             result = cpt.run(cpt.CPTRecipeArguments(mode="align"), model_args, stage_data, None, config,
                              model=model, processor=processor, callbacks=callbacks)
         elif stage == "sft":
@@ -172,8 +196,8 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
             adapt = AdaptArguments(lora_r=p.sft_lora_r, lora_alpha=p.sft_lora_alpha)
             model = _adapt(model, adapt)
             config = BioSFTConfig(**{**trainer_common(p, stage, precision), "num_train_epochs": p.sft_epochs},
-                               learning_rate=p.sft_learning_rate, per_device_train_batch_size=p.sft_batch_size,
-                               packing=p.sft_packing)
+                                  learning_rate=p.sft_learning_rate, per_device_train_batch_size=p.sft_batch_size,
+                                  packing=p.sft_packing)
             result = sft.run(sft.SFTRecipeArguments(), model_args, stage_data, adapt, config, model=model,
                              processor=processor, callbacks=callbacks)
         else:
@@ -182,9 +206,9 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
             adapt = AdaptArguments(lora_r=p.grpo_lora_r, lora_alpha=p.grpo_lora_alpha)
             model = _adapt(model, adapt)
             config = BioGRPOConfig(**trainer_common(p, stage, precision), learning_rate=p.grpo_learning_rate,
-                                per_device_train_batch_size=p.grpo_prompts_per_step * p.num_generations,
-                                num_generations=p.num_generations, max_completion_length=p.max_completion_length,
-                                temperature=p.temperature, beta=p.beta, loss_type=p.loss_type)
+                                   per_device_train_batch_size=p.grpo_prompts_per_step * p.num_generations,
+                                   num_generations=p.num_generations, max_completion_length=p.max_completion_length,
+                                   temperature=p.temperature, beta=p.beta, loss_type=p.loss_type)
             result = grpo.run(grpo.GRPORecipeArguments(rewards=p.rewards), model_args, stage_data, adapt, config,
                               model=model, processor=processor, callbacks=callbacks)
         model = result.pop("model")
@@ -196,28 +220,29 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
                        **({"mean_reward": result["mean_reward"]} if "mean_reward" in result else {})})
         if p.eval_every_steps:
             curve.append({"stage": stage, "step": result["steps"], "id": stages[-1]["id"], "ood": stages[-1]["ood"]})
-        write_json(os.path.join(p.output_dir, "metrics.json"),
-                   {"baselines": baselines, "stages": stages, "curve": curve, "precision": precision.as_dict()})
+        kill_point("stage-trained")
+        state.finish_stage(stage, model, processor, stages=stages, curve=curve)
+        kill_point("stage-saved")
     metrics = {"baselines": baselines, "stages": stages, "curve": curve, "precision": precision.as_dict(),
                "budget": {"sft_examples": n_sft, "sft_epochs": p.sft_epochs, "rl_examples": n_rl,
                           "sft_lora_r": p.sft_lora_r, "grpo_lora_r": p.grpo_lora_r}}
     # Save
-    if PartialState().is_main_process:
+    if PartialState().is_main_process:  # metrics.json last: its presence says the run finished
+        if p.save_model:
+            final = os.path.join(p.output_dir, "final")
+            set_stage_trainable(base_model(model), None)  # the saved freeze policy is the default, not the last stage's
+            save_final(base_model(model), processor, final)
+            from recipes.report import write_report
+
+            write_report(p.output_dir, metrics)
+            from bioreason.cards import trained_card
+
+            card = trained_card(base_model(model), metrics, dataset_name=data.dataset, llm_source=model_args.llm,
+                                repo_id=p.output_dir)
+            card.save(os.path.join(p.output_dir, "README.md"))
+            card.save(os.path.join(final, "README.md"))
         write_json(os.path.join(p.output_dir, "metrics.json"), metrics)
-        if not p.save_model:
-            return metrics
-        final = os.path.join(p.output_dir, "final")
-        set_stage_trainable(base_model(model), None)  # the saved freeze policy is the default, not the last stage's
-        save_final(base_model(model), processor, final)
-        from recipes.report import write_report
-
-        write_report(p.output_dir, metrics)
-        from bioreason.cards import trained_card
-
-        card = trained_card(base_model(model), metrics, dataset_name=data.dataset, llm_source=model_args.llm,
-                            repo_id=p.output_dir)
-        card.save(os.path.join(p.output_dir, "README.md"))
-        card.save(os.path.join(final, "README.md"))
+        state.finish(metrics)
     return metrics
 
 
@@ -277,6 +302,9 @@ ARGUMENTS = (PipelineArguments, ModelArguments, DataArguments)  # what `bioreaso
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from bioreason.faults import die_with_parent
+
+    die_with_parent()  # a study's run does not outlive a killed study
     parser = TrlParser(ARGUMENTS)
     p, model_args, data = parser.parse_args_and_config(args=argv)
     return run(p, model_args, data)

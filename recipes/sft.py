@@ -18,6 +18,7 @@ from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
 from bioreason.collator import RecordCollator
+from bioreason.faults import fault_callbacks
 from recipes.common import (
     AdaptArguments,
     AtomicCheckpointMixin,
@@ -32,6 +33,7 @@ from recipes.common import (
     recipe_arguments,
     recipe_main,
     release_from_trainer,
+    resume_checkpoint,
     train_records,
 )
 
@@ -86,9 +88,10 @@ def run(recipe: SFTRecipeArguments, model_args: ModelArguments, data: DataArgume
                               target=recipe.target)
     # Train
     trainer = BioSFTTrainer(model=model, args=config, train_dataset=train, data_collator=collator,
-                            processing_class=processor.tokenizer, callbacks=callbacks)
+                            processing_class=processor.tokenizer,
+                            callbacks=[*(callbacks or []), *fault_callbacks()])
     start = time.time()
-    trainer.train(resume_from_checkpoint=True if recipe.resume else None)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(config, recipe.resume))
     seconds = time.time() - start
     # Evaluate
     result = {"steps": trainer.state.global_step, "seconds": round(seconds, 1),
