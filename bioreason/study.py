@@ -10,8 +10,9 @@ pipeline fields (`sft_examples`, `rl_examples`, `sft_epochs`, `rl_fraction`, `sf
 ...) plus three study axes: `backbone` (the LLM source), `cpt` (bool: run the CPT stage) and `rl_start`
 (`warm`: RL after SFT; `cold`: RL from the base model). Each run lives in `OUT/runs/<name>/` and is finished when its
 `DONE` marker exists; an unfinished run resumes after its last finished stage (`recipes/run_state.py`), and runs die
-with a killed study (`bioreason.faults.die_with_parent`). Executors: `local` (each run in its own process; `jobs` of them at a time, each given an equal
-share of the CPU cores as its thread count) and `submitit` (SLURM, or submitit's local executor for testing).
+with a killed study (`bioreason.faults.die_with_parent`). Executors: `local` (each run in its own process; `jobs` of
+them at a time, each given an equal share of the CPU cores as its thread count) and `submitit` (SLURM, or submitit's
+local executor for testing).
 """
 
 from __future__ import annotations

@@ -66,9 +66,10 @@ class GRPORecipeArguments:
 
 
 # The private GRPOTrainer methods the subclass overrides, with the parameters it relies on. TRL has no public hook for
-# inputs other than images (prompt tokenisation and the log-prob pass take image kwargs only), so these overrides are
-# the seam; `check_trl_contract` turns a TRL release that renames one into an error naming it, not a silent fallback
-# to TRL's version (which would train the LLM on prompts without their sequences).
+# inputs other than images (prompt tokenisation and the log-prob pass take image kwargs only; `rollout_func`, marked
+# experimental, would replace generation alone and leave the log-prob passes without the sequences), so these
+# overrides are the seam; `check_trl_contract` turns a TRL release that renames one into an error naming it, not a
+# silent fallback to TRL's version (which would train the LLM on prompts without their sequences).
 TRL_CONTRACT: dict[str, tuple[str, ...]] = {
     "_generate_and_score_completions": ("self", "inputs"),
     "_tokenize_prompts": ("self", "prompts"),
