@@ -403,4 +403,17 @@ def recipe_main(run, arguments: tuple[type, ...], argv: list[str] | None) -> dic
         if main_process:
             save_final(result.pop("model"), result.pop("processor"), f"{config.output_dir}/final")
             write_json(f"{config.output_dir}/metrics.json", result)
+    end_processes()
     return result
+
+
+def end_processes() -> None:
+    """Under torchrun / accelerate: wait for the main process's saves, then close the process group (a rank that
+    exited while its peer still wrote aborted once with gloo: 'terminate called without an active exception')."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+        dist.destroy_process_group()
