@@ -59,13 +59,20 @@ def test_a_sequence_hits_in_any_batch_width_for_mask_honouring_encoders():
     assert torch.allclose(logits, plain, atol=1e-5)
 
 
-def test_disk_entries_are_shared_between_models_and_invalidated_by_new_weights(tmp_path):
+def _disk_model(tmp_path):
+    """A tiny AntiBERTy model with a disk cache in `tmp_path`, and its logits on two items (now cached)."""
     model, processor = tiny_model("antiberty")
     model.eval()
     batch, modality = _inputs(processor, "antiberty", sample_items("antiberty", n=2))
     with torch.no_grad():
         model.enable_feature_cache(tmp_path)
         expected = model(**batch).logits
+    return model, batch, modality, expected
+
+
+def test_disk_entries_are_shared_between_models_and_invalidated_by_new_weights(tmp_path):
+    model, batch, modality, expected = _disk_model(tmp_path)
+    with torch.no_grad():
         files = sorted(tmp_path.rglob("*.safetensors"))
         assert len(files) == 2
         other = copy.deepcopy(model)  # a second run of the same model: new process memory, same disk
@@ -117,16 +124,6 @@ def test_deepcopy_shares_the_cache_and_memory_is_bounded():
 # The disk cache cannot hurt a run -------------------------------------------------------------------------------------
 def _entry(i: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.full((8, 4), float(i)), torch.ones(8, dtype=torch.bool)
-
-
-def _disk_model(tmp_path):
-    model, processor = tiny_model("antiberty")
-    model.eval()
-    batch, modality = _inputs(processor, "antiberty", sample_items("antiberty", n=2))
-    with torch.no_grad():
-        model.enable_feature_cache(tmp_path)
-        expected = model(**batch).logits
-    return model, batch, modality, expected
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "swap"])
