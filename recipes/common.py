@@ -398,11 +398,12 @@ def recipe_main(run, arguments: tuple[type, ...], argv: list[str] | None) -> dic
                 os.path.join(config.output_dir, "final")):  # a finished run is not redone
             print(f"{config.output_dir}: finished earlier; metrics.json and final/ kept", flush=True)
             with open(finished, encoding="utf-8") as fh:
-                return json.load(fh)
-        result = run(recipe, model_args, data, adapt, config)
-        if main_process:
-            save_final(result.pop("model"), result.pop("processor"), f"{config.output_dir}/final")
-            write_json(f"{config.output_dir}/metrics.json", result)
+                result = json.load(fh)
+        else:
+            result = run(recipe, model_args, data, adapt, config)
+            if main_process:
+                save_final(result.pop("model"), result.pop("processor"), f"{config.output_dir}/final")
+                write_json(f"{config.output_dir}/metrics.json", result)
     end_processes()
     return result
 
