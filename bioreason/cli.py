@@ -166,6 +166,19 @@ def config_fields(recipe: str) -> list[tuple[str, object]]:
     return [(cls.__name__, f) for cls in recipe_module(recipe).ARGUMENTS for f in dataclasses.fields(cls) if f.init]
 
 
+def declared_type(recipe: str, owner: str, name: str) -> str:
+    """A field's type as its class declares it (`Field.type` is not used: transformers' argument parser replaces it
+    with the resolved typing object once a parser has been built)."""
+    (cls,) = [c for c in recipe_module(recipe).ARGUMENTS if c.__name__ == owner]
+    for klass in cls.__mro__:
+        annotation = vars(klass).get("__annotations__", {}).get(name)
+        if annotation is not None:
+            if isinstance(annotation, str):
+                return annotation
+            return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+    return "?"
+
+
 def recipe_help(recipe: str) -> str:
     """`bioreason run RECIPE --help`: each field with its type, default and help text (TRL's included)."""
     import dataclasses
@@ -185,7 +198,7 @@ def recipe_help(recipe: str) -> str:
             default = f.default_factory()
         else:
             default = "(required)"
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        kind = declared_type(recipe, owner, f.name)
         lines.append(f"  {f.name} ({kind}, default {default!r})")
         if f.metadata.get("help"):
             lines.append(textwrap.fill(" ".join(str(f.metadata["help"]).split()), 116, initial_indent=" " * 6,
