@@ -383,20 +383,43 @@ def test_table_and_h5ad_readers_fuzz_raise_only_data_errors(tmp_path, data, ext)
     assert_only_data_errors(read_h5ad if ext == "h5ad" else read_table, path, str(path))
 
 
+CELLS = st.one_of(st.text(max_size=12), st.none(), st.just(float("nan")), st.integers(-5, 5), st.booleans())
+
+
 @FUZZ
-@given(records=st.lists(st.tuples(st.text(min_size=0, max_size=6), st.text(max_size=12),
-                                  st.sampled_from(["a", "b", ""])), min_size=1, max_size=8),
-       modality=st.sampled_from(["dna", "protein"]))
-def test_build_fuzz_random_records_raise_only_data_errors(tmp_path, records, modality):
-    frame = pd.DataFrame({"id": [r[0] for r in records], "sequence": [r[1] for r in records],
-                          "y": [r[2] for r in records]})
-    path = tmp_path / "t.parquet"
-    frame.to_parquet(path)
+@given(records=st.lists(st.tuples(st.text(min_size=0, max_size=6), CELLS, st.sampled_from(["a", "b", ""])),
+                        min_size=1, max_size=8),
+       modality=st.sampled_from(["dna", "protein"]), fmt=st.sampled_from(["jsonl", "csv"]))
+def test_build_fuzz_random_records_raise_only_data_errors(tmp_path, records, modality, fmt):
+    """Random ids, labels and sequence cells (JSON lines: text, null, NaN, numbers, booleans as typed; CSV: as
+    text): a build raises only data errors, and a record whose sequence cell is not text never becomes one."""
+    path = tmp_path / f"t.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("\n".join(json.dumps({"id": r[0], "sequence": r[1], "y": r[2]}) for r in records) + "\n")
+    else:
+        pd.DataFrame({"id": [r[0] for r in records], "sequence": [r[1] for r in records],
+                      "y": [r[2] for r in records]}).to_csv(path, index=False)
     summary = assert_only_data_errors(
         build_task, path, BuildOptions(modality=modality, label_column="y", out=str(tmp_path / "o"), table=str(path)))
-    if summary is not None:  # it built: every record kept or counted
+    if summary is not None:  # it built: every record kept or counted, and no kept sequence came from a non-text cell
         kept = sum(s["records"] for s in summary["splits"].values())
         assert kept + sum(summary["skipped"].values()) == len(records)
+        if fmt == "jsonl":
+            assert all(isinstance(r[1], str) for r in records)
+
+
+@pytest.mark.parametrize(("fmt", "cell"), [("jsonl", None), ("jsonl", float("nan")), ("jsonl", 7), ("jsonl", True),
+                                           ("parquet", None), ("parquet", float("nan"))])  # pyarrow: no text + numbers
+def test_a_null_or_non_text_sequence_cell_is_an_error_naming_the_record(tmp_path, cell, fmt):
+    """Before, str() made these "None" / "nan" / "7" / "True": "nan" is a valid DNA sequence (NAN)."""
+    rows = [{"id": "s1", "sequence": "ACGT", "y": "a"}, {"id": "s2", "sequence": cell, "y": "b"}]
+    path = tmp_path / f"t.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    else:
+        pd.DataFrame(rows).to_parquet(path)
+    with pytest.raises(BioReasonDataError, match=rf"{path}.*(line|record) 2.*'sequence' is "):
+        build_task(BuildOptions(modality="dna", label_column="y", out=str(tmp_path / "o"), table=str(path)))
 
 
 @pytest.mark.parametrize(("column", "question"), [

@@ -72,19 +72,31 @@ def _rows_from_frame(frame, path: str, opts: BuildOptions, id_col: str, seq_col:
     rows, seen = [], {}
     for i, rec in enumerate(frame.to_dict("records")):
         line = i + 2 if not path.endswith((".parquet", ".jsonl")) else i + 1
-        rid = str(rec[id_col]).strip()
+        rid = _cell(rec[id_col], path, line, id_col, numbers=True)
         if not rid:
             raise BioReasonDataError(path, line, f"empty {id_col!r}")
         if rid in seen:
             raise BioReasonDataError(path, line, f"duplicate id {rid!r} (first on line {seen[rid]})")
         seen[rid] = line
         rows.append(Raw(
-            id=rid, value=str(rec[seq_col]) if seq_col else "", label=_text(rec[opts.label_column]), where=line,
+            id=rid, value=_cell(rec[seq_col], path, line, seq_col) if seq_col else "",
+            label=_text(rec[opts.label_column]), where=line,
             split_value=_text(rec[opts.split_column]) if opts.split_column else None,
             group=_text(rec[opts.group_column]) if opts.group_column else None,
             reasoning=_text(rec[opts.reasoning_column]) if opts.reasoning_column else "",
         ))
     return rows
+
+
+def _cell(value, path: str, line: int, column: str, numbers: bool = False) -> str:
+    """A required text cell. A null (JSON null, an empty Parquet / CSV cell read as NaN) or a non-text value is an
+    error naming the record: `str()` would turn it into "None" / "nan", letters both sequence alphabets accept."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        raise BioReasonDataError(path, line, f"{column!r} is empty (null)")
+    if isinstance(value, (bool, np.bool_)) or not (isinstance(value, str) or (
+            numbers and isinstance(value, (int, np.integer)))):
+        raise BioReasonDataError(path, line, f"{column!r} is {type(value).__name__} {value!r}, not text")
+    return str(value).strip()
 
 
 def _text(value) -> str:
