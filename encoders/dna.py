@@ -60,6 +60,7 @@ class NucleotideTransformerEncoder(HFTokenEncoder):
             "suffix": [],
             "pad_token": "<pad>",
             "kmer": self.options.get("kmer", 6),
+            "kmer_restart": "N",  # NT's tokenizer splits at N and starts the 6-mer frame again after it
             "max_length": self.model.config.max_position_embeddings - 2,
         }
 

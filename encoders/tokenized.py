@@ -20,8 +20,10 @@ from encoders.base import Encoder, Featurizer, pad_sequences, require_strings
 class TokenFeaturizer(Featurizer):
     """Sequence string -> ids: optional prefix/suffix specials, then k-mers (k=1: one token per residue).
 
-    A k-mer that is not in the vocabulary (a trailing remainder, or one containing N) falls back to single characters,
-    as Nucleotide Transformer's tokenizer does. A character not in the vocabulary is an error, never a silent [UNK].
+    A k-mer that is not in the vocabulary (a trailing remainder, or one containing N) falls back to single characters.
+    With `kmer_restart` (Nucleotide Transformer: "N") the sequence is first split at that character, which becomes its
+    own token, and the k-mer frame starts again after it, as NT's tokenizer does (`ACGTNACGTACGTA` -> A C G T N ACGTAC
+    G T A, not A C G T N A CGTACG T A). A character not in the vocabulary is an error, never a silent [UNK].
     """
 
     def __init__(self, spec: dict):
@@ -32,30 +34,42 @@ class TokenFeaturizer(Featurizer):
         self.suffix = [self.index[t] for t in spec.get("suffix", [])]
         self.pad_id = self.index[spec["pad_token"]]
         self.kmer = int(spec.get("kmer", 1))
+        self.restart = spec.get("kmer_restart")
         self.max_length = spec.get("max_length")
         self.what = spec.get("what", spec["type"])
 
     def tokenize(self, seq: str, item: int) -> list[int]:
         ids: list[int] = []
-        k = self.kmer
-        for start in range(0, len(seq), k):
-            chunk = seq[start : start + k]
-            if len(chunk) == k and chunk in self.index:
-                ids.append(self.index[chunk])
-                continue
-            for pos, ch in enumerate(chunk):
-                if ch not in self.index:
-                    raise ValueError(
-                        f"{self.what} input {item}: character {ch!r} at position {start + pos} is not in the "
-                        f"encoder's vocabulary"
-                    )
-                ids.append(self.index[ch])
+        offset = 0
+        parts = seq.split(self.restart) if self.restart and self.kmer > 1 else [seq]
+        for n, part in enumerate(parts):
+            if n:  # the restart character between two parts
+                ids.append(self._char_id(self.restart, item, offset - 1))
+            ids += self._kmers(part, item, offset)
+            offset += len(part) + 1
         ids = self.prefix + ids + self.suffix
         if self.max_length is not None and len(ids) > self.max_length:
             raise ValueError(
                 f"{self.what} input {item} is {len(ids)} tokens long; the encoder accepts at most {self.max_length}"
             )
         return ids
+
+    def _kmers(self, seq: str, item: int, offset: int) -> list[int]:
+        ids: list[int] = []
+        k = self.kmer
+        for start in range(0, len(seq), k):
+            chunk = seq[start : start + k]
+            if len(chunk) == k and chunk in self.index:
+                ids.append(self.index[chunk])
+            else:
+                ids += [self._char_id(ch, item, offset + start + pos) for pos, ch in enumerate(chunk)]
+        return ids
+
+    def _char_id(self, ch: str, item: int, position: int) -> int:
+        if ch not in self.index:
+            raise ValueError(f"{self.what} input {item}: character {ch!r} at position {position} is not in the "
+                             f"encoder's vocabulary")
+        return self.index[ch]
 
     def __call__(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
         seqs = require_strings(items, self.what)

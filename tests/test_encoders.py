@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import ENCODER_TYPES, ESM_VOCAB, GENES, sample_items, tiny_encoder
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import save_file
 from transformers import BertConfig, BertModel, EsmConfig, EsmModel
 
@@ -71,12 +73,37 @@ def test_esm2_ids_match_fair_esm_alphabet():
     assert torch.equal(ours["values"], tokens)
 
 
-def test_nucleotide_transformer_kmer_tokenization():
+def nt_reference_tokens(seq: str, k: int = 6) -> list[str]:
+    """Nucleotide Transformer's rule, written from its tokenizer's description: split at N, cut each part into k-mers
+    from its start, a remainder shorter than k into single nucleotides, one N token between parts."""
+    out: list[str] = []
+    for n, part in enumerate(seq.split("N")):
+        if n:
+            out.append("N")
+        full = len(part) // k * k
+        out += [part[i : i + k] for i in range(0, full, k)] + list(part[full:])
+    return out
+
+
+@pytest.mark.parametrize(("seq", "expected"), [
+    ("ACGTACGGNCAT", ["ACGTAC", "G", "G", "N", "C", "A", "T"]),
+    ("ACGTNACGTACGTA", ["A", "C", "G", "T", "N", "ACGTAC", "G", "T", "A"]),  # the frame restarts after N
+    ("NNACGTACGTAC", ["N", "N", "ACGTAC", "G", "T", "A", "C"]),
+])
+def test_nucleotide_transformer_kmer_tokenization_restarts_the_frame_after_n(seq, expected):
     featurizer = build_featurizer(tiny_encoder("nucleotide_transformer").featurizer_spec())
     vocab = nucleotide_transformer_vocab()
-    ids = featurizer(["ACGTACGGNCAT"])["values"][0].tolist()
-    # <cls>, one 6-mer, then 'GGNCAT' holds an N so it falls back to single nucleotides
-    assert [vocab[i] for i in ids] == ["<cls>", "ACGTAC", "G", "G", "N", "C", "A", "T"]
+    ids = featurizer([seq])["values"][0].tolist()
+    assert [vocab[i] for i in ids] == ["<cls>", *expected] == ["<cls>", *nt_reference_tokens(seq)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(seq=st.text(alphabet="ACGTN", min_size=1, max_size=40))
+def test_nucleotide_transformer_tokenization_follows_nt_rule(seq):
+    featurizer = build_featurizer(tiny_encoder("nucleotide_transformer").featurizer_spec())
+    vocab = nucleotide_transformer_vocab()
+    ids = featurizer([seq])["values"][0].tolist()
+    assert [vocab[i] for i in ids] == ["<cls>", *nt_reference_tokens(seq)]
 
 
 @pytest.mark.parametrize(
