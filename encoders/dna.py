@@ -111,6 +111,25 @@ def load_weights(source: str) -> dict[str, torch.Tensor]:
         return load_file(path)
     return torch.load(cached_file(source, "pytorch_model.bin"), map_location="cpu", weights_only=True)
 
+def load_every_weight(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """`load_state_dict` that refuses a checkpoint lacking any tensor of the model or holding tensors it does not
+    have: a silent `strict=False` would leave random weights under a pretrained name. Enformer registers its trunk
+    twice (`_trunk.*` aliases `stem.*`, `transformer.*`, ...), and checkpoints saved without shared tensors keep one
+    name of each, so a missing key is fine when a key sharing its storage was loaded."""
+    result = module.load_state_dict(state, strict=False)
+    tensors = module.state_dict(keep_vars=True)
+    loaded_storage = {tensors[k].data_ptr() for k in tensors if k not in result.missing_keys}
+    missing, seen = [], set(loaded_storage)
+    for key in sorted(result.missing_keys, key=lambda k: k.startswith("_")):  # one name per tensor, the plain one
+        if tensors[key].data_ptr() not in seen:
+            seen.add(tensors[key].data_ptr())
+            missing.append(key)
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{source}: the checkpoint does not match {type(module).__name__}: "
+                         f"{len(missing)} tensors missing ({', '.join(missing[:5])}{'...' if len(missing) > 5 else ''})"
+                         f", {len(result.unexpected_keys)} unexpected ({', '.join(result.unexpected_keys[:5])})")
+
+
 class OneHotDNAFeaturizer(Featurizer):
     """DNA -> indices A,C,G,T,N = 0..4 padded with -1 up to a multiple of `bin_size` (Enformer's 128 bp bins)."""
 
@@ -161,7 +180,7 @@ class EnformerEncoder(Encoder):
         """Read config + weights ourselves: enformer-pytorch's own from_pretrained fails under transformers 5."""
         source = source or "EleutherAI/enformer-official-rough"
         pretrained = _enformer().Enformer(_enformer_config().from_pretrained(source))
-        pretrained.load_state_dict(load_weights(source), strict=False)
+        load_every_weight(pretrained, load_weights(source), source)
         return cls.wrap(pretrained, source, options)
 
     @classmethod

@@ -278,6 +278,26 @@ def test_enformer_loads_from_local_folder_and_saves_no_shared_tensors(tmp_path):
     assert mask.sum().item() == 2
 
 
+@pytest.mark.parametrize("damage", ["missing", "unexpected"])
+def test_enformer_refuses_a_checkpoint_that_does_not_cover_the_model(tmp_path, damage):
+    """Before, `strict=False` loaded such a checkpoint and left the missing tensors at their random init."""
+    from enformer_pytorch import Enformer
+
+    reference = Enformer.from_hparams(dim=48, depth=1, heads=2, output_heads=dict(human=4), target_length=-1,
+                                      dim_divisible_by=16, attn_dim_key=8)
+    reference.config.save_pretrained(tmp_path)
+    state = {k: v.contiguous() for k, v in reference.state_dict().items() if not k.startswith("_trunk.")}
+    if damage == "missing":
+        state.pop("transformer.0.0.fn.1.to_q.weight")
+        match = r"1 tensors missing \(transformer\.0\.0\.fn\.1\.to_q\.weight\)"
+    else:
+        state["transformer.9.extra"] = torch.zeros(2)
+        match = r"1 unexpected \(transformer\.9\.extra\)"
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match=match):
+        load_encoder("enformer", str(tmp_path))
+
+
 @pytest.mark.parametrize(
     ("kind", "hint"), [("evo2", "pip install flash-attn evo2"), ("esmc", "conflicts with fair-esm")]
 )
