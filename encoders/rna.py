@@ -68,6 +68,18 @@ def load_gene_dict(path: str) -> dict:
         return {str(k): (float(v) if not isinstance(v, int) else v) for k, v in NoObjects(fh).load().items()}
 
 
+def source_file(source: str, name: str) -> str:
+    """`name` as given if it is a file, else the file `name` of `source`: joined to a local folder, downloaded (or
+    read from the cache) for a hub id, never a hub id joined as a path."""
+    if os.path.isfile(name):
+        return name
+    if os.path.isdir(source):
+        return os.path.join(source, name)
+    from transformers.utils import cached_file
+
+    return cached_file(source, name)
+
+
 class RankValueFeaturizer(Featurizer):
     """Geneformer's rank value encoding over the encoder's gene vocabulary."""
 
@@ -76,6 +88,9 @@ class RankValueFeaturizer(Featurizer):
         self.vocab: list[str] = spec["vocab"]
         self.index = {g: i for i, g in enumerate(self.vocab)}
         self.medians: dict[str, float] = spec.get("medians") or {}
+        if not self.medians and not spec.get("skip_medians"):
+            raise ValueError("the geneformer featurizer has no gene medians: Geneformer divides each gene's normalised "
+                             "count by its median before ranking; give medians (medians_file=) or skip_medians=true")
         self.max_length = int(spec.get("max_length", 2048))
         self.prefix = [self.index["<cls>"]] if spec.get("add_cls") else []
         self.suffix = [self.index["<eos>"]] if spec.get("add_eos") else []
@@ -107,7 +122,10 @@ class RankValueFeaturizer(Featurizer):
 @register_encoder("geneformer")
 class GeneformerEncoder(HFTokenEncoder):
     """ctheodoris/Geneformer (a BertForMaskedLM checkpoint) or a local folder. Options: `vocab_file` (token
-    dictionary, JSON or Geneformer's .pkl), `medians_file`, `max_length`, `add_cls` / `add_eos` (Geneformer V2)."""
+    dictionary, JSON or Geneformer's .pkl; default `token_dictionary.json`), `medians_file` (the gene median
+    dictionary: required, as Geneformer's encoding divides by it, unless `skip_medians: true`, which the saved config
+    records), `max_length`, `add_cls` / `add_eos` (Geneformer V2). File names are paths, or files of the source
+    (a local folder or a hub repository)."""
 
     model_class = BertModel
     config_class = BertConfig
@@ -119,11 +137,14 @@ class GeneformerEncoder(HFTokenEncoder):
             raise ValueError("the geneformer encoder needs a source: a hub id or a local Geneformer folder")
         model = BertModel.from_pretrained(source, add_pooling_layer=False)
         if "vocab" not in options:
-            vocab_file = options.pop("vocab_file", None) or os.path.join(source, "token_dictionary.json")
-            token_dict = load_gene_dict(vocab_file)
+            token_dict = load_gene_dict(source_file(source, options.pop("vocab_file", None) or "token_dictionary.json"))
             options["vocab"] = [g for g, _ in sorted(token_dict.items(), key=lambda kv: kv[1])]
         if "medians" not in options and options.get("medians_file"):
-            options["medians"] = load_gene_dict(options.pop("medians_file"))
+            options["medians"] = load_gene_dict(source_file(source, options.pop("medians_file")))
+        if not options.get("medians") and not options.get("skip_medians"):
+            raise ValueError(f"{source}: the geneformer encoder needs Geneformer's gene median dictionary "
+                             "(medians_file=PATH or a file of the source, .pkl or .json); skip_medians=true ranks "
+                             "counts without it, which is not Geneformer's encoding, and is recorded in the config")
         return cls.wrap(model, source, options)
 
     def featurizer_spec(self) -> dict:
@@ -131,6 +152,7 @@ class GeneformerEncoder(HFTokenEncoder):
             "type": self.type_name,
             "vocab": self.options["vocab"],
             "medians": self.options.get("medians"),
+            "skip_medians": bool(self.options.get("skip_medians", False)),
             "max_length": min(self.options.get("max_length", 2048), self.model.config.max_position_embeddings),
             "add_cls": self.options.get("add_cls", False),
             "add_eos": self.options.get("add_eos", False),

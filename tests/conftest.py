@@ -88,7 +88,8 @@ def tiny_encoder(kind: str):
     elif kind == "geneformer":
         vocab = ["<pad>", "<mask>", "<cls>", "<eos>", *GENES]
         spec = {"config": BertConfig(vocab_size=len(vocab), **bert).to_dict(),
-                "options": {"vocab": vocab, "add_cls": True, "max_length": 32}}
+                "options": {"vocab": vocab, "add_cls": True, "max_length": 32,
+                            "medians": {g: 1.0 + (i % 5) / 10 for i, g in enumerate(GENES)}}}
     elif kind == "enformer":
         spec = {"config": dict(dim=48, depth=1, heads=2, output_heads=dict(human=4), target_length=-1,
                                dim_divisible_by=16, attn_dim_key=8, num_downsamples=7), "options": {}}

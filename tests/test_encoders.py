@@ -240,9 +240,43 @@ def test_geneformer_loads_from_local_folder_with_json_dictionary(tmp_path):
     model.save_pretrained(tmp_path)
     with open(tmp_path / "token_dictionary.json", "w") as fh:
         json.dump({g: i for i, g in enumerate(vocab)}, fh)
-    encoder = load_encoder("geneformer", str(tmp_path))
+    with open(tmp_path / "gene_median_dictionary.json", "w") as fh:
+        json.dump({g: 2.0 for g in GENES}, fh)
+    encoder = load_encoder("geneformer", str(tmp_path), medians_file="gene_median_dictionary.json")
     assert encoder.featurizer_spec()["vocab"] == vocab
+    assert encoder.featurizer_spec()["medians"] == {g: 2.0 for g in GENES}
     assert torch.equal(encoder.model.embeddings.word_embeddings.weight, model.embeddings.word_embeddings.weight)
+    # without medians: an error, unless skipping them is said (and recorded)
+    with pytest.raises(ValueError, match="needs Geneformer's gene median dictionary"):
+        load_encoder("geneformer", str(tmp_path))
+    skipped = load_encoder("geneformer", str(tmp_path), skip_medians=True)
+    assert skipped.featurizer_spec()["skip_medians"] is True and skipped.spec["options"]["skip_medians"] is True
+    spec = skipped.featurizer_spec()
+    with pytest.raises(ValueError, match="no gene medians"):
+        build_featurizer({**spec, "skip_medians": False})
+
+
+def test_geneformer_reads_a_hub_sources_files_from_the_hub_not_as_a_local_path(tmp_path, monkeypatch):
+    """A hub id was joined to the file name as a local path ("ctheodoris/Geneformer/token_dictionary.json")."""
+    import transformers.utils
+
+    vocab = ["<pad>", "<mask>", *GENES]
+    model = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                 intermediate_size=64, max_position_embeddings=64), add_pooling_layer=False)
+    files = {"token_dictionary.json": {g: i for i, g in enumerate(vocab)}, "medians.json": {g: 1.5 for g in GENES}}
+    for name, content in files.items():
+        (tmp_path / name).write_text(json.dumps(content))
+    asked = []
+
+    def cached_file(source, name, **kwargs):
+        asked.append((source, name))
+        return str(tmp_path / name)
+
+    monkeypatch.setattr(transformers.utils, "cached_file", cached_file)
+    monkeypatch.setattr(BertModel, "from_pretrained", classmethod(lambda cls, *a, **k: model))
+    encoder = load_encoder("geneformer", "ctheodoris/Geneformer", medians_file="medians.json")
+    assert asked == [("ctheodoris/Geneformer", "token_dictionary.json"), ("ctheodoris/Geneformer", "medians.json")]
+    assert encoder.featurizer_spec()["medians"] == files["medians.json"]
 
 
 def test_geneformer_pickle_dictionary_refuses_objects(tmp_path):
