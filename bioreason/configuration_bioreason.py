@@ -35,6 +35,9 @@ class BioReasonConfig(PreTrainedConfig):
             "end_token_id"}}` for each of `dna`, `rna`, `protein` the model understands.
         encoders_trainable / projectors_trainable / llm_trainable: the default freeze policy (torchtune-style flags).
             An encoder spec may override with its own `trainable` key (the `expression` MLP is trainable by design).
+        llm_source: where the LLM came from, recorded at composition: `{"base_model": hub id or None, "path": what
+            was given, "gguf_file": the GGUF file it was dequantised from, or None}`. Cards and `bioreason push` read
+            the base model and its license from here (None: unknown, and they ask instead of guessing).
     """
 
     model_type = "bioreason"
@@ -46,6 +49,7 @@ class BioReasonConfig(PreTrainedConfig):
     projectors_trainable: bool = True
     llm_trainable: bool = True
     tie_word_embeddings: bool = False
+    llm_source: dict | None = None
 
     def __post_init__(self, **kwargs):
         if self.modalities is None:

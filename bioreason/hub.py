@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from bioreason.cards import composed_card, trained_card
+from bioreason.cards import base_model_of, composed_card, trained_card
 
 # What may be uploaded from a model folder; anything else (pickles above all) is refused.
 ALLOWED = re.compile(r"^(model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json|config\.json|"
@@ -110,6 +110,7 @@ def _json_update(path: str, **updates) -> None:
 
 
 def export_folder(run_dir: str, out: str, repo_id: str = "user/model", license: str | None = None,
+                  base_model: str | None = None,
                   datasets: list[str] | None = None) -> str:
     """Write the folder a push would upload into `out` (which must not exist or be empty); returns `out`."""
     from transformers import AutoModelForCausalLM
@@ -137,7 +138,8 @@ def export_folder(run_dir: str, out: str, repo_id: str = "user/model", license: 
     model = AutoModelForCausalLM.from_pretrained(source)
     metrics_path = os.path.join(run_dir, "metrics.json")
     metrics = json.load(open(metrics_path, encoding="utf-8")) if os.path.exists(metrics_path) else None
-    card = render_card(model, metrics, repo_id=repo_id, license=license, datasets=datasets, run_dir=run_dir)
+    card = render_card(model, metrics, repo_id=repo_id, license=license, datasets=datasets, run_dir=run_dir,
+                       base_model=base_model)
     card.save(os.path.join(out, "README.md"))
     if metrics:
         write_eval_results(out, metrics, dataset=_dataset_name(run_dir))
@@ -154,14 +156,20 @@ def _dataset_name(run_dir: str) -> str:
 
 
 def render_card(model, metrics: dict | None, repo_id: str, license: str | None = None,
-                datasets: list[str] | None = None, run_dir: str | None = None):
-    """The model card for a folder: the trained card when the run has metrics, else the composed card."""
-    llm = _run_config(run_dir or "").get("llm_source", "HuggingFaceTB/SmolLM2-135M-Instruct")
+                datasets: list[str] | None = None, run_dir: str | None = None, base_model: str | None = None):
+    """The model card for a folder: the trained card when the run has metrics, else the composed card. The base
+    model and its license come from the model (`config.llm_source`, recorded at composition) or `base_model`; a
+    model that does not record it (an LLM from a local folder or an unknown GGUF) is refused, not guessed."""
+    llm = base_model_of(model, base_model)
+    if llm is None:
+        given = (getattr(model.config, "llm_source", None) or {}).get("path")
+        raise ValueError(f"the model does not record the hub id of its LLM (built from {given or 'an unknown source'}"
+                         "): pass --base-model HUB_ID (base_model=) so the card names the right base model and license")
     if metrics:
-        card = trained_card(model, metrics, dataset_name=_dataset_name(run_dir or ""), llm_source=llm,
-                            repo_id=repo_id)
+        card = trained_card(model, metrics, dataset_name=_dataset_name(run_dir or ""), repo_id=repo_id,
+                            base_model=base_model)
     else:
-        card = composed_card(model, llm_source=llm, repo_id=repo_id)
+        card = composed_card(model, repo_id=repo_id, base_model=base_model)
     card.data.license, license_name = derive_license(model, llm, license)
     if license_name:
         card.data.license_name = license_name
@@ -181,7 +189,7 @@ def write_eval_results(out: str, metrics: dict, dataset: str) -> None:
             yaml.safe_dump({"dataset": dataset, "split": split, "stage": final["name"], "metrics": result}, fh)
 
 
-def push(run_dir: str, repo_id: str, private: bool = False, license: str | None = None,
+def push(run_dir: str, repo_id: str, private: bool = False, license: str | None = None, base_model: str | None = None,
          datasets: list[str] | None = None, token: str | None = None, commit_message: str = "Upload BioReason model"):
     """Export and upload; returns huggingface_hub's CommitInfo (an unchanged folder makes no new commit)."""
     from huggingface_hub import HfApi
@@ -189,6 +197,7 @@ def push(run_dir: str, repo_id: str, private: bool = False, license: str | None 
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_folder(run_dir, os.path.join(tmp, "upload"), repo_id=repo_id, license=license,
+                               base_model=base_model,
                                datasets=datasets)
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,

@@ -216,7 +216,8 @@ class BioReasonForCausalLM(BioReasonPreTrainedModel, GenerationMixin):
         return compose(llm=llm, encoders=encoders, projector=projector, **kwargs)
 
     def push_to_hub(self, repo_id: str, *args: Any, processor: Any = None, private: bool = False,
-                    license: str | None = None, token: str | None = None, **kwargs: Any):
+                    license: str | None = None, token: str | None = None, base_model: str | None = None,
+                    **kwargs: Any):
         """With `processor`, upload one complete folder as `bioreason push` does (weights, processor, card, remote
         code); without it, transformers' default (weights and config only)."""
         if processor is None:
@@ -230,7 +231,7 @@ class BioReasonForCausalLM(BioReasonPreTrainedModel, GenerationMixin):
         with tempfile.TemporaryDirectory() as tmp:
             self.save_pretrained(tmp)
             processor.save_pretrained(tmp)
-            return push(tmp, repo_id, private=private, license=license, token=token)
+            return push(tmp, repo_id, private=private, license=license, token=token, base_model=base_model)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.model.get_input_embeddings()

@@ -153,9 +153,8 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
     if state.get("finished"):  # a finished run is not redone
         print(f"{p.output_dir}: finished earlier ({', '.join(state['done'])}); nothing to do", flush=True)
         return state["metrics"]
-    llm_source = "HuggingFaceTB/SmolLM2-135M-Instruct" if model_args.llm == "default" else model_args.llm
-    write_json(os.path.join(p.output_dir, "run_config.json"),  # what the card and `bioreason push` describe
-               {"dataset": data.dataset, "llm_source": llm_source, "pipeline": vars(p), "model": vars(model_args),
+    write_json(os.path.join(p.output_dir, "run_config.json"),  # the LLM's source is in the model's config
+               {"dataset": data.dataset, "pipeline": vars(p), "model": vars(model_args),
                 "data": vars(data), "precision": precision.as_dict(), "torch_threads": torch.get_num_threads()})
     with PartialState().main_process_first():
         dataset, cells = load_task(data)
@@ -237,8 +236,7 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
             write_report(p.output_dir, metrics)
             from bioreason.cards import trained_card
 
-            card = trained_card(base_model(model), metrics, dataset_name=data.dataset, llm_source=model_args.llm,
-                                repo_id=p.output_dir)
+            card = trained_card(base_model(model), metrics, dataset_name=data.dataset, repo_id=p.output_dir)
             card.save(os.path.join(p.output_dir, "README.md"))
             card.save(os.path.join(final, "README.md"))
         write_json(os.path.join(p.output_dir, "metrics.json"), metrics)

@@ -18,13 +18,15 @@ from huggingface_hub import ModelCard
 from bioreason import hub
 
 TOKEN = "hf_testtokenXYZ123"
+SMOLLM2_SOURCE = {"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "path": "default",
+                  "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 HEAVY = "EVQLVESGGGLVQPGGSLRLSCAAS"
 
 
 @pytest.fixture
 def run_dir(tmp_path):
     """A run folder as the pipeline leaves it: final/, metrics.json, run_config.json, plus things never published."""
-    model, processor = tiny_model("antiberty", projector="mean")
+    model, processor = tiny_model("antiberty", projector="mean", llm_source=SMOLLM2_SOURCE)  # as from the default
     final = tmp_path / "run" / "final"
     model.save_pretrained(final)
     processor.save_pretrained(final)
@@ -32,8 +34,7 @@ def run_dir(tmp_path):
     stages = [{"name": n, "id": {"n": 8, "accuracy": a, "macro_f1": a / 2}, "ood": {"n": 8, "accuracy": a / 2,
                "macro_f1": a / 4}, "steps": 3, "seconds": 1.0} for n, a in (("sft", 0.75), ("grpo", 0.5))]
     (tmp_path / "run" / "metrics.json").write_text(json.dumps({"stages": stages, "budget": {"sft_lora_r": 16}}))
-    (tmp_path / "run" / "run_config.json").write_text(json.dumps(
-        {"dataset": "benchmark:antibody_chain", "llm_source": "HuggingFaceTB/SmolLM2-135M-Instruct"}))
+    (tmp_path / "run" / "run_config.json").write_text(json.dumps({"dataset": "benchmark:antibody_chain"}))
     return str(tmp_path / "run")
 
 
@@ -65,6 +66,56 @@ def test_card_metadata_round_trip(run_dir, tmp_path):
     results = {(r.dataset_split, r.metric_type): r.metric_value for r in data.eval_results}
     assert results[("id_test", "accuracy")] == 0.5 and results[("ood_test", "accuracy")] == 0.25
     assert "| sft | 3 |" in card.text and "| grpo | 3 |" in card.text and "Intended use" in card.text
+
+
+def test_a_non_smollm2_model_is_published_with_its_own_base_model(tmp_path, fake_hub):
+    """Before, a folder without run_config.json (model.push_to_hub(processor=...) saves to a temporary one) was
+    published with SmolLM2 as base_model and SmolLM2's license, whatever its LLM."""
+    qwen = {"base_model": "Qwen/Qwen3-0.6B", "path": "Qwen/Qwen3-0.6B", "gguf_file": None}
+    model, processor = tiny_model("esm2", projector="mean", family="qwen3", llm_source=qwen)
+    with pytest.raises(ValueError, match=r"license of \['Qwen/Qwen3-0.6B'\] is not known here"):
+        model.push_to_hub("me/qwen-protein", processor=processor, token=TOKEN)  # refuses to guess the license
+    model.push_to_hub("me/qwen-protein", processor=processor, token=TOKEN, license="apache-2.0")
+    card = fake_hub.contents["README.md"].decode()
+    assert "base_model:\n- Qwen/Qwen3-0.6B\nlibrary_name" in card and "SmolLM2" not in card
+    assert "- facebook" not in card  # the tiny ESM2 has no hub source: nothing invented
+
+
+def test_a_model_that_does_not_record_its_llm_is_refused_unless_told(tmp_path):
+    model, processor = tiny_model("antiberty", projector="mean")  # an LLM built in memory: no hub id
+    assert model.config.llm_source["base_model"] is None
+    model.save_pretrained(tmp_path / "m")
+    processor.save_pretrained(tmp_path / "m")
+    with pytest.raises(ValueError, match="does not record the hub id of its LLM.*pass --base-model"):
+        hub.export_folder(str(tmp_path / "m"), str(tmp_path / "out"), repo_id="me/m")
+    out = hub.export_folder(str(tmp_path / "m"), str(tmp_path / "out2"), repo_id="me/m", license="mit",
+                            base_model="HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert ModelCard.load(os.path.join(out, "README.md")).data.base_model == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
+
+
+def test_the_card_says_the_llm_is_a_dequantised_gguf(run_dir, tmp_path):
+    out = hub.export_folder(run_dir, str(tmp_path / "out"), repo_id="me/antibody")
+    text = open(os.path.join(out, "README.md")).read()
+    assert ("HuggingFaceTB/SmolLM2-135M-Instruct (dequantised from the GGUF file SmolLM2-135M-Instruct.Q4_1.gguf)"
+            in text)
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("Qwen/Qwen3-0.6B", {"base_model": "Qwen/Qwen3-0.6B", "gguf_file": None}),
+    ("LOCAL", {"base_model": None, "gguf_file": None}),  # a local folder: its hub id is not known
+    ("OTHER_GGUF", {"base_model": None, "gguf_file": "my-llm.Q8_0.gguf"}),
+    ("DEFAULT", {"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}),
+])
+def test_compose_records_where_its_llm_came_from(tmp_path, given, expected):
+    from bioreason.composition import default_llm_path, describe_llm
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "config.json").write_text("{}")
+    (tmp_path / "my-llm.Q8_0.gguf").write_bytes(b"")
+    source = {"LOCAL": str(tmp_path / "folder"), "OTHER_GGUF": str(tmp_path / "my-llm.Q8_0.gguf"),
+              "DEFAULT": default_llm_path()}.get(given, given)
+    described = describe_llm(source)
+    assert {k: described[k] for k in expected} == expected and described["path"] == source
 
 
 def test_license_rules(run_dir):
@@ -128,6 +179,7 @@ class FakeHub:
 
     def __init__(self):
         self.files: dict[str, str] = {}
+        self.contents: dict[str, bytes] = {}
         self.requests: list = []
         self.commits = 0
 
@@ -156,6 +208,7 @@ class FakeHub:
                     data = base64.b64decode(item["value"]["content"])
                     self.files[item["value"]["path"]] = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
                     self.last_payload = getattr(self, "last_payload", b"") + data
+                    self.contents[item["value"]["path"]] = data
             return httpx2.Response(200, json={"commitUrl": f"https://huggingface.co/me/antibody/commit/c{self.commits}",
                                               "commitOid": f"c{self.commits}" + "0" * 38, "success": True})
         if "/revision/" in path or path == "/api/models/me/antibody":
