@@ -63,9 +63,13 @@ def test_compose_cli_writes_a_safetensors_only_folder(composed):
     assert config["model_type"] == "bioreason" and config["text_config"]["model_type"] == "llama"
     assert "quantization_config" not in config["text_config"]
     assert config["modalities"]["protein"]["encoder"]["type"] == "antiberty"
+    assert config["llm_source"]["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # the default GGUF's origin
+    assert config["llm_source"]["gguf_file"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(composed / "README.md")
+    assert card.data.base_model == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    assert "dequantised from the GGUF file SmolLM2-135M-Instruct.Q4_1.gguf" in card.text
     assert card.data.library_name == "transformers"
     assert {"biology", "proteomics"} <= set(card.data.tags)
     assert "| protein encoder | `antiberty` (frozen)" in card.text
