@@ -160,17 +160,16 @@ def recipe_module(recipe: str):
     return importlib.import_module(f"recipes.{recipe}")
 
 
-def config_fields(recipe: str) -> list[tuple[str, object]]:
-    """Every config field of a recipe, `(dataclass name, field)` in parse order (a YAML key or a key=value)."""
+def config_fields(recipe: str) -> list[tuple[type, object]]:
+    """Every config field of a recipe, `(dataclass, field)` in parse order (a YAML key or a key=value)."""
     import dataclasses
 
-    return [(cls.__name__, f) for cls in recipe_module(recipe).ARGUMENTS for f in dataclasses.fields(cls) if f.init]
+    return [(cls, f) for cls in recipe_module(recipe).ARGUMENTS for f in dataclasses.fields(cls) if f.init]
 
 
-def declared_type(recipe: str, owner: str, name: str) -> str:
+def declared_type(cls: type, name: str) -> str:
     """A field's type as its class declares it (`Field.type` is not used: transformers' argument parser replaces it
     with the resolved typing object once a parser has been built)."""
-    (cls,) = [c for c in recipe_module(recipe).ARGUMENTS if c.__name__ == owner]
     for klass in cls.__mro__:
         annotation = vars(klass).get("__annotations__", {}).get(name)
         if annotation is not None:
@@ -190,16 +189,16 @@ def recipe_help(recipe: str) -> str:
              "(e.g. lora_r=16 max_train_examples=256 bf16=false). --print-config shows the resolved config."]
     group = None
     for owner, f in config_fields(recipe):
-        if owner != group:
+        if owner is not group:
             group = owner
-            lines += ["", f"{owner}:"]
+            lines += ["", f"{owner.__name__}:"]
         if f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
         else:
             default = "(required)"
-        kind = declared_type(recipe, owner, f.name)
+        kind = declared_type(owner, f.name)
         lines.append(f"  {f.name} ({kind}, default {default!r})")
         if f.metadata.get("help"):
             lines.append(textwrap.fill(" ".join(str(f.metadata["help"]).split()), 116, initial_indent=" " * 6,

@@ -274,13 +274,32 @@ def replace_dir(src: str, dst: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def remove_staging(folder: str) -> None:
+    """Delete what a killed save left in `folder`: staging folders (`.tmp-*`, `.staging`) and temporary files
+    (`*.tmp`). Only for a folder this process holds (`run_folder`): another writer's staging would go too."""
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if name.startswith((".tmp-", ".staging")) or name.endswith(".tmp"):
+            path = os.path.join(folder, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+
+
 @contextlib.contextmanager
 def run_folder(output_dir: str):
-    """Hold `output_dir` for this run: an exclusive lock (released by the OS however the process ends, SIGKILL
-    included), so a second process on the same folder fails at once instead of both writing it; the staging folders
-    a killed save left there are removed."""
+    """Hold `output_dir` for this run (on the main process; the others only run inside it): an exclusive lock
+    (released by the OS however the process ends, SIGKILL included), so a second process on the same folder fails at
+    once instead of both writing it; the staging a killed save left there is removed."""
     import fcntl
 
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        yield
+        return
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, ".lock"), "a+") as fh:
         try:
@@ -293,9 +312,7 @@ def run_folder(output_dir: str):
         fh.truncate()
         fh.write(str(os.getpid()))
         fh.flush()
-        for name in os.listdir(output_dir):
-            if name.startswith(".tmp-") or name.startswith(".staging"):
-                shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+        remove_staging(output_dir)
         yield
 
 
@@ -343,7 +360,7 @@ class AtomicCheckpointMixin:
     into place after every process has written its part (RNG states are per process)."""
 
     def _save_checkpoint(self, model, trial):
-        from transformers.trainer_utils import rotate_checkpoints
+        from transformers.trainer_utils import get_last_checkpoint, rotate_checkpoints
 
         run_dir = self._get_output_dir(trial=trial)
         staging = os.path.join(run_dir, ".staging")
@@ -354,10 +371,7 @@ class AtomicCheckpointMixin:
             super()._save_checkpoint(model, trial)
         except OSError as err:  # e.g. ENOSPC: drop the partial copy, keep the checkpoints already in place
             shutil.rmtree(os.path.join(staging, name), ignore_errors=True)
-            done = sorted((p for p in os.listdir(run_dir) if p.startswith("checkpoint-")),
-                          key=lambda p: int(p.rsplit("-", 1)[1]))
-            raise save_failed(err, os.path.join(run_dir, name),
-                              os.path.join(run_dir, done[-1]) if done else None) from err
+            raise save_failed(err, os.path.join(run_dir, name), get_last_checkpoint(run_dir)) from err
         finally:
             self.__dict__.pop("_get_output_dir", None)
         self.accelerator.wait_for_everyone()
@@ -392,7 +406,7 @@ def recipe_main(run, arguments: tuple[type, ...], argv: list[str] | None) -> dic
     parser = TrlParser(arguments)
     recipe, model_args, data, adapt, config = parser.parse_args_and_config(args=argv)
     main_process = PartialState().is_main_process
-    with run_folder(config.output_dir) if main_process else contextlib.nullcontext():
+    with run_folder(config.output_dir):
         finished = os.path.join(config.output_dir, "metrics.json")
         if getattr(recipe, "resume", False) and os.path.exists(finished) and os.path.isdir(
                 os.path.join(config.output_dir, "final")):  # a finished run is not redone

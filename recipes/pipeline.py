@@ -13,7 +13,6 @@ Outputs in `output_dir`: `metrics.json` (`{"stages": [{"name", "id", "ood", "ste
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -140,8 +139,7 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
     unknown = set(p.stages) - {"cpt", "sft", "grpo"}
     if unknown:
         raise ValueError(f"Unknown stages {sorted(unknown)}; available: ['cpt', 'grpo', 'sft']")
-    main_process = PartialState().is_main_process
-    with run_folder(p.output_dir) if main_process else contextlib.nullcontext():
+    with run_folder(p.output_dir):
         return _run(p, model_args, data)
 
 
@@ -151,15 +149,15 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
     print(f"precision: {precision.name} ({precision.reason})", flush=True)
     state = RunState.open(p.output_dir, config_key(p, model_args, data), resume=p.resume)
     if state.get("finished"):  # a finished run is not redone
-        print(f"{p.output_dir}: finished earlier ({', '.join(state['done'])}); nothing to do", flush=True)
+        print(f"{p.output_dir}: finished earlier ({', '.join(state.done)}); nothing to do", flush=True)
         return state["metrics"]
     write_json(os.path.join(p.output_dir, "run_config.json"),  # the LLM's source is in the model's config
                {"dataset": data.dataset, "pipeline": vars(p), "model": vars(model_args),
                 "data": vars(data), "precision": precision.as_dict(), "torch_threads": torch.get_num_threads()})
     with PartialState().main_process_first():
         dataset, cells = load_task(data)
-    if state["done"]:
-        print(f"resuming {p.output_dir} after {', '.join(state['done'])}", flush=True)
+    if state.done:
+        print(f"resuming {p.output_dir} after {', '.join(state.done)}", flush=True)
     model, processor = state.load_model(model_args)
     stages, curve = state["stages"], state["curve"]
     baselines = state.get("baselines")
@@ -172,13 +170,13 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
         metrics = evaluate_splits(m, processor, dataset, cells, data, bf16=precision.bf16)
         return {k: strip(v) for k, v in metrics.items()}
 
-    if p.evaluate_base and "base" not in state["done"]:
+    if p.evaluate_base and "base" not in state.done:
         start = time.time()
         stages.append({"name": "base", **evaluate(model), "steps": 0, "seconds": round(time.time() - start, 1)})
-        state.update(done=[*state["done"], "base"])
+        state.update(stages=stages)
     n_sft, n_rl = stage_budgets(p)
     for stage in p.stages:
-        if stage in state["done"]:
+        if stage in state.done:
             continue
         set_seed(p.seed)  # each stage starts from the seed, so a resumed stage draws what the uninterrupted one drew
         stage_data = DataArguments(**{**vars(data)})
@@ -220,7 +218,7 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
         if p.eval_every_steps:
             curve.append({"stage": stage, "step": result["steps"], "id": stages[-1]["id"], "ood": stages[-1]["ood"]})
         kill_point("stage-trained")
-        state.finish_stage(stage, model, processor, stages=stages, curve=curve)
+        state.finish_stage(stage, model, processor, stages=stages, curve=curve)  # stages[-1] is this stage
         kill_point("stage-saved")
     metrics = {"baselines": baselines, "stages": stages, "curve": curve, "precision": precision.as_dict(),
                "budget": {"sft_examples": n_sft, "sft_epochs": p.sft_epochs, "rl_examples": n_rl,

@@ -1,12 +1,12 @@
 """What a pipeline run has finished, kept so a killed run resumes instead of starting over.
 
-`OUTPUT_DIR/resume/state.json` lists the finished steps (baselines, the base evaluation, each stage) with their
-metrics, and names `resume/model-STAGE/`, the merged model after the last finished stage. Each is written to a
-temporary name and renamed into place (the model folder first, then the state that names it), so a SIGKILL at any
-moment leaves the previous state and its model whole. A resumed run loads that model and starts the next stage from
-the seed, as the uninterrupted run did, so it ends with the same weights (bitwise in fp32 on CPU: tested). A stage
-killed midway is run again from its start. `finish` keeps the state (a finished run is not redone) and deletes the
-stage models; the run's own outputs are `final/` and `metrics.json`.
+`OUTPUT_DIR/resume/state.json` holds the finished steps (the baselines, then the records of the base evaluation and each
+stage, in order: their names are what is done), and names `resume/model-STAGE/`, the merged model after the last
+finished stage. Each is written to a temporary name and renamed into place (the model folder first, then the state that
+names it), so a SIGKILL at any moment leaves the previous state and its model whole. A resumed run loads that model and
+starts the next stage from the seed, as the uninterrupted run did, so it ends with the same weights (bitwise in fp32 on
+CPU: tested). A stage killed midway is run again from its start. `finish` keeps the state (a finished run is not redone)
+and deletes the stage models; the run's own outputs are `final/` and `metrics.json`.
 """
 
 from __future__ import annotations
@@ -55,17 +55,17 @@ class RunState:
         else:
             if PartialState().is_main_process:
                 shutil.rmtree(os.path.join(output_dir, "resume"), ignore_errors=True)
-            state = cls(output_dir, {"format": FORMAT, "config": key, "done": [], "stages": [], "curve": [],
-                                     "model": None})
-        if PartialState().is_main_process and os.path.isdir(state.dir):  # staging a killed save left
-            for name in os.listdir(state.dir):
-                if name.startswith(".tmp-") or name.endswith(".tmp"):
-                    full = os.path.join(state.dir, name)
-                    if os.path.isdir(full):
-                        shutil.rmtree(full, ignore_errors=True)
-                    else:
-                        os.remove(full)
+            state = cls(output_dir, {"format": FORMAT, "config": key, "stages": [], "curve": [], "model": None})
+        if PartialState().is_main_process:
+            from recipes.common import remove_staging
+
+            remove_staging(state.dir)
         return state
+
+    @property
+    def done(self) -> list[str]:
+        """The finished steps: the base evaluation and the stages, by the records saved for them."""
+        return [stage["name"] for stage in self.data["stages"]]
 
     def __getitem__(self, name: str) -> Any:
         return self.data[name]
@@ -96,15 +96,15 @@ class RunState:
         return load_model(saved, AdaptArguments(lora_r=0))
 
     def finish_stage(self, stage: str, model, processor, stages: list, curve: list) -> None:
-        """Save the merged model after `stage`, then record the stage as done (in that order: the state never names
-        a model folder that is not whole); the previous stage's model is deleted after."""
+        """Save the merged model after `stage`, then the state with the stage's record (last in `stages`), in that
+        order: the state never names a model folder that is not whole; the previous stage's model is deleted after."""
         from recipes.common import save_final
 
         previous = self.data["model"]
         name = os.path.join("resume", f"model-{stage}")
         if PartialState().is_main_process:
             save_final(model, processor, os.path.join(self.output_dir, name), merge_lora=False)
-        self.update(done=[*self.data["done"], stage], stages=stages, curve=curve, model=name)
+        self.update(stages=stages, curve=curve, model=name)
         if previous and previous != name and PartialState().is_main_process:
             shutil.rmtree(os.path.join(self.output_dir, previous), ignore_errors=True)
 

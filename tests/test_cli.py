@@ -26,8 +26,8 @@ def test_run_help_lists_every_config_field(recipe, capsys):
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_every_bioreason_field_has_help(recipe):
     """TRL documents its fields; ours must too, or --help shows a bare name."""
-    own = [(owner, f.name) for owner, f in config_fields(recipe) if not f.metadata.get("help")
-           and owner in {"PipelineArguments", "ModelArguments", "DataArguments", "AdaptArguments"}
+    own = [(owner.__name__, f.name) for owner, f in config_fields(recipe) if not f.metadata.get("help")
+           and owner.__name__ in {"PipelineArguments", "ModelArguments", "DataArguments", "AdaptArguments"}
            | {f"{recipe.upper()}RecipeArguments"}]
     assert not own
 

@@ -176,7 +176,7 @@ def test_a_pipeline_killed_anywhere_resumes_after_its_last_finished_stage(setup,
     assert_nothing_partial(out)
     assert not (out / "final").exists() and not (out / "metrics.json").exists()
     state = json.loads((out / "resume" / "state.json").read_text())
-    assert state["done"] == done
+    assert [s["name"] for s in state["stages"]] == done
     resumed = bioreason(["run", "pipeline", "--config", config], setup)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming {out} after {', '.join(done)}" in resumed.stdout
@@ -256,7 +256,7 @@ def test_a_study_killed_twice_at_random_moments_ends_with_the_same_results(setup
     def progress() -> tuple[int, int]:
         """(stages finished across the runs' saved states, runs done)."""
         states = [json.loads(p.read_text()) for p in out.glob("runs/*/resume/state.json")]
-        return sum(len(s["done"]) for s in states), len(list(out.glob("runs/*/DONE")))
+        return sum(len(s["stages"]) for s in states), len(list(out.glob("runs/*/DONE")))
 
     # kill at random moments after progress: the first once a run has finished SFT (at most 2 runs go at a time, so 3
     # finished steps mean one got past its base evaluation), the second once a run is done; each after a random extra
