@@ -41,7 +41,7 @@ class Result:
 @functools.cache
 def precision():
     """The precision the recipes choose on this machine (`bf16: auto`), which every benchmark runs in."""
-    from bioreason.precision import choose_bf16
+    from bioreason.training.precision import choose_bf16
 
     return choose_bf16("auto", "cuda" if torch.cuda.is_available() else "cpu")
 
@@ -52,7 +52,7 @@ def autocast():
 
 
 def machine() -> dict[str, Any]:
-    from bioreason.precision import cpu_capabilities
+    from bioreason.training.precision import cpu_capabilities
 
     caps, model = cpu_capabilities(), platform.processor()
     if os.path.exists("/proc/cpuinfo"):
@@ -80,7 +80,7 @@ def timed(fn: Callable[[], Any], repeats: int = 1, warmup: int = 0) -> float:
 
 def smollm(dtype: torch.dtype = torch.float32):
     """SmolLM2-135M-Instruct (real weights) as a transformers causal LM, and its folder."""
-    from bioreason.composition import default_llm_path, load_llm
+    from bioreason.model.composition import default_llm_path, load_llm
 
     model, _ = load_llm(default_llm_path(), dtype=dtype, attn_implementation="sdpa")
     return model, default_llm_path()
@@ -92,7 +92,7 @@ def esm2_650m_shape():
     import esm
     from transformers import EsmConfig
 
-    from encoders import build_encoder
+    from bioreason.encoders import build_encoder
 
     vocab = esm.Alphabet.from_architecture("ESM-1b").all_toks
     config = EsmConfig(vocab_size=len(vocab), hidden_size=1280, num_hidden_layers=33, num_attention_heads=20,
@@ -106,8 +106,8 @@ def nucleotide_transformer_500m_shape():
     weights): one position per 6 bp, ~170 positions for 1 kb."""
     from transformers import EsmConfig
 
-    from encoders import build_encoder
-    from encoders.dna import nucleotide_transformer_vocab
+    from bioreason.encoders import build_encoder
+    from bioreason.encoders.dna import nucleotide_transformer_vocab
 
     vocab = nucleotide_transformer_vocab()
     config = EsmConfig(vocab_size=len(vocab), hidden_size=1280, num_hidden_layers=24, num_attention_heads=20,
@@ -119,14 +119,14 @@ def nucleotide_transformer_500m_shape():
 
 def compose_bench(encoders: dict[str, Any], projector: Any):
     """SmolLM2-135M + the given encoder instances, composed as `bioreason compose` does."""
-    from bioreason.composition import compose, default_llm_path
+    from bioreason.model.composition import compose, default_llm_path
 
     return compose(llm=default_llm_path(), encoders=encoders, projector=projector, attn_implementation="sdpa")
 
 
 def quickstart_model():
     """SmolLM2-135M + AntiBERTy with a 16-query resampler, as the quickstart composes them (real weights)."""
-    from bioreason.composition import compose, default_llm_path
+    from bioreason.model.composition import compose, default_llm_path
 
     torch.manual_seed(0)
     return compose(llm=default_llm_path(), encoders={"protein": "antiberty"},
@@ -135,6 +135,6 @@ def quickstart_model():
 
 def task(name: str):
     """A bundled benchmark, built once under runs/data (as the recipes do)."""
-    from recipes.common import DataArguments, load_task
+    from bioreason.training.common import DataArguments, load_task
 
     return load_task(DataArguments(dataset=f"benchmark:{name}"))

@@ -37,8 +37,8 @@ def warm_cache(model, processor, records, cache_dir: str) -> None:
 
 
 def run() -> Result:
-    from bioreason.evaluation import evaluate_records, sample_split
-    from recipes.common import DataArguments, train_records
+    from bioreason.evaluation.scoring import evaluate_records, sample_split
+    from bioreason.training.common import DataArguments, train_records
 
     encoder = nucleotide_transformer_500m_shape()
     dataset, _ = task(DATASET)

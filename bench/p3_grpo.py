@@ -2,9 +2,10 @@
 
 Plain: every sample runs the frozen encoder and the whole prompt, in generation, in the reference (KL) pass and in the
 policy pass, as TRL does for any model. Ours: the feature cache encodes each unique input once, generation prefills
-each prompt once, and the log-prob passes run each prompt once per group (`bioreason.rollout`); tests/test_rollout.py
-shows the two give the same loss and update. SmolLM2-135M (LoRA r16) + the ESM2-650M-shaped encoder on antibody_chain,
-2 prompts x 8 samples a step, 32 new tokens, beta 0.04, in the precision `bf16: auto` picks."""
+each prompt once, and the log-prob passes run each prompt once per group (`bioreason.model.rollout`);
+tests/test_rollout.py shows the two give the same loss and update. SmolLM2-135M (LoRA r16) + the ESM2-650M-shaped
+encoder on antibody_chain, 2 prompts x 8 samples a step, 32 new tokens, beta 0.04, in the precision `bf16: auto`
+picks."""
 
 from __future__ import annotations
 
@@ -22,9 +23,15 @@ PROMPTS, G, STEPS, NEW_TOKENS = 2, 8, 3, 32
 
 
 def grpo_steps(model, processor, share: bool, out: str) -> dict:
-    from bioreason.adaptation import apply_lora
-    from recipes.common import BioGRPOConfig, DataArguments, ModelArguments, enable_feature_cache, train_records
-    from recipes.grpo import BioGRPOTrainer, grpo_dataset
+    from bioreason.recipes.grpo import BioGRPOTrainer, grpo_dataset
+    from bioreason.training.adaptation import apply_lora
+    from bioreason.training.common import (
+        BioGRPOConfig,
+        DataArguments,
+        ModelArguments,
+        enable_feature_cache,
+        train_records,
+    )
 
     torch.manual_seed(0)
     model = copy.deepcopy(model)
@@ -37,7 +44,7 @@ def grpo_steps(model, processor, share: bool, out: str) -> dict:
                            max_completion_length=NEW_TOKENS, max_steps=STEPS, learning_rate=1e-5, beta=0.04,
                            use_cpu=True, bf16="auto", report_to="none", logging_steps=1, seed=0, save_strategy="no",
                            remove_unused_columns=False, gradient_checkpointing=False, disable_tqdm=True)
-    from bioreason.rewards import get_reward
+    from bioreason.training.rewards import get_reward
 
     timer = StepTimer()
     trainer = BioGRPOTrainer(model=model, args=config, train_dataset=grpo_dataset(records), processor=processor,

@@ -22,8 +22,8 @@ DATASET = "peptide_activity"
 
 def token_counts(processor, packing: bool) -> tuple[int, int]:
     """(non-pad tokens, processed tokens) over the SFT batches of the first EXAMPLES training records."""
-    from bioreason.collator import RecordCollator
-    from recipes.common import DataArguments, train_records
+    from bioreason.training.collator import RecordCollator
+    from bioreason.training.common import DataArguments, train_records
 
     dataset, _ = task(DATASET)
     records = list(train_records(dataset, DataArguments(dataset=f"benchmark:{DATASET}", max_train_examples=EXAMPLES)))
@@ -38,7 +38,7 @@ def token_counts(processor, packing: bool) -> tuple[int, int]:
 
 
 def run() -> Result:
-    from encoders import load_encoder
+    from bioreason.encoders import load_encoder
 
     model, processor = compose_bench({"protein": load_encoder("antiberty")}, projector="linear")
     arms = {}

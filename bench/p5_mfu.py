@@ -3,7 +3,7 @@ use on this machine (`bf16: auto`: the bf16 peak where the CPU has AMX / AVX512-
 measured in the same run.
 
 The step is the one the SFT recipe runs: full fine-tuning, the loss on the assistant turn only (the last ANSWER tokens
-of each row, ~6% of the tokens as in the quickstart), the LM head through `bioreason.lm_head` (fp32, labelled rows
+of each row, ~6% of the tokens as in the quickstart), the LM head through `bioreason.model.lm_head` (fp32, labelled rows
 only), backward, AdamW. FLOPs count what the step must do: 6 x backbone matmul parameters x tokens + 6 x head
 parameters x labelled tokens + the attention scores (12 x layers x width x sequence length per token, the PaLM
 accounting). Measured next to it: the same step through TRL's fused head, which on CPU projects every position."""
@@ -45,7 +45,7 @@ def make_step(model, head: str):
     """One SFT training step of `model` with `head` = "compact" (ours) or "trl" (TRL's fused head)."""
     from trl.trainer.utils import add_fused_lm_head
 
-    from bioreason.lm_head import add_compact_lm_head
+    from bioreason.model.lm_head import add_compact_lm_head
 
     if head == "compact":
         add_compact_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))

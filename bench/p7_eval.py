@@ -17,7 +17,7 @@ RECORDS, BATCH = 32, 8
 
 
 def run() -> Result:
-    from bioreason.evaluation import evaluate_records, predict_likelihood, sample_split
+    from bioreason.evaluation.scoring import evaluate_records, predict_likelihood, sample_split
 
     model, processor = quickstart_model()
     model.eval().enable_feature_cache()

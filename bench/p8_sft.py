@@ -3,7 +3,7 @@
 Baseline: TRL's own `SFTTrainer` on the same composed model (SmolLM2-135M + AntiBERTy, resampler 16 tokens) wrapped by
 PEFT with the same LoRA (r16 on the LLM, projector trained in full), the same records through the same collator,
 padded batches, no feature cache (the frozen encoder runs every step) and TRL's fused head, which on CPU projects every
-position. Ours: the SFT recipe (`recipes.sft.run`) with the frozen-encoder feature cache, the fp32 head on the
+position. Ours: the SFT recipe (`bioreason.recipes.sft.run`) with the frozen-encoder feature cache, the fp32 head on the
 assistant tokens only, and packing (`sdpa_packed`). Both run 2 epochs of the same examples from the same seed in the
 precision `bf16: auto` picks; the figure compares the mean epoch time (the cache fills in epoch 1, which counts)."""
 
@@ -25,9 +25,9 @@ def baseline(model, processor, out: str) -> dict:
     """Plain TRL SFTTrainer + PEFT, as the TRL and PEFT docs would have a user write it."""
     from trl import SFTConfig, SFTTrainer
 
-    from bioreason.adaptation import apply_lora
-    from bioreason.collator import RecordCollator
-    from recipes.common import DataArguments, train_records
+    from bioreason.training.adaptation import apply_lora
+    from bioreason.training.collator import RecordCollator
+    from bioreason.training.common import DataArguments, train_records
 
     model = copy.deepcopy(model)
     model.disable_feature_cache()

@@ -52,9 +52,9 @@ def sft(model, processor, dataset: str, examples: int, epochs: int, batch_size: 
         feature_cache: str = "memory", cache_dir: str | None = None, lora_r: int = 16, packing: bool = False,
         lr: float = 5e-4, use_reasoning: bool = False, profile_step: int | None = None) -> dict[str, Any]:
     """SFT (LoRA on the LLM, projector in full, encoder frozen) of a copy of `model`; returns timings and the model."""
-    from bioreason.adaptation import apply_lora
-    from recipes import sft as sft_recipe
-    from recipes.common import BioSFTConfig, DataArguments, ModelArguments, enable_feature_cache
+    from bioreason.recipes import sft as sft_recipe
+    from bioreason.training.adaptation import apply_lora
+    from bioreason.training.common import BioSFTConfig, DataArguments, ModelArguments, enable_feature_cache
 
     model = copy.deepcopy(model)
     model.set_trainable(encoders=False, projectors=True, llm=True)

@@ -6,9 +6,9 @@ Importing registers the config, model and processor with transformers' Auto clas
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoProcessor
 
-from bioreason.configuration_bioreason import MODALITIES, BioReasonConfig
-from bioreason.modeling_bioreason import BioReasonForCausalLM, BioReasonModel
-from bioreason.processing_bioreason import BioReasonProcessor
+from bioreason.model.configuration_bioreason import MODALITIES, BioReasonConfig
+from bioreason.model.modeling_bioreason import BioReasonForCausalLM, BioReasonModel
+from bioreason.model.processing_bioreason import BioReasonProcessor
 
 AutoConfig.register("bioreason", BioReasonConfig, exist_ok=True)
 AutoModel.register(BioReasonConfig, BioReasonModel, exist_ok=True)

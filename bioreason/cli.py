@@ -24,8 +24,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bioreason.configuration_bioreason import MODALITIES
 from bioreason.data.errors import BioReasonDataError
+from bioreason.model.configuration_bioreason import MODALITIES
 
 
 def parse_encoder(text: str) -> tuple[str, str]:
@@ -52,8 +52,8 @@ def expand_items(values: list[str] | None) -> list[tuple[str, str]]:
 def cmd_compose(args: argparse.Namespace) -> int:
     import json
 
-    from bioreason.cards import composed_card
-    from bioreason.composition import compose, default_llm_path
+    from bioreason.hub.cards import composed_card
+    from bioreason.model.composition import compose, default_llm_path
 
     llm = default_llm_path() if args.llm == "default" else args.llm
     model, processor = compose(llm=llm, encoders=dict(args.encoder), projector=args.projector)
@@ -102,7 +102,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     from bioreason.data import AlphabetPolicy, BuildOptions, build_task
 
     if args.benchmark:
-        from bioreason.benchmarks import build_benchmark
+        from bioreason.data.benchmarks import build_benchmark
 
         summary = build_benchmark(args.benchmark, args.out, seed=args.seed)
     else:
@@ -157,7 +157,7 @@ def recipe_argv(config: str, overrides: list[str]) -> list[str]:
 def recipe_module(recipe: str):
     import importlib
 
-    return importlib.import_module(f"recipes.{recipe}")
+    return importlib.import_module(f"bioreason.recipes.{recipe}")
 
 
 def config_fields(recipe: str) -> list[tuple[type, object]]:
@@ -246,7 +246,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from bioreason import hub
+    from bioreason.hub import publish as hub
 
     datasets = args.datasets.split(",") if args.datasets else None
     if args.dry_run:
@@ -271,7 +271,7 @@ def cmd_card(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM
 
     import bioreason  # noqa: F401
-    from bioreason import hub
+    from bioreason.hub import publish as hub
 
     model = AutoModelForCausalLM.from_pretrained(hub.model_dir(args.run_dir))
     metrics_path = os.path.join(args.run_dir, "metrics.json")
@@ -284,7 +284,7 @@ def cmd_card(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from bioreason.evaluation import evaluate_model
+    from bioreason.evaluation.scoring import evaluate_model
 
     results = evaluate_model(args.model, args.data, splits=args.splits.split(","), mode=args.mode,
                              max_examples=args.max_examples, ontology=args.ontology, bf16=args.bf16,
@@ -300,7 +300,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_curve(args: argparse.Namespace) -> int:
-    from bioreason.evaluation import evaluate_curve
+    from bioreason.evaluation.scoring import evaluate_curve
 
     points = evaluate_curve(args.models, args.data, labels=args.labels, mode=args.mode,
                             max_examples=args.max_examples, out=args.out, bf16=args.bf16)
@@ -312,7 +312,7 @@ def cmd_eval_curve(args: argparse.Namespace) -> int:
 def cmd_encoder_init(args: argparse.Namespace) -> int:
     """A randomly initialised encoder folder of a real architecture, for tasks that train a small encoder from
     scratch and for machines that cannot reach the hub."""
-    from encoders.dna import init_nucleotide_transformer
+    from bioreason.encoders.dna import init_nucleotide_transformer
 
     out = init_nucleotide_transformer(args.out, hidden_size=args.hidden_size, num_layers=args.layers,
                                       num_heads=args.heads, max_length=args.max_length, seed=args.seed)
@@ -322,7 +322,7 @@ def cmd_encoder_init(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     """See and free the disk feature cache (frozen-encoder outputs shared by runs)."""
-    from bioreason.feature_cache import FeatureCache, default_cache_dir
+    from bioreason.model.feature_cache import FeatureCache, default_cache_dir
 
     cache = FeatureCache(args.dir or default_cache_dir())
     if args.cache_command == "info":
@@ -336,7 +336,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from bioreason import study
+    from bioreason.evaluation import study
 
     if args.study_command == "plan":
         runs = study.plan(args.config)
@@ -350,7 +350,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         if summary["failed"]:
             return 1
     else:
-        from bioreason.study_report import write_study_report
+        from bioreason.evaluation.study_report import write_study_report
 
         study.harvest(args.dir)
         print(write_study_report(args.dir))

@@ -21,8 +21,8 @@ from transformers import (
 )
 
 import bioreason  # noqa: F401  (registers the Auto classes)
-from encoders import build_encoder
-from encoders.dna import nucleotide_transformer_vocab
+from bioreason.encoders import build_encoder
+from bioreason.encoders.dna import nucleotide_transformer_vocab
 
 ESM_VOCAB = ["<cls>", "<pad>", "<eos>", "<unk>", "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K", "Q",
              "N", "F", "Y", "M", "H", "W", "C", "X", "B", "U", "Z", "O", ".", "-", "<null_1>", "<mask>"]
@@ -116,7 +116,7 @@ def sample_items(kind: str, n: int = 2, seed: int = 0) -> list:
 
 
 def tiny_model(kinds: list[str] | str, projector="resampler", family: str = "llama", **kwargs):
-    from bioreason.composition import compose
+    from bioreason.model.composition import compose
 
     kinds = [kinds] if isinstance(kinds, str) else kinds
     tok = tiny_tokenizer()

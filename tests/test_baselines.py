@@ -7,7 +7,9 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from bioreason.baselines import (
+from bioreason.data.balance import balanced_indices
+from bioreason.data.records import make_record
+from bioreason.evaluation.baselines import (
     derangement,
     majority_label,
     majority_scores,
@@ -16,8 +18,6 @@ from bioreason.baselines import (
     reliance_scores,
     swap_modality_inputs,
 )
-from bioreason.data.balance import balanced_indices
-from bioreason.data.records import make_record
 
 QUESTION = "<protein>\nWhich residue dominates? Answer with one of: alanine, tryptophan."
 LABELS = ["alanine", "tryptophan"]
@@ -106,7 +106,7 @@ def test_reliance_is_zero_for_a_model_whose_features_are_zeroed():
         for param in model.model.projectors["protein"].out.parameters():
             param.zero_()
     recs = records(8, "id_test", 0)
-    from bioreason.evaluation import evaluate_records
+    from bioreason.evaluation.scoring import evaluate_records
 
     real = evaluate_records(model, processor, recs, progress=False)["accuracy"]
     scores = reliance_scores(model, processor, recs, real)
@@ -118,7 +118,7 @@ def test_reliance_is_the_accuracy_lost_to_swapped_inputs():
     scoring the swapped records directly."""
     model, processor = tiny_model("esm2")
     recs = records(8, "id_test", 0)
-    from bioreason.evaluation import evaluate_records
+    from bioreason.evaluation.scoring import evaluate_records
 
     real = evaluate_records(model, processor, recs, progress=False)["accuracy"]
     swapped = evaluate_records(model, processor, swap_modality_inputs(recs), progress=False)["accuracy"]
@@ -140,7 +140,7 @@ def test_balanced_indices_draw_labels_in_equal_shares_and_repeat_a_rare_label_on
 def test_train_records_balance_a_closed_label_set_unless_switched_off():
     from datasets import Dataset, DatasetDict
 
-    from recipes.common import DataArguments, train_records
+    from bioreason.training.common import DataArguments, train_records
 
     rows = records(3, "train", 0) + [r for r in records(12, "train", 1) if r["answer"] == "alanine"]
     dataset = DatasetDict({"train": Dataset.from_list(rows)})

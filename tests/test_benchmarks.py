@@ -9,10 +9,10 @@ import torch
 from conftest import tiny_llm, tiny_tokenizer
 from datasets import load_from_disk
 
-from bioreason.benchmarks import BENCHMARKS, build_benchmark
-from bioreason.composition import compose
 from bioreason.data import check_task, load_cells, modality_inputs, rna_items, to_messages
-from encoders import build_encoder
+from bioreason.data.benchmarks import BENCHMARKS, build_benchmark
+from bioreason.encoders import build_encoder
+from bioreason.model.composition import compose
 
 NAMES = sorted(BENCHMARKS)
 
@@ -78,7 +78,7 @@ def test_split_rules_hold(built):
 
 @pytest.mark.parametrize(("name", "length"), [("jaspar_tf_class", 48), ("jaspar_tf_class_1kb", 1000)])
 def test_jaspar_sites_come_from_their_matrix(built, name, length):
-    from bioreason.benchmarks.jaspar import load_matrices
+    from bioreason.data.benchmarks.jaspar import load_matrices
 
     matrices = {m["matrix"]: m for m in load_matrices()}
     ds = load_from_disk(built[name][0])

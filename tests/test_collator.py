@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from conftest import tiny_model
 
-from bioreason.collator import RecordCollator
+from bioreason.training.collator import RecordCollator
 
 RECORDS = [
     {"id": "a", "question": "<protein>\nWhich chain? Answer with one of: heavy, kappa.", "answer": "heavy",
@@ -48,7 +48,7 @@ def test_packed_batch_gives_the_same_loss_as_the_padded_one():
 
 
 def test_packed_attention_equals_the_block_diagonal_mask_and_is_not_saved(tmp_path):
-    from bioreason.packed_attention import NAME, use_packed_attention
+    from bioreason.model.packed_attention import NAME, use_packed_attention
 
     model, processor = tiny_model("esm2", projector="linear", attn_implementation="sdpa")
     model.eval()

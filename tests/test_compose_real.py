@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from bioreason.composition import default_llm_path, load_llm
+from bioreason.model.composition import default_llm_path, load_llm
 
 pytestmark = pytest.mark.slow
 
@@ -116,7 +116,7 @@ def test_cli_reports_bad_encoder_without_traceback(tmp_path):
 def test_gguf_conversion_leaves_the_global_rng_alone(tmp_path, monkeypatch):
     """A run that converts the GGUF must draw the same random numbers afterwards (placeholder embeddings, projector
     weights, LoRA) as a run that finds the converted folder in the cache."""
-    from bioreason.composition import _gguf_to_plain
+    from bioreason.model.composition import _gguf_to_plain
 
     monkeypatch.setenv("BIOREASON_CACHE", str(tmp_path / "fresh"))
     torch.manual_seed(0)

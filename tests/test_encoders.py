@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 from transformers import BertConfig, BertModel, EsmConfig, EsmModel
 
-from encoders import ENCODERS, build_encoder, build_featurizer, load_encoder
-from encoders.dna import EnformerEncoder, nucleotide_transformer_vocab
+from bioreason.encoders import ENCODERS, build_encoder, build_featurizer, load_encoder
+from bioreason.encoders.dna import EnformerEncoder, nucleotide_transformer_vocab
 
 
 def run(encoder, items):
@@ -222,7 +222,7 @@ def test_encoder_init_writes_a_loadable_random_nucleotide_transformer(tmp_path):
     _, batch, emb, mask = run(encoder, ["ACGT" * 250, "ACGTAC" * 8])  # 1000 bp fits, 48 bp is 8 tokens + <cls>
     assert emb.shape[:2] == mask.shape and mask.sum(-1).tolist() == [1 + 1000 // 6 + 1000 % 6, 9]
     # the same seed writes the same weights without touching the caller's RNG; another seed writes others
-    from encoders.dna import init_nucleotide_transformer
+    from bioreason.encoders.dna import init_nucleotide_transformer
 
     state = torch.random.get_rng_state()
     folders = [init_nucleotide_transformer(str(tmp_path / name), 32, 1, seed=seed) for name, seed in (("a", 0),
@@ -282,7 +282,7 @@ def test_geneformer_reads_a_hub_sources_files_from_the_hub_not_as_a_local_path(t
 def test_geneformer_pickle_dictionary_refuses_objects(tmp_path):
     import pickle
 
-    from encoders.rna import load_gene_dict
+    from bioreason.encoders.rna import load_gene_dict
 
     plain = tmp_path / "plain.pkl"
     plain.write_bytes(pickle.dumps({"ENSG1": 1, "ENSG2": 2}))
@@ -358,6 +358,6 @@ def test_antiberty_real_weights_load_without_pickle_code():
 
 
 def encoder_path():
-    from encoders.protein import antiberty_default_dir
+    from bioreason.encoders.protein import antiberty_default_dir
 
     return antiberty_default_dir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import tiny_model
 
-from bioreason.evaluation import classification_metrics, evaluate_records
+from bioreason.evaluation.scoring import classification_metrics, evaluate_records
 
 
 def test_metrics_by_hand():
@@ -53,7 +53,7 @@ def single_scores(model, processor, record):
     import torch
 
     from bioreason.data.chat import modality_inputs
-    from bioreason.evaluation import EMPTY_THINK, prompt_text
+    from bioreason.evaluation.scoring import EMPTY_THINK, prompt_text
 
     labels = record["label_set"]
     prefix = prompt_text(processor, record) + EMPTY_THINK
@@ -69,7 +69,7 @@ def single_scores(model, processor, record):
 def test_batched_likelihood_equals_one_record_at_a_time(projector):
     import torch
 
-    from bioreason.evaluation import likelihood_scores, predict_likelihood
+    from bioreason.evaluation.scoring import likelihood_scores, predict_likelihood
 
     torch.manual_seed(0)
     model, processor = tiny_model("esm2", projector=projector)

@@ -1,8 +1,8 @@
 """SIGKILL anywhere: `bioreason run` (sft, grpo, pipeline) and `bioreason study run` are started as processes and
-killed with SIGKILL at named points (`bioreason.faults`: mid-step, during a checkpoint write, during evaluation,
-between pipeline stages, while final/ is written) or at random moments, then resumed. Required: the final weights equal
-an uninterrupted run's bitwise (fp32 on CPU), no partial checkpoint or run folder is ever visible, a finished stage or
-run is not redone, and metrics.json equals the uninterrupted run's except for wall-clock `seconds`."""
+killed with SIGKILL at named points (`bioreason.training.faults`: mid-step, during a checkpoint write, during
+evaluation, between pipeline stages, while final/ is written) or at random moments, then resumed. Required: the final
+weights equal an uninterrupted run's bitwise (fp32 on CPU), no partial checkpoint or run folder is ever visible, a
+finished stage or run is not redone, and metrics.json equals the uninterrupted run's except for wall-clock `seconds`."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch
 from conftest import tiny_model
 from safetensors.torch import load_file
 
-from bioreason.benchmarks import build_benchmark
+from bioreason.data.benchmarks import build_benchmark
 
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -186,7 +186,7 @@ def test_a_pipeline_killed_anywhere_resumes_after_its_last_finished_stage(setup,
     kept = [s for s in metrics["stages"] if s["name"] in done]  # finished stages were not run again: their
     assert kept == state["stages"]  # records, wall-clock seconds included, are the killed run's
     assert not [p for p in os.listdir(out / "resume") if p != "state.json"]  # stage models deleted when finished
-    from recipes.pipeline import verify_run_folder
+    from bioreason.recipes.pipeline import verify_run_folder
 
     verify_run_folder(str(out))
     stamp = os.path.getmtime(out / "final" / "model.safetensors")

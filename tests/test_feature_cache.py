@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import ENCODER_TYPES, MODALITY_OF, sample_items, tiny_model
 
-from bioreason.feature_cache import FeatureCache
+from bioreason.model.feature_cache import FeatureCache
 
 CACHED_TYPES = [k for k in ENCODER_TYPES if k not in ("expression", "precomputed")]  # trainable / identity encoders
 
@@ -140,7 +140,7 @@ def test_a_damaged_entry_is_deleted_and_recomputed_never_served(tmp_path, damage
     other = copy.deepcopy(model)
     cache = other.enable_feature_cache(tmp_path)
     calls = _count_calls(other.model.encoders[modality])
-    with torch.no_grad(), caplog.at_level("WARNING", logger="bioreason.feature_cache"):
+    with torch.no_grad(), caplog.at_level("WARNING", logger="bioreason.model.feature_cache"):
         logits = other(**batch).logits
     assert torch.allclose(logits, expected, atol=1e-6)
     assert cache.rejected == 1 and calls == [1] and cache.hits == 1  # only the damaged item was encoded again
@@ -179,7 +179,7 @@ def _entry_size(directory) -> int:
 
 WRITER = """
 import sys, torch
-from bioreason.feature_cache import FeatureCache
+from bioreason.model.feature_cache import FeatureCache
 cache = FeatureCache(sys.argv[1], max_memory_bytes=0, max_disk_bytes=int(sys.argv[2]))
 for rep in range(3):
     for i in range(60):
@@ -244,7 +244,7 @@ def test_a_full_disk_costs_the_entry_not_the_run(tmp_path, monkeypatch, caplog):
 
     monkeypatch.setattr(safetensors.torch, "save_file", full)
     cache = FeatureCache(tmp_path)
-    with caplog.at_level("WARNING", logger="bioreason.feature_cache"):
+    with caplog.at_level("WARNING", logger="bioreason.model.feature_cache"):
         cache._put("cd" * 20, _entry(2))
     assert "No space left on device" in caplog.text
     assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.safetensors"))

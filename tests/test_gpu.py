@@ -46,7 +46,7 @@ def test_flash_attention_2_matches_sdpa(tmp_path):
 def test_bitsandbytes_4bit_on_cuda(tmp_path):
     bnb = pytest.importorskip("bitsandbytes")
     from bioreason import BioReasonForCausalLM
-    from bioreason.adaptation import quantization_config
+    from bioreason.training.adaptation import quantization_config
 
     model, processor = tiny_model("esm2", hidden=64)
     model.save_pretrained(tmp_path)
@@ -59,7 +59,7 @@ def test_bitsandbytes_4bit_on_cuda(tmp_path):
 
 
 def test_auto_precision_on_cuda_follows_the_device():
-    from bioreason.precision import choose_bf16
+    from bioreason.training.precision import choose_bf16
 
     chosen = choose_bf16("auto", "cuda")
     assert chosen.bf16 is torch.cuda.is_bf16_supported(including_emulation=False)
@@ -67,7 +67,7 @@ def test_auto_precision_on_cuda_follows_the_device():
 
 
 def test_compact_lm_head_on_cuda_matches_full_head():
-    from bioreason.lm_head import add_compact_lm_head
+    from bioreason.model.lm_head import add_compact_lm_head
 
     model, processor = tiny_model("esm2", hidden=64)
     model = model.to("cuda")

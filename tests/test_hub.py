@@ -15,7 +15,7 @@ import torch
 from conftest import tiny_model
 from huggingface_hub import ModelCard
 
-from bioreason import hub
+from bioreason.hub import publish as hub
 
 TOKEN = "hf_testtokenXYZ123"
 SMOLLM2_SOURCE = {"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "path": "default",
@@ -51,8 +51,8 @@ def test_export_writes_a_complete_safetensors_only_folder(run_dir, tmp_path):
     for name in files:
         if name.endswith(".py"):
             code = open(os.path.join(out, name)).read()
-            assert "from bioreason." not in code.replace("from bioreason.composition", "").replace(
-                "from bioreason.hub", "")
+            assert "from bioreason." not in code.replace("from bioreason.model.composition", "").replace(
+                "from bioreason.hub.publish", "")
             assert "from encoders." not in code and "from projectors." not in code
 
 
@@ -107,7 +107,7 @@ def test_the_card_says_the_llm_is_a_dequantised_gguf(run_dir, tmp_path):
     ("DEFAULT", {"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}),
 ])
 def test_compose_records_where_its_llm_came_from(tmp_path, given, expected):
-    from bioreason.composition import default_llm_path, describe_llm
+    from bioreason.model.composition import default_llm_path, describe_llm
 
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "config.json").write_text("{}")

@@ -1,5 +1,5 @@
-"""The compact LM head (`bioreason.lm_head`): log-probs, entropies, loss and gradients equal the full-head paths (the
-model's own cross-entropy and TRL's fused head) in fp32; it projects only labelled rows; an SFT step through
+"""The compact LM head (`bioreason.model.lm_head`): log-probs, entropies, loss and gradients equal the full-head paths
+(the model's own cross-entropy and TRL's fused head) in fp32; it projects only labelled rows; an SFT step through
 `BioSFTTrainer` updates the weights as TRL's own SFTTrainer does; the GRPO trainers carry it on policy and reference."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 from conftest import sample_items, tiny_model
 from trl.trainer.utils import add_fused_lm_head
 
-from bioreason.adaptation import apply_lora
-from bioreason.lm_head import add_compact_lm_head, token_logprobs
+from bioreason.model.lm_head import add_compact_lm_head, token_logprobs
+from bioreason.training.adaptation import apply_lora
 
 
 def batch_with_labels(processor):
@@ -87,7 +87,7 @@ def test_only_labelled_rows_are_projected_and_chunks_match():
     add_compact_lm_head(model)
     rows = []
     model.lm_head.register_forward_hook(lambda m, a, o: rows.append(a[0].shape))
-    import bioreason.lm_head as lm_head
+    import bioreason.model.lm_head as lm_head
 
     seen = []
     original = lm_head._rows
@@ -116,8 +116,8 @@ def sft_step(tmp_path, ours: bool) -> dict[str, torch.Tensor]:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from bioreason.collator import RecordCollator
-    from recipes.sft import BioSFTTrainer, sft_config_defaults
+    from bioreason.recipes.sft import BioSFTTrainer, sft_config_defaults
+    from bioreason.training.collator import RecordCollator
 
     torch.manual_seed(0)
     model, processor = tiny_model("antiberty", projector="mean")
@@ -153,7 +153,7 @@ def test_grpo_trainer_uses_the_compact_head_on_policy_and_reference(tmp_path):
     from datasets import Dataset
     from trl import GRPOConfig
 
-    from recipes.grpo import BioGRPOTrainer, grpo_dataset
+    from bioreason.recipes.grpo import BioGRPOTrainer, grpo_dataset
 
     torch.manual_seed(0)
     model, processor = tiny_model("antiberty", projector="mean")

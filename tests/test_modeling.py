@@ -9,7 +9,7 @@ from conftest import ENCODER_TYPES, MODALITY_OF, sample_items, tiny_encoder, tin
 from transformers import AutoModelForCausalLM, AutoProcessor
 
 from bioreason import BioReasonForCausalLM, BioReasonProcessor
-from bioreason.composition import compose
+from bioreason.model.composition import compose
 
 PROJECTORS = ["linear", "mlp2x_gelu", "resampler", "mean"]
 
@@ -206,7 +206,7 @@ def test_expression_encoder_is_trainable_by_default():
 
 
 def test_lora_trains_only_adapters_and_projectors(tmp_path):
-    from bioreason.adaptation import apply_lora
+    from bioreason.training.adaptation import apply_lora
 
     model, processor = tiny_model("esm2")
     peft_model = apply_lora(model, r=4, alpha=8)
@@ -220,7 +220,7 @@ def test_lora_trains_only_adapters_and_projectors(tmp_path):
 
 def test_lora_keeps_a_trainable_encoder_training_and_merges_it_back():
     """PEFT freezes every module it is not told to save: a trainable-by-design encoder must be one of them."""
-    from bioreason.adaptation import apply_lora
+    from bioreason.training.adaptation import apply_lora
 
     model, processor = tiny_model("expression")
     peft_model = apply_lora(model, r=4, alpha=8)
@@ -233,8 +233,8 @@ def test_lora_keeps_a_trainable_encoder_training_and_merges_it_back():
 
 
 def test_a_trainable_by_design_encoder_can_be_frozen_and_stays_frozen_under_lora(tmp_path):
-    from bioreason.adaptation import apply_lora
-    from recipes.pipeline import set_stage_trainable
+    from bioreason.recipes.pipeline import set_stage_trainable
+    from bioreason.training.adaptation import apply_lora
 
     model, processor = tiny_model("expression")
     set_stage_trainable(model, False)
@@ -249,8 +249,8 @@ def test_a_trainable_by_design_encoder_can_be_frozen_and_stays_frozen_under_lora
 
 
 def test_rl_stage_can_leave_the_projectors_as_sft_left_them():
-    from recipes.common import AdaptArguments
-    from recipes.pipeline import _adapt, set_stage_trainable
+    from bioreason.recipes.pipeline import _adapt, set_stage_trainable
+    from bioreason.training.common import AdaptArguments
 
     model, processor = tiny_model("esm2")
     set_stage_trainable(model, None, projectors=False)
@@ -270,7 +270,7 @@ def test_attn_implementation_reaches_the_llm(tmp_path):
 def test_default_attention_is_sdpa_without_cuda_and_flash_attn():
     import importlib.util
 
-    from bioreason.composition import default_attn_implementation
+    from bioreason.model.composition import default_attn_implementation
 
     expected = ("flash_attention_2" if torch.cuda.is_available() and importlib.util.find_spec("flash_attn")
                 else "sdpa")

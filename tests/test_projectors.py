@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from projectors import PROJECTORS, build_projector, normalize_spec, num_output_tokens
+from bioreason.projectors import PROJECTORS, build_projector, normalize_spec, num_output_tokens
 
 SPECS = ["linear", "mlp2x_gelu", {"type": "resampler", "options": {"num_queries": 5, "width": 16, "heads": 2}}, "mean"]
 

@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_model
 
 from bioreason import BioReasonForCausalLM
-from bioreason.adaptation import quantization_config
+from bioreason.training.adaptation import quantization_config
 
 bnb = pytest.importorskip("bitsandbytes")
 

@@ -14,8 +14,8 @@ from conftest import tiny_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, TrainerCallback
 
-from bioreason.benchmarks import build_benchmark
-from bioreason.rewards import REWARDS, register_reward
+from bioreason.data.benchmarks import build_benchmark
+from bioreason.training.rewards import REWARDS, register_reward
 
 CPU = ["--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--logging_steps", "1"]
 
@@ -47,7 +47,7 @@ def changed(before, after, prefix):
 
 
 def test_sft_with_lora_changes_llm_and_projector_not_encoder(tmp_path, task, model_dir):
-    from recipes.sft import main
+    from bioreason.recipes.sft import main
 
     result = main(["--model_path", model_dir, "--dataset", task, "--max_train_examples", "16", "--max_eval_examples",
                    "4", "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "4", "--max_steps", "2",
@@ -62,7 +62,7 @@ def test_sft_with_lora_changes_llm_and_projector_not_encoder(tmp_path, task, mod
 
 
 def test_cpt_align_trains_only_projectors(tmp_path, task, model_dir):
-    from recipes.cpt import main
+    from bioreason.recipes.cpt import main
 
     main(["--model_path", model_dir, "--dataset", task, "--mode", "align", "--max_train_examples", "8",
           "--max_eval_examples", "2", "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "4",
@@ -74,7 +74,7 @@ def test_cpt_align_trains_only_projectors(tmp_path, task, model_dir):
 
 
 def test_cpt_text_trains_the_llm_on_packed_text(tmp_path, model_dir):
-    from recipes.cpt import main
+    from bioreason.recipes.cpt import main
 
     corpus = tmp_path / "bio.txt"
     corpus.write_text("\n\n".join(f"Antibodies bind antigens through their CDR loops {i}." for i in range(40)))
@@ -94,7 +94,7 @@ def varied_reward():
 
 
 def test_grpo_keeps_the_encoder_in_the_loop(tmp_path, task, model_dir, monkeypatch, varied_reward):
-    from recipes import grpo
+    from bioreason.recipes import grpo
 
     calls = []
     original_init = grpo.BioGRPOTrainer.__init__
@@ -125,7 +125,7 @@ class Kill(TrainerCallback):
 
 
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, task, model_dir, monkeypatch):
-    from recipes import sft
+    from bioreason.recipes import sft
 
     argv = ["--model_path", model_dir, "--dataset", task, "--max_train_examples", "16", "--evaluate", "false",
             "--per_device_train_batch_size", "2", "--max_steps", "4", "--save_strategy", "steps", "--save_steps",
@@ -150,7 +150,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, task, model_dir,
 
 
 def test_a_failed_checkpoint_write_leaves_no_checkpoint(tmp_path, task, model_dir, monkeypatch):
-    from recipes import sft
+    from bioreason.recipes import sft
 
     def fail(self, output_dir):
         raise OSError("disk full")
@@ -169,7 +169,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so_in_one_line(tmp_p
     import errno
 
     from bioreason.cli import main
-    from recipes import sft
+    from bioreason.recipes import sft
 
     original = sft.BioSFTTrainer._save_rng_state
 
@@ -200,7 +200,7 @@ def test_a_failed_final_save_keeps_the_previous_final(tmp_path, model_dir):
 
     from transformers import AutoProcessor
 
-    from recipes.common import save_final
+    from bioreason.training.common import save_final
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     processor = AutoProcessor.from_pretrained(model_dir)
@@ -231,8 +231,8 @@ def test_two_process_ddp_on_cpu(tmp_path, task, model_dir):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     # torchrun: accelerate's own multi-process CPU launcher needs MPI; torchrun gives the same DDP over gloo
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "recipes.sft", "--config",
-         str(config)],
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "bioreason.recipes.sft",
+         "--config", str(config)],
         capture_output=True, text=True, timeout=600, cwd=root,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -242,7 +242,7 @@ def test_two_process_ddp_on_cpu(tmp_path, task, model_dir):
 
 
 def test_verify_run_folder_rejects_an_incomplete_run(tmp_path):
-    from recipes.pipeline import verify_run_folder
+    from bioreason.recipes.pipeline import verify_run_folder
 
     (tmp_path / "metrics.json").write_text(json.dumps({"stages": [{"name": "sft", "id": {}, "ood": {}, "steps": 1,
                                                                    "seconds": 1}]}))
@@ -254,7 +254,7 @@ def test_verify_run_folder_rejects_an_incomplete_run(tmp_path):
 
 def test_report_to_tensorboard_writes_events(tmp_path, task, model_dir):
     pytest.importorskip("tensorboard")
-    from recipes.sft import main
+    from bioreason.recipes.sft import main
 
     main(["--model_path", model_dir, "--dataset", task, "--max_train_examples", "4", "--evaluate", "false",
           "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "2", "--max_steps", "1",
@@ -273,7 +273,7 @@ def test_pipeline_run_folder(tmp_path, task, model_dir):
     proc = subprocess.run([sys.executable, "-m", "bioreason.cli", "run", "pipeline", "--config", str(config),
                            "sft_learning_rate=0.01"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from recipes.pipeline import verify_run_folder
+    from bioreason.recipes.pipeline import verify_run_folder
 
     metrics = verify_run_folder(str(out))
     assert [s["name"] for s in metrics["stages"]] == ["base", "cpt", "sft", "grpo"]
@@ -319,8 +319,8 @@ def test_a_model_handed_to_the_next_stage_is_prepared_again_with_autocast():
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    from bioreason.adaptation import apply_lora
-    from recipes.common import base_model, release_from_trainer
+    from bioreason.training.adaptation import apply_lora
+    from bioreason.training.common import base_model, release_from_trainer
 
     def prepare(model) -> tuple[bool, list[bool]]:
         """(did the accelerator wrap this model's forward, autocast state seen by the LLM in one forward)"""
@@ -359,9 +359,9 @@ def test_benchmark_pipeline_configs_parse_into_the_pipeline_fields(path):
     """Every shipped pipeline config is valid (a misspelt key is an error) and names a bundled benchmark."""
     from trl import TrlParser
 
-    from bioreason.benchmarks import BENCHMARKS
-    from recipes.common import DataArguments, ModelArguments
-    from recipes.pipeline import PipelineArguments
+    from bioreason.data.benchmarks import BENCHMARKS
+    from bioreason.recipes.pipeline import PipelineArguments
+    from bioreason.training.common import DataArguments, ModelArguments
 
     p, model_args, data = TrlParser((PipelineArguments, ModelArguments, DataArguments)).parse_args_and_config(
         args=["--config", path])

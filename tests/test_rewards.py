@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bioreason.rewards import REWARDS, get_reward
+from bioreason.training.rewards import REWARDS, get_reward
 
 LABELS = ["heavy", "kappa", "lambda"]
 

@@ -10,8 +10,8 @@ import torch
 from conftest import sample_items, tiny_model
 from trl.trainer.utils import add_fused_lm_head
 
-from bioreason.adaptation import apply_lora
-from bioreason.rollout import prompt_groups, shared_prefix_logps
+from bioreason.model.rollout import prompt_groups, shared_prefix_logps
+from bioreason.training.adaptation import apply_lora
 
 G = 3
 
@@ -106,9 +106,9 @@ def grpo_step(out_dir, share: bool, monkeypatch) -> dict:
     from safetensors.torch import load_file
     from trl import GRPOConfig
 
-    from recipes import grpo
-    from recipes.common import ModelArguments, enable_feature_cache
-    from recipes.grpo import BioGRPOTrainer, grpo_dataset
+    from bioreason.recipes import grpo
+    from bioreason.recipes.grpo import BioGRPOTrainer, grpo_dataset
+    from bioreason.training.common import ModelArguments, enable_feature_cache
 
     shared_passes = []
 

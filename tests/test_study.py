@@ -14,10 +14,10 @@ import pytest
 import yaml
 from conftest import tiny_model
 
-from bioreason import study
-from bioreason.benchmarks import build_benchmark
-from bioreason.evaluation import multilabel_metrics, parse_obo, propagate
-from bioreason.study_report import pareto_front, write_study_report
+from bioreason.data.benchmarks import build_benchmark
+from bioreason.evaluation import study
+from bioreason.evaluation.scoring import multilabel_metrics, parse_obo, propagate
+from bioreason.evaluation.study_report import pareto_front, write_study_report
 
 
 def write_study(path, grid, base=None):
@@ -72,7 +72,7 @@ def fake_run(out, name, axes, sft_ood, grpo_ood, sft_examples=32, rl_examples=8,
 
 
 def test_harvest_and_report(tmp_path, monkeypatch):
-    import bioreason.study_report as study_report
+    import bioreason.evaluation.study_report as study_report
 
     out = str(tmp_path)
     fake_run(out, "a", {"seed": 0}, 0.5, 0.6, sft_examples=32, ranks=(16, 4), majority_id=0.8,  # SFT at majority

@@ -18,10 +18,10 @@ import time
 
 import torch
 
-import recipes.pipeline as pipeline
-from bioreason.modeling_bioreason import BioReasonModel
-from recipes import sft
-from recipes.common import DataArguments, ModelArguments
+import bioreason.recipes.pipeline as pipeline
+from bioreason.model.modeling_bioreason import BioReasonModel
+from bioreason.recipes import sft
+from bioreason.training.common import DataArguments, ModelArguments
 
 
 def projector_lr(multiplier: float) -> None:

@@ -1,0 +1,154 @@
+"""The baselines a biologist computes before trusting a multimodal LLM, reported next to every model score.
+
+- `majority`: always answer the train split's most frequent label. A model at this line has learned the prior only.
+- `probe`: a logistic regression (scikit-learn) on each frozen encoder's mean-pooled features, fit on the train split.
+  It says what the encoder already knows; a model far below it does not read its encoder.
+- `reliance`: the model scored again with every example's modality inputs swapped for another example's of the same
+  split (a fixed derangement), reported as accuracy(real) - accuracy(swapped). A model that ignores its encoder scores
+  the same on swapped inputs: reliance near 0.
+
+Features come through the model's own encoders (`BioReasonModel.encode`), so the feature cache serves them and a
+probe costs one encoder pass per unique input.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from bioreason.data.chat import modality_inputs
+from bioreason.data.records import MODALITY_FIELDS
+from bioreason.evaluation.scoring import classification_metrics, evaluate_records
+
+
+def majority_label(answers: Sequence[str]) -> str:
+    """The most frequent answer; ties go to the label that sorts first, so the choice does not depend on order."""
+    if not answers:
+        raise ValueError("the majority baseline needs at least one train record")
+    counts = Counter(answers)
+    return min(counts, key=lambda label: (-counts[label], label))
+
+
+def majority_scores(train: Sequence[dict], splits: dict[str, Sequence[dict]]) -> dict:
+    """`{split: metrics}` of always answering the train split's majority label (and the label itself)."""
+    label = majority_label([r["answer"] for r in train])
+    out: dict = {"label": label}
+    for name, records in splits.items():
+        if records:
+            out[name] = _metrics([label] * len(records), records)
+    return out
+
+
+def _metrics(predictions: Sequence[str], records: Sequence[dict]) -> dict:
+    label_set = list(records[0]["label_set"]) if records[0].get("label_set") else sorted({r["answer"] for r in records})
+    metrics = classification_metrics(predictions, [r["answer"] for r in records], label_set)
+    return {k: metrics[k] for k in ("n", "accuracy", "macro_f1")}
+
+
+@torch.no_grad()
+def pooled_features(model, processor, records: Sequence[dict], cells=None, batch_size: int = 32) -> np.ndarray:
+    """`[N, sum of encoder widths]`: each modality's encoder output mean-pooled over its valid positions (a record's
+    items of one modality averaged), concatenated in the model's modality order; zeros for a modality a record lacks."""
+    inner = model.model if hasattr(model, "model") and hasattr(model.model, "encode") else model
+    device = next(inner.parameters()).device
+    blocks = []
+    for modality in inner.config.modalities:
+        width = inner.encoders[modality].hidden_size
+        block = np.zeros((len(records), width), dtype=np.float32)
+        for start in range(0, len(records), batch_size):
+            chunk = records[start: start + batch_size]
+            items, owners = [], []
+            for i, record in enumerate(chunk):
+                for item in modality_inputs(record, cells).get(modality, []):
+                    items.append(item)
+                    owners.append(start + i)
+            if not items:
+                continue
+            tensors, _ = processor.featurize(modality, items)
+            emb, mask = inner.encode(modality, tensors["values"].to(device), tensors["mask"].to(device).bool())
+            valid = mask.reshape(emb.shape[0], emb.shape[1], -1).any(-1).to(emb.dtype).unsqueeze(-1)
+            pooled = ((emb * valid).sum(1) / valid.sum(1).clamp(min=1)).float().cpu().numpy()
+            sums = np.zeros((len(chunk), width), dtype=np.float32)
+            counts = np.zeros(len(chunk), dtype=np.float32)
+            for row, owner in zip(pooled, owners, strict=True):
+                sums[owner - start] += row
+                counts[owner - start] += 1
+            block[start: start + len(chunk)] = sums / np.maximum(counts, 1)[:, None]
+        blocks.append(block)
+    return np.concatenate(blocks, axis=1)
+
+
+def probe_scores(model, processor, train: Sequence[dict], splits: dict[str, Sequence[dict]], cells=None,
+                 seed: int = 0) -> dict:
+    """`{split: metrics}` of a logistic regression (standardised features, L2, lbfgs) on the frozen encoders'
+    mean-pooled features, fit on `train`."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    answers = [r["answer"] for r in train]
+    if len(set(answers)) < 2:
+        raise ValueError(f"the probe needs at least two labels in the train split, got {sorted(set(answers))}")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    probe.fit(pooled_features(model, processor, train, cells), answers)
+    out: dict = {"train_records": len(train)}
+    for name, records in splits.items():
+        if records:
+            out[name] = _metrics(list(probe.predict(pooled_features(model, processor, records, cells))), records)
+    return out
+
+
+def baseline_scores(model, processor, train: Sequence[dict], splits: dict[str, Sequence[dict]], cells=None,
+                    seed: int = 0) -> dict:
+    """`{"majority": {...}, "probe": {...}}` on `splits` (the records the model itself is scored on)."""
+    return {"majority": majority_scores(train, splits),
+            "probe": probe_scores(model, processor, train, splits, cells, seed=seed)}
+
+
+def derangement(n: int, seed: int = 0) -> list[int]:
+    """A seeded permutation with no fixed point: position i takes the inputs of `perm[i] != i` (n >= 2)."""
+    if n < 2:
+        raise ValueError(f"a derangement needs at least 2 records, got {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    out = [0] * n
+    for k in range(n):  # a single cycle through a shuffled order never maps a position to itself
+        out[int(order[k])] = int(order[(k + 1) % n])
+    return out
+
+
+def swap_modality_inputs(records: Sequence[dict], seed: int = 0) -> list[dict]:
+    """Copies of `records` whose modality inputs come from another record of the list (`derangement`); question,
+    answer and label set stay."""
+    perm = derangement(len(records), seed)
+    return [{**r, **{m: records[j][m] for m in MODALITY_FIELDS if m in records[j]}} for r, j in zip(records, perm,
+                                                                                                     strict=True)]
+
+
+def reliance_scores(model, processor, records: Sequence[dict], real_accuracy: float, mode: str = "likelihood",
+                    cells=None, seed: int = 0, desc: str = "reliance") -> dict:
+    """accuracy on swapped inputs and `reliance` = real - swapped."""
+    if len(records) < 2:
+        return {}
+    swapped = evaluate_records(model, processor, swap_modality_inputs(records, seed), mode=mode, cells=cells,
+                               desc=desc)
+    return {"accuracy_swapped": swapped["accuracy"], "reliance": real_accuracy - swapped["accuracy"]}
+
+
+BASELINE_STYLE = {"majority": ":", "probe": "--"}
+
+
+def draw_baselines(ax, baselines: dict | None, keys: tuple[tuple[str, str], ...] = (("id", "C0"), ("ood", "C1"))):
+    """On a matplotlib axis: a horizontal line per baseline and split, in the colour of the model's series of that
+    split (`keys`: (metrics key, colour)), so every plot of a model carries the lines it must beat."""
+    for name, result in (baselines or {}).items():
+        for key, colour in keys:
+            if "accuracy" in result.get(key, {}):
+                ax.axhline(result[key]["accuracy"], color=colour, linestyle=BASELINE_STYLE.get(name, "-."),
+                           linewidth=1, label=f"{name} ({key.split('_')[0].upper()})")
+
+
+__all__ = ["baseline_scores", "derangement", "draw_baselines", "majority_label", "majority_scores", "pooled_features",
+           "probe_scores", "reliance_scores", "swap_modality_inputs"]

@@ -1,0 +1,359 @@
+"""In-domain / out-of-domain evaluation of a BioReason model on a task dataset.
+
+Two scorers over the closed `label_set`:
+- `likelihood`: the label whose `<answer>label</answer>` continuation has the highest summed log-probability after the
+  prompt and an empty think block (cheap, no sampling, robust for small models);
+- `generate`: greedy generation parsed by `bioreason.data.chat.parse_answer` (the parser rewards use), which also
+  gives the answer-format rate.
+Metrics: accuracy, macro-F1 and per-class F1 over the label set (an unparseable answer counts as wrong).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from bioreason.data.chat import modality_inputs, normalize_label, parse_answer, to_messages
+
+EMPTY_THINK = "<think>\n\n</think>\n<answer>"
+
+
+def prompt_text(processor, record: dict) -> str:
+    return processor.tokenizer.apply_chat_template(to_messages(record, with_answer=False), tokenize=False,
+                                                   add_generation_prompt=True)
+
+
+@torch.no_grad()
+def predict_likelihood(model, processor, record: dict, cells=None) -> str:
+    """One record at a time, every label row through the whole model and a full-vocabulary log-softmax at every
+    position: the reference that `likelihood_scores` (batched, prompt once per record) is tested and benchmarked
+    against."""
+    labels = list(record["label_set"])
+    prefix = prompt_text(processor, record) + EMPTY_THINK
+    items = modality_inputs(record, cells)
+    repeated = {m: v * len(labels) for m, v in items.items()}
+    texts = [prefix + label + "</answer>" for label in labels]
+    batch = processor(text=texts, padding_side="right", **repeated).to(model.device)
+    n_prefix = processor(text=[prefix], padding_side="right", **items)["input_ids"].shape[1]
+    logits = model(**batch).logits.float()
+    logps = torch.log_softmax(logits[:, :-1], -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+    mask = batch["attention_mask"][:, 1:].bool().clone()
+    mask[:, : n_prefix - 2] = False  # score the continuation (and a token merged across the boundary, if any)
+    scores = (logps * mask).sum(-1)
+    return labels[int(scores.argmax())]
+
+
+def batch_items(records: Sequence[dict], cells=None) -> dict[str, list]:
+    """Every record's modality inputs as one flat list per modality, in record order (what the processor takes)."""
+    items: dict[str, list] = {}
+    for r in records:
+        for m, v in modality_inputs(r, cells).items():
+            items.setdefault(m, []).extend(v)
+    return items
+
+
+def _common_prefix(rows: list[list[int]]) -> int:
+    n = min(len(r) for r in rows)
+    for i in range(n):
+        if any(r[i] != rows[0][i] for r in rows[1:]):
+            return i
+    return n
+
+
+def _pad_rows(rows: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            span = slice(width - len(row), width) if left else slice(0, len(row))
+            ids[i, span] = torch.tensor(row)
+            mask[i, span] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def likelihood_scores(model, processor, records: Sequence[dict], cells=None) -> list[list[float]]:
+    """For each record, the summed log-probability of each label's `label</answer>` continuation after its prompt and
+    an empty think block, with the records in one batch and no prompt work repeated.
+
+    Three passes share one KV cache: the text every prompt of the batch starts with (system prompt and the start of
+    the user turn, up to the first modality token) runs once; each record's own prompt (its encoder features and
+    question) runs once, left-padded after it; each label row runs only its continuation on a copy of its record's
+    cache. The LM head projects only the scored positions, in fp32 (`bioreason.model.lm_head.token_logprobs`). A
+    row's score sums the tokens after the longest token prefix the record's label rows share, so labels compare on what
+    differs (a token merged across the prompt / label boundary is scored). Argmax and score differences equal
+    `predict_likelihood`'s."""
+    from bioreason.model.lm_head import token_logprobs
+    from bioreason.model.rollout import generation_position_ids
+
+    for r in records:
+        if not r.get("label_set"):
+            raise ValueError(f"record {r.get('id')!r} has no label_set: likelihood scoring ranks a closed set of "
+                             "labels; use mode='generate' for open answers")
+    tok = processor.tokenizer
+    prefixes = [prompt_text(processor, r) + EMPTY_THINK for r in records]
+    items = batch_items(records, cells)
+    expanded, modality = processor.prepare(prefixes, **items)
+    label_sets = [list(r["label_set"]) for r in records]
+    rows = tok([e + label + "</answer>" for e, labels in zip(expanded, label_sets, strict=True) for label in labels],
+               add_special_tokens=True)["input_ids"]
+    owner = [i for i, labels in enumerate(label_sets) for _ in labels]
+    firsts = [owner.index(i) for i in range(len(records))]
+    # Each record's prompt: all tokens its label rows share but the last, which starts the continuation
+    starts = []
+    for i, labels in enumerate(label_sets):
+        group = rows[firsts[i]: firsts[i] + len(labels)]
+        starts.append(max(min(_common_prefix(group), min(len(r) for r in group) - 1), 1) - 1)
+    # The batch's shared text: the prompts' common tokens before the first modality token (features differ there)
+    prompts = [rows[firsts[i]][: starts[i]] for i in range(len(records))]
+    shared = _common_prefix(prompts) if prompts else 0
+    special = set(model.config.placeholder_token_ids())
+    shared = next((k for k, t in enumerate(prompts[0][:shared]) if t in special), shared)
+    shared = shared if len(records) > 1 and shared >= 2 else 0
+    device = model.device
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    cache, mask = None, torch.zeros((len(records), 0), dtype=torch.long, device=device)
+    if shared:
+        ids = torch.tensor([prompts[0][:shared]], device=device)
+        cache = model.model(input_ids=ids, use_cache=True).cache
+        cache.batch_select_indices(torch.zeros(len(records), dtype=torch.long, device=device))
+        mask = torch.ones((len(records), shared), dtype=torch.long, device=device)
+    ids, own_mask = (t.to(device) for t in _pad_rows([p[shared:] for p in prompts], pad, left=True))
+    mask = torch.cat([mask, own_mask], 1)
+    positions = generation_position_ids(mask)[:, shared:]
+    cache = model.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                        **{k: v.to(device) for k, v in modality.items()}).cache
+    inverse = torch.tensor(owner, device=device)
+    cache.batch_select_indices(inverse)
+    # Continuations: right-padded, positions carrying on from each record's prompt
+    cont_ids, cont_mask = (t.to(device) for t in _pad_rows([row[starts[i]:] for row, i in zip(rows, owner,
+                                                                                                strict=True)],
+                                                            pad, left=False))
+    positions = torch.tensor([starts[i] for i in owner], device=device)[:, None] + torch.arange(cont_ids.shape[1],
+                                                                                                 device=device)
+    hidden = model.model(input_ids=cont_ids, attention_mask=torch.cat([mask[inverse], cont_mask], 1),
+                         position_ids=positions, cache=cache, use_cache=True).last_hidden_state
+    scored = cont_mask[:, 1:].bool()
+    head = model.get_output_embeddings()
+    logps = token_logprobs(hidden[:, :-1][scored], head.weight, head.bias, cont_ids[:, 1:][scored])["log_probs"]
+    per_row = logps.new_zeros(scored.shape).masked_scatter(scored, logps).sum(-1).tolist()
+    return [per_row[firsts[i]: firsts[i] + len(labels)] for i, labels in enumerate(label_sets)]
+
+
+@torch.no_grad()
+def predict_generate(model, processor, records: Sequence[dict], cells=None, max_new_tokens: int = 64) -> list[str]:
+    texts = [prompt_text(processor, r) for r in records]
+    items = batch_items(records, cells)
+    batch = processor(text=texts, padding_side="left", **items).to(model.device)
+    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+    return processor.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def classification_metrics(predictions: Sequence[str | None], golds: Sequence[str], label_set: Sequence[str]) -> dict:
+    """Accuracy, macro-F1 and per-class F1 (`None` predictions are wrong for every class)."""
+    golds_n = [normalize_label(g) for g in golds]
+    preds_n = [normalize_label(p) if p is not None else None for p in predictions]
+    per_class = {}
+    for label in label_set:
+        lab = normalize_label(label)
+        tp = sum(p == lab and g == lab for p, g in zip(preds_n, golds_n, strict=True))
+        fp = sum(p == lab and g != lab for p, g in zip(preds_n, golds_n, strict=True))
+        fn = sum(p != lab and g == lab for p, g in zip(preds_n, golds_n, strict=True))
+        per_class[label] = 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+    present = [lab for lab in label_set if normalize_label(lab) in golds_n]
+    return {
+        "n": len(golds_n),
+        "accuracy": float(np.mean([p == g for p, g in zip(preds_n, golds_n, strict=True)])) if golds_n else 0.0,
+        "macro_f1": float(np.mean([per_class[lab] for lab in present])) if present else 0.0,
+        "per_class_f1": per_class,
+    }
+
+
+def evaluate_records(model, processor, records: Sequence[dict], mode: str = "likelihood", cells=None,
+                     batch_size: int = 8, max_new_tokens: int = 64, desc: str = "evaluate",
+                     progress: bool = True) -> dict:
+    """Metrics and per-example predictions for a list of records, `batch_size` records at a time, with a progress
+    bar over examples (`desc` names it)."""
+    from tqdm.auto import tqdm
+
+    if mode not in ("likelihood", "generate"):
+        raise ValueError(f"mode must be 'likelihood' or 'generate', got {mode!r}")
+    was_training = model.training
+    model.eval()
+    predictions: list[str | None] = []
+    formats: list[bool] | None = None if mode == "likelihood" else []
+    try:
+        with tqdm(total=len(records), desc=desc, unit="ex", disable=not progress or not records) as bar:
+            for start in range(0, len(records), batch_size):
+                chunk = records[start: start + batch_size]
+                if mode == "likelihood":
+                    for record, scores in zip(chunk, likelihood_scores(model, processor, chunk, cells), strict=True):
+                        predictions.append(list(record["label_set"])[max(range(len(scores)), key=scores.__getitem__)])
+                else:
+                    parsed = [parse_answer(t) for t in predict_generate(model, processor, chunk, cells,
+                                                                        max_new_tokens)]
+                    predictions += [p.answer for p in parsed]
+                    formats += [p.well_formed for p in parsed]
+                bar.update(len(chunk))
+    finally:
+        model.train(was_training)
+    label_set = list(records[0]["label_set"]) if records else []
+    metrics = classification_metrics(predictions, [r["answer"] for r in records], label_set)
+    if formats is not None:
+        metrics["format_rate"] = float(np.mean(formats)) if formats else 0.0
+    metrics["predictions"] = [{"id": r["id"], "answer": r["answer"], "prediction": p}
+                              for r, p in zip(records, predictions, strict=True)]
+    return metrics
+
+
+def sample_split(dataset, split: str, max_examples: int | None, seed: int = 0) -> list[dict]:
+    ds = dataset[split]
+    if max_examples is not None and len(ds) > max_examples:
+        ds = ds.shuffle(seed=seed).select(range(max_examples))
+    return [dict(r) for r in ds]
+
+
+__all__ = ["classification_metrics", "evaluate_records", "likelihood_scores", "predict_generate", "predict_likelihood",
+           "sample_split"]
+
+
+# Multi-label tasks with an ontology (GO-style) -----------------------------------------------------------------------
+def parse_obo(path: str) -> dict[str, set[str]]:
+    """term -> direct parents over `is_a` and `relationship: part_of` from an OBO file."""
+    parents: dict[str, set[str]] = {}
+    term = None
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.split("!")[0].strip()
+            if line.startswith("["):
+                term = None
+            elif line.startswith("id:"):
+                term = line[3:].strip()
+                parents.setdefault(term, set())
+            elif term and line.startswith("is_a:"):
+                parents[term].add(line[5:].strip())
+            elif term and line.startswith("relationship:") and line.split()[1] == "part_of":
+                parents[term].add(line.split()[2])
+    return parents
+
+
+def propagate(labels: set[str], parents: dict[str, set[str]]) -> set[str]:
+    """The labels with all their ancestors (the true-path rule)."""
+    out, stack = set(), list(labels)
+    while stack:
+        term = stack.pop()
+        if term not in out:
+            out.add(term)
+            stack.extend(parents.get(term, ()))
+    return out
+
+
+def split_labels(text: str | None) -> set[str]:
+    return {x.strip() for x in re.split(r"[,;\n]", text or "") if x.strip()}
+
+
+def multilabel_metrics(predictions: Sequence[set[str]], golds: Sequence[set[str]],
+                       parents: dict[str, set[str]] | None = None) -> dict:
+    """Micro-F1 and mean per-example F1, after propagating both sides up the ontology when one is given."""
+    if parents is not None:
+        predictions = [propagate(p, parents) for p in predictions]
+        golds = [propagate(g, parents) for g in golds]
+    tp = sum(len(p & g) for p, g in zip(predictions, golds, strict=True))
+    n_pred, n_gold = sum(map(len, predictions)), sum(map(len, golds))
+    micro = 0.0 if tp == 0 else 2 * tp / (n_pred + n_gold)
+    per_example = [0.0 if not (p & g) else 2 * len(p & g) / (len(p) + len(g)) for p, g in
+                   zip(predictions, golds, strict=True)]
+    return {"multilabel_micro_f1": micro, "multilabel_example_f1": float(np.mean(per_example)) if per_example else 0.0}
+
+
+# Whole models and checkpoint series -----------------------------------------------------------------------------------
+def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = ("id_test", "ood_test"),
+                   mode: str = "likelihood", max_examples: int | None = None, ontology: str | None = None,
+                   bf16: bool | str = "auto", seed: int = 0, baselines: bool = True, reliance: bool = True) -> dict:
+    """Metrics per split and per-example predictions of a saved model on a saved task dataset; with `reliance`, each
+    split's modality reliance; with `baselines`, the majority / probe baselines (`bioreason.evaluation.baselines`) on
+    the same records."""
+    from datasets import load_from_disk
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    import bioreason  # noqa: F401
+    from bioreason.data.records import load_cells
+    from bioreason.training.precision import choose_bf16
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    precision = choose_bf16(bf16, model.device.type)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    dataset = load_from_disk(data_dir)
+    cells = load_cells(data_dir) if os.path.exists(os.path.join(data_dir, "cells.h5ad")) else None
+    parents = parse_obo(ontology) if ontology else None
+    results: dict = {"model": model_dir, "data": data_dir, "mode": mode, "precision": precision.as_dict(),
+                     "splits": {}, "predictions": {}}
+    from bioreason.evaluation.baselines import baseline_scores, reliance_scores
+
+    scored: dict[str, list[dict]] = {}
+    autocast = torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=precision.bf16)
+    for split in splits:
+        records = sample_split(dataset, split, max_examples, seed=seed)
+        if not records:
+            results["splits"][split] = {"n": 0}
+            continue
+        scored[split] = records
+        with autocast:
+            metrics = evaluate_records(model, processor, records, mode=mode, cells=cells, desc=f"evaluate {split}")
+            if reliance:
+                metrics.update(reliance_scores(model, processor, records, metrics["accuracy"], mode=mode, cells=cells,
+                                               seed=seed, desc=f"reliance {split}"))
+        predictions = metrics.pop("predictions")
+        if parents is not None:
+            metrics.update(multilabel_metrics([split_labels(p["prediction"]) for p in predictions],
+                                              [split_labels(r["answer"]) for r in records], parents))
+        results["splits"][split] = metrics
+        results["predictions"][split] = predictions
+    if baselines and scored and "train" in dataset and parents is None:
+        with autocast:
+            results["baselines"] = baseline_scores(model, processor, [dict(r) for r in dataset["train"]], scored,
+                                                   cells, seed=seed)
+    return results
+
+
+def evaluate_curve(models: Sequence[str], data_dir: str, labels: Sequence[str] | None = None, out: str = ".",
+                   **kwargs) -> list[dict]:
+    """Evaluate checkpoints in order (e.g. SFT after 1, 2, 4, 8, 16 epochs); write curve.json and curve.png."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(labels) if labels else [os.path.basename(m.rstrip("/")) for m in models]
+    if len(labels) != len(models):
+        raise ValueError(f"{len(labels)} labels for {len(models)} models")
+    points, baselines = [], None
+    for i, (label, model_dir) in enumerate(zip(labels, models, strict=True)):
+        result = evaluate_model(model_dir, data_dir, baselines=i == 0, **kwargs)  # baselines once: the first model's
+        baselines = baselines or result.get("baselines")
+        points.append({"label": label, "model": model_dir, **result["splits"]})
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "curve.json"), "w", encoding="utf-8") as fh:
+        json.dump(points, fh, indent=2)
+    with open(os.path.join(out, "curve_baselines.json"), "w", encoding="utf-8") as fh:
+        json.dump(baselines or {}, fh, indent=2)
+    from bioreason.evaluation.baselines import draw_baselines
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for split, name in (("id_test", "ID"), ("ood_test", "OOD")):
+        ax.plot(labels, [p[split].get("accuracy", float("nan")) for p in points], "o-", label=name)
+    draw_baselines(ax, baselines, keys=(("id_test", "C0"), ("ood_test", "C1")))
+    ax.set_xlabel("checkpoint")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "curve.png"), dpi=120)
+    plt.close(fig)
+    return points

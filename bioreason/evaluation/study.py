@@ -1,0 +1,255 @@
+"""Studies in the seed paper's design: expand a grid of post-training recipes, run each through the pipeline recipe,
+skip what already finished (a killed study resumes), harvest one table, and report.
+
+    bioreason study plan recipes/configs/study/cpu_antibody.yaml
+    bioreason study run recipes/configs/study/cpu_antibody.yaml --out docs/study
+    bioreason study report docs/study
+
+A study config has `base` (pipeline / model / data fields shared by all runs) and `grid` (axis -> values). Axes are
+pipeline fields (`sft_examples`, `rl_examples`, `sft_epochs`, `rl_fraction`, `sft_lora_r`, `grpo_lora_r`, `seed`,
+...) plus three study axes: `backbone` (the LLM source), `cpt` (bool: run the CPT stage) and `rl_start`
+(`warm`: RL after SFT; `cold`: RL from the base model). Each run lives in `OUT/runs/<name>/` and is finished when its
+`DONE` marker exists; an unfinished run resumes after its last finished stage (`bioreason/training/run_state.py`),
+and runs die with a killed study (`bioreason.training.faults.die_with_parent`). Executors: `local` (each run in its own
+process; `jobs` of them at a time, each given an equal share of the CPU cores as its thread count) and `submitit`
+(SLURM, or submitit's local executor for testing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import yaml
+
+STUDY_AXES = {"backbone", "cpt", "rl_start"}
+
+
+@dataclass
+class Run:
+    name: str
+    axes: dict
+    config: dict  # the pipeline config (every key a PipelineArguments / ModelArguments / DataArguments field)
+
+
+def load_study(path: str) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        study = yaml.safe_load(fh)
+    if not isinstance(study, dict) or "grid" not in study:
+        raise ValueError(f"{path}: a study config needs a `grid` mapping (and usually `base`)")
+    for axis, values in study["grid"].items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{path}: grid axis {axis!r} must be a non-empty list")
+    return study
+
+
+def run_config(base: dict, axes: dict) -> dict:
+    """The pipeline config of one grid point."""
+    config = dict(base)
+    stages = list(base.get("stages", ["sft", "grpo"]))
+    for axis, value in axes.items():
+        if axis == "backbone":
+            config["llm"] = value
+        elif axis == "cpt":
+            stages = (["cpt"] if value else []) + [s for s in stages if s != "cpt"]
+        elif axis == "rl_start":
+            if value not in ("warm", "cold"):
+                raise ValueError(f"rl_start must be 'warm' or 'cold', got {value!r}")
+            if value == "cold":
+                stages = [s for s in stages if s != "sft"]
+        else:
+            config[axis] = value
+    if config.get("sft_examples") == 0:
+        stages = [s for s in stages if s != "sft"]
+    if config.get("rl_examples") == 0:
+        stages = [s for s in stages if s != "grpo"]
+    config["stages"] = stages
+    return config
+
+
+def run_name(axes: dict) -> str:
+    parts = [f"{k}-{str(v).replace('/', '_')}" for k, v in sorted(axes.items()) if k != "backbone"]
+    if "backbone" in axes:
+        parts.insert(0, "bb-" + hashlib.sha1(str(axes["backbone"]).encode()).hexdigest()[:6])
+    return "_".join(parts) or "run"
+
+
+def expand(study: dict) -> list[Run]:
+    """The cartesian product of the grid axes, in a stable order; duplicate effective configs are kept once."""
+    grid = study["grid"]
+    axes_names = list(grid)
+    runs, seen = [], set()
+    for values in itertools.product(*(grid[a] for a in axes_names)):
+        axes = dict(zip(axes_names, values, strict=True))
+        config = run_config(study.get("base", {}), axes)
+        key = json.dumps(config, sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        runs.append(Run(run_name(axes), axes, config))
+    return runs
+
+
+def thread_env(threads: int | None) -> dict:
+    """The environment of a run: limited to `threads` intra-op threads (None: as inherited), and told its parent
+    (the run dies with a killed study: `bioreason.training.faults.die_with_parent`)."""
+    env = {**os.environ, "BIOREASON_PARENT_PID": str(os.getpid())}
+    if threads is not None:
+        value = str(max(1, threads))
+        env.update(OMP_NUM_THREADS=value, MKL_NUM_THREADS=value)
+    return env
+
+
+def run_one(run_dir: str, threads: int | None = None) -> str:
+    """Run one pipeline in its own process (a clean interpreter per run, as on a cluster) and mark it done."""
+    with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as fh:
+        config = yaml.safe_load(fh)
+    command = [sys.executable, "-m", "bioreason.recipes.pipeline", "--config", os.path.join(run_dir, "config.yaml")]
+    proc = subprocess.run(command, capture_output=True, text=True, env=thread_env(threads))
+    with open(os.path.join(run_dir, "log.txt"), "w", encoding="utf-8") as fh:
+        fh.write(proc.stdout[-20000:] + "\n" + proc.stderr[-50000:])
+    if proc.returncode != 0:
+        raise RuntimeError(f"run {run_dir} failed (exit {proc.returncode}); see its log.txt")
+    if not os.path.exists(os.path.join(config["output_dir"], "metrics.json")):
+        raise RuntimeError(f"run {run_dir} wrote no metrics.json")
+    open(os.path.join(run_dir, "DONE"), "w").close()
+    return run_dir
+
+
+def prepare(runs: list[Run], out: str) -> list[str]:
+    """Write each run's config; return the run folders still to do."""
+    todo = []
+    for run in runs:
+        run_dir = os.path.join(out, "runs", run.name)
+        if os.path.exists(os.path.join(run_dir, "DONE")):
+            continue
+        os.makedirs(run_dir, exist_ok=True)
+        config = {**run.config, "output_dir": run_dir}
+        with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as fh:
+            yaml.safe_dump(config, fh, sort_keys=True)
+        with open(os.path.join(run_dir, "axes.json"), "w", encoding="utf-8") as fh:
+            json.dump(run.axes, fh)
+        todo.append(run_dir)
+    return todo
+
+
+def run_local(todo: list[str], jobs: int = 1) -> list[str]:
+    """Run the folders `jobs` at a time on this machine; returns the failures. Several small runs side by side use a
+    few cores better than one run's threads do (model loading, evaluation and generation are serial), so each run
+    gets `cores // jobs` threads and the cores are not oversubscribed."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
+    failures: list[str] = []
+
+    def one(item: tuple[int, str]) -> None:
+        i, run_dir = item
+        print(f"[{i}/{len(todo)}] {os.path.basename(run_dir)}", flush=True)
+        try:
+            run_one(run_dir, threads)
+        except RuntimeError as err:
+            failures.append(str(err))
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(one, enumerate(todo, 1)))
+    return failures
+
+
+def run_study(config_path: str, out: str, executor: str = "local", slurm: dict | None = None,
+              cluster: str | None = None, jobs: int = 1) -> dict:
+    study = load_study(config_path)
+    runs = expand(study)
+    os.makedirs(out, exist_ok=True)
+    todo = prepare(runs, out)
+    print(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run", flush=True)
+    failures = []
+    if executor == "local":
+        failures = run_local(todo, jobs)
+    elif executor == "submitit":
+        import submitit
+
+        ex = submitit.AutoExecutor(folder=os.path.join(out, "submitit"), cluster=cluster)
+        ex.update_parameters(**(slurm or study.get("slurm") or {}))
+        jobs = [ex.submit(run_one, run_dir) for run_dir in todo]
+        for job in jobs:
+            try:
+                job.result()
+            except Exception as err:  # submitit wraps the job's exception
+                failures.append(str(err))
+    else:
+        raise ValueError(f"executor must be 'local' or 'submitit', got {executor!r}")
+    table = harvest(out)
+    return {"runs": len(runs), "ran": len(todo), "failed": failures, "harvested": len(table)}
+
+
+CURVE_COLUMNS = ["run", "stage", "step", "examples", "id_accuracy", "ood_accuracy", "id_reliance", "ood_reliance"]
+
+
+def curve_rows(run_dir: str, name: str, metrics: dict) -> list[dict]:
+    """A run's periodic evaluations (`eval_every_steps`) as rows; `examples` = steps x the stage's examples a step
+    (SFT: `sft_batch_size`; GRPO: `grpo_prompts_per_step`), from the resolved fields in the run's run_config.json."""
+    points = metrics.get("curve") or []
+    if not points:
+        return []
+    with open(os.path.join(run_dir, "run_config.json"), encoding="utf-8") as fh:
+        pipeline = json.load(fh)["pipeline"]
+    per_step = {"sft": pipeline["sft_batch_size"], "grpo": pipeline["grpo_prompts_per_step"],
+                "cpt": pipeline["cpt_batch_size"]}
+    return [{"run": name, "stage": p["stage"], "step": p["step"], "examples": p["step"] * per_step.get(p["stage"], 1),
+             **{f"{split}_{m}": p.get(split, {}).get(m) for split in ("id", "ood") for m in ("accuracy", "reliance")}}
+            for p in points]
+
+
+def harvest(out: str):
+    """One row per finished run: its axes and key config values, then ID / OOD metrics after each stage and final;
+    the runs' periodic evaluations go to `curve.csv`, one row a point."""
+    import pandas as pd
+
+    rows, curve = [], []
+    runs_dir = os.path.join(out, "runs")
+    for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
+        run_dir = os.path.join(runs_dir, name)
+        if not os.path.exists(os.path.join(run_dir, "DONE")):
+            continue
+        with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as fh:
+            metrics = json.load(fh)
+        with open(os.path.join(run_dir, "axes.json"), encoding="utf-8") as fh:
+            axes = json.load(fh)
+        row = {"run": name, **{f"axis_{k}": v for k, v in axes.items()}, **metrics.get("budget", {})}
+        row["stages"] = "+".join(s["name"] for s in metrics["stages"] if s["name"] != "base")
+        for stage in metrics["stages"]:
+            for split in ("id", "ood"):
+                for metric in ("accuracy", "macro_f1", "reliance"):
+                    if metric in stage.get(split, {}):
+                        row[f"{stage['name']}_{split}_{metric}"] = stage[split][metric]
+        final = [s for s in metrics["stages"] if s["name"] != "base"][-1]
+        for split in ("id", "ood"):
+            row[f"{split}_accuracy"] = final[split].get("accuracy")
+            row[f"{split}_macro_f1"] = final[split].get("macro_f1")
+            row[f"{split}_reliance"] = final[split].get("reliance")
+            for baseline_name, baseline in metrics.get("baselines", {}).items():  # the same records as the scores
+                row[f"{baseline_name}_{split}_accuracy"] = baseline.get(split, {}).get("accuracy")
+        row["train_seconds"] = sum(s["seconds"] for s in metrics["stages"] if s["name"] != "base")
+        rows.append(row)
+        curve += curve_rows(run_dir, name, metrics)
+    table = pd.DataFrame(rows)
+    for name, write in (("curve.csv", lambda p: pd.DataFrame(curve, columns=CURVE_COLUMNS).to_csv(p, index=False)),
+                        ("results.csv", lambda p: table.to_csv(p, index=False)),
+                        ("results.parquet", lambda p: table.to_parquet(p, index=False))):
+        tmp = os.path.join(out, f".{name}.tmp")
+        write(tmp)
+        os.replace(tmp, os.path.join(out, name))  # a study killed while harvesting keeps the previous table whole
+    return table
+
+
+def plan(config_path: str) -> list[Run]:
+    return expand(load_study(config_path))
+
+
+__all__ = ["Run", "expand", "harvest", "load_study", "plan", "run_local", "run_one", "run_study", "thread_env"]

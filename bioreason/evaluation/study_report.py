@@ -1,0 +1,176 @@
+"""`bioreason study report DIR`: Markdown + PNG plots from a harvested study table (`DIR/results.csv`).
+
+Plots: ID vs OOD scatter with the Pareto front; accuracy against SFT budget (after the SFT stage); accuracy during SFT
+(the runs' periodic evaluations, `curve.csv`, against examples seen); the budget-split
+curve (final accuracy against RL's share of the training examples); a heatmap of final OOD accuracy over
+(SFT LoRA rank, RL LoRA rank) pairs. Plots whose axes did not vary in the study are skipped and said so. Every accuracy
+plot carries the majority-class and probe baselines (the mean over runs of the `majority_*` / `probe_*` columns) as
+lines; the report counts the runs that end at the majority class.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bioreason.evaluation.baselines import draw_baselines  # noqa: E402
+
+
+def pareto_front(points: np.ndarray) -> np.ndarray:
+    """Indices of points not dominated in both coordinates (higher is better), sorted by the first coordinate."""
+    keep = [i for i, p in enumerate(points) if not any((q >= p).all() and (q > p).any() for q in points)]
+    return np.array(sorted(keep, key=lambda i: points[i, 0]), dtype=int)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    def cell(v):
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    rows = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    rows += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(rows)
+
+
+def _save(fig, out: str, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, name), dpi=120)
+    plt.close(fig)
+    return name
+
+
+def baselines_of(table: pd.DataFrame) -> dict:
+    """`{"majority": {"id": {"accuracy"}, "ood": ...}, "probe": ...}` averaged over the runs that recorded them."""
+    out: dict = {}
+    for name in ("majority", "probe"):
+        for split in ("id", "ood"):
+            column = f"{name}_{split}_accuracy"
+            if column in table and table[column].notna().any():
+                out.setdefault(name, {})[split] = {"accuracy": float(table[column].mean())}
+    return out
+
+
+def _line_plot(out: str, name: str, lines: list, xlabel: str, ylabel: str, baselines: dict | None = None) -> str:
+    """One figure of `(series, style, label)` lines against their index, with the baselines; returns the saved path."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for series, style, label in lines:
+        ax.plot(series.index, series, style, label=label)
+    draw_baselines(ax, baselines)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    return _save(fig, out, name)
+
+
+def write_study_report(out: str) -> str:
+    table = pd.read_csv(os.path.join(out, "results.csv"))
+    if table.empty:
+        raise ValueError(f"{out}: no finished runs to report")
+    plots, notes = [], []
+    baselines = baselines_of(table)
+
+    # ID vs OOD with the Pareto front
+    pts = table[["id_accuracy", "ood_accuracy"]].to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.scatter(pts[:, 0], pts[:, 1], alpha=0.7, label="runs (final stage)")
+    front = pareto_front(pts)
+    ax.plot(pts[front, 0], pts[front, 1], "r-o", label="Pareto front")
+    for name, marker in (("majority", "X"), ("probe", "*")):
+        if {"id", "ood"} <= set(baselines.get(name, {})):
+            ax.scatter([baselines[name]["id"]["accuracy"]], [baselines[name]["ood"]["accuracy"]], marker=marker,
+                       s=120, color="k", label=f"{name} baseline")
+    ax.set_xlabel("ID accuracy")
+    ax.set_ylabel("OOD accuracy")
+    ax.legend(fontsize=7)
+    ax.set_title("ID vs OOD")
+    plots.append(_save(fig, out, "id_vs_ood.png"))
+
+    # accuracy against SFT budget, after the SFT stage
+    if "sft_examples" in table and table["sft_examples"].nunique() > 1 and "sft_ood_accuracy" in table:
+        budget = table["sft_examples"] * table.get("sft_epochs", 1)
+        grouped = table.assign(budget=budget).groupby("budget")[["sft_id_accuracy", "sft_ood_accuracy"]].mean()
+        lines = [(grouped["sft_id_accuracy"], "o-", "ID after SFT"),
+                 (grouped["sft_ood_accuracy"], "o-", "OOD after SFT")]
+        if "grpo_ood_accuracy" in table:
+            after = table.assign(budget=budget).groupby("budget")["grpo_ood_accuracy"].mean()
+            lines.append((after, "s--", "OOD after SFT + RL"))
+        plots.append(_line_plot(out, "ood_vs_sft_budget.png", lines, "SFT budget (examples x epochs)",
+                                "accuracy (mean over runs)", baselines))
+    else:
+        notes.append("SFT budget did not vary: no budget plot.")
+
+    # accuracy during SFT, from the runs' periodic evaluations (`eval_every_steps`)
+    curve_path = os.path.join(out, "curve.csv")
+    sft_curve = pd.read_csv(curve_path) if os.path.exists(curve_path) else None  # harvest writes its header always
+    if sft_curve is not None:
+        sft_curve = sft_curve[sft_curve["stage"] == "sft"]
+    if sft_curve is not None and sft_curve["examples"].nunique() > 1:
+        grouped = sft_curve.groupby("examples")[["id_accuracy", "ood_accuracy"]].mean()
+        lines = [(grouped["id_accuracy"], "o-", "ID"), (grouped["ood_accuracy"], "o-", "OOD")]
+        plots.append(_line_plot(out, "accuracy_during_sft.png", lines, "SFT examples seen",
+                                "accuracy (mean over runs evaluated there)", baselines))
+    else:
+        notes.append("No periodic evaluations during SFT (`eval_every_steps`): no curve within runs.")
+
+    # budget split: RL's share of the examples
+    if {"sft_examples", "rl_examples"} <= set(table) and (table["rl_examples"] > 0).any():
+        share = table["rl_examples"] / (table["sft_examples"] + table["rl_examples"])
+        grouped = table.assign(share=share.round(3)).groupby("share")[["id_accuracy", "ood_accuracy"]].mean()
+        if len(grouped) > 1:
+            lines = [(grouped["id_accuracy"], "o-", "ID"), (grouped["ood_accuracy"], "o-", "OOD")]
+            plots.append(_line_plot(out, "budget_split.png", lines, "RL share of training examples",
+                                    "final accuracy (mean over runs)", baselines))
+        else:
+            notes.append("Only one SFT:RL split: no budget-split curve.")
+
+    # rank pairs
+    ranks = {"sft_lora_r", "grpo_lora_r"} <= set(table)
+    if ranks and table["sft_lora_r"].nunique() * table["grpo_lora_r"].nunique() > 1:
+        heat = table.pivot_table(index="sft_lora_r", columns="grpo_lora_r", values="ood_accuracy", aggfunc="mean")
+        fig, ax = plt.subplots(figsize=(5, 4))
+        im = ax.imshow(heat.to_numpy(), cmap="viridis", origin="lower")
+        ax.set_xticks(range(len(heat.columns)), heat.columns)
+        ax.set_yticks(range(len(heat.index)), heat.index)
+        ax.set_xlabel("RL LoRA rank")
+        ax.set_ylabel("SFT LoRA rank")
+        for (i, j), v in np.ndenumerate(heat.to_numpy()):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w")
+        bar = fig.colorbar(im, ax=ax, label="final OOD accuracy")
+        for name, style in (("majority", ":"), ("probe", "--")):  # a heatmap's baselines: marks on its colour bar
+            if "ood" in baselines.get(name, {}):
+                bar.ax.axhline(baselines[name]["ood"]["accuracy"], color="k", linestyle=style, linewidth=2)
+        ax.set_title("OOD; colour bar: majority (dotted), probe (dashed)", fontsize=8)
+        plots.append(_save(fig, out, "rank_heatmap.png"))
+    else:
+        notes.append("LoRA ranks did not vary: no rank heatmap.")
+
+    rl_effect = ""
+    if {"sft_ood_accuracy", "grpo_ood_accuracy"} <= set(table):
+        diff = (table["grpo_ood_accuracy"] - table["sft_ood_accuracy"]).dropna()
+        diff_id = (table["grpo_id_accuracy"] - table["sft_id_accuracy"]).dropna()
+        rl_effect = (f"RL after SFT changed OOD accuracy by {diff.mean():+.3f} on average (better in {(diff > 0).sum()}"
+                     f", worse in {(diff < 0).sum()}, same in {(diff == 0).sum()} of {len(diff)} runs) and ID "
+                     f"accuracy by {diff_id.mean():+.3f}.\n\n")
+    at_majority = ""
+    if "majority_id_accuracy" in table and "sft_id_accuracy" in table:
+        # a run "ends SFT at the majority class" when its SFT accuracy is no better than always answering the prior
+        stuck = int((table["sft_id_accuracy"] <= table["majority_id_accuracy"] + 1e-9).sum())
+        at_majority = f"{stuck} of {len(table)} runs end SFT at or below the majority class (ID).\n\n"
+    if baselines:
+        at_majority += "Baselines (mean over runs): " + "; ".join(
+            f"{name} ID {b['id']['accuracy']:.3f} / OOD {b['ood']['accuracy']:.3f}"
+            for name, b in baselines.items() if {"id", "ood"} <= set(b)) + ".\n\n"
+    columns = [c for c in ("run", "sft_examples", "rl_examples", "sft_lora_r", "grpo_lora_r", "id_accuracy",
+                           "ood_accuracy", "id_reliance", "ood_reliance") if c in table]
+    best = table.sort_values("ood_accuracy", ascending=False)[columns].head(10)
+    text = (f"# Study report\n\n{len(table)} finished runs (`results.csv`, `results.parquet`).\n\n{rl_effect}"
+            f"{at_majority}Top runs by final OOD accuracy:\n\n{markdown_table(best)}\n\n"
+            + "\n".join(f"![{p}]({p})" for p in plots) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return os.path.join(out, "report.md")

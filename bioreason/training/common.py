@@ -1,0 +1,435 @@
+"""What the stage scripts share: argument dataclasses (every YAML key is one of their fields, parsed by TRL's
+`TrlParser`), model / data loading, freeze policy and LoRA, ID / OOD evaluation, atomic checkpoints and saves."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from trl import GRPOConfig, SFTConfig
+
+from bioreason.evaluation.scoring import evaluate_records, sample_split
+from bioreason.training.faults import kill_point
+from bioreason.training.precision import AUTO, Precision, choose_bf16
+
+BF16_HELP = ("auto (default): bf16 autocast where the device computes bf16 natively (CUDA with bf16, a CPU with "
+             "AMX-BF16 / AVX512-BF16), fp32 elsewhere; true / false force it")
+
+
+@dataclass
+class ModelArguments:
+    model_path: str | None = field(default=None, metadata={"help": "a BioReason folder; else compose from parts"})
+    llm: str = field(default="default", metadata={"help": "hub id, folder or .gguf; 'default' = SmolLM2-135M"})
+    encoders: list[str] = field(default_factory=lambda: ["protein=antiberty"],
+                                metadata={"help": "MODALITY=TYPE[:SOURCE] entries"})
+    projector: str = field(default="resampler", metadata={
+        "help": "linear | mlp2x_gelu | resampler | mean: maps encoder outputs to LLM embeddings"})
+    num_queries: int = field(default=32, metadata={
+        "help": "resampler: learned query tokens per input (its output length)"})
+    attn_implementation: str | None = field(default=None, metadata={
+        "help": "sdpa | eager | flash_attention_2; default: flash-attn on CUDA when installed, else sdpa"})
+    feature_cache: str = field(default="disk", metadata={
+        "help": "frozen-encoder outputs computed once per unique input: off | memory | disk (memory + files)"})
+    feature_cache_dir: str | None = field(default=None, metadata={"help": "default $BIOREASON_CACHE/features"})
+    feature_cache_max_gb: float = field(default=20.0, metadata={
+        "help": "bound of the disk cache; the least recently used entries go first (bioreason cache info|clear)"})
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default="benchmark:antibody_chain",
+                         metadata={"help": "a task dataset folder, or benchmark:NAME (built on first use)"})
+    data_root: str = field(default="runs/data", metadata={"help": "where benchmark:NAME datasets are built"})
+    max_train_examples: int | None = field(default=None, metadata={
+        "help": "train records a stage sees (default: the whole train split)"})
+    balance_labels: bool = field(default=True, metadata={
+        "help": "draw train records with every label in equal shares (rare labels repeat); a closed label set only. "
+                "Without it SFT learns the label prior before the encoder (docs/BRIDGE.md)"})
+    max_eval_examples: int | None = field(default=64, metadata={
+        "help": "records scored per split (id_test, ood_test); null scores all"})
+    eval_mode: str = field(default="likelihood", metadata={
+        "help": "likelihood: the label with the highest log-likelihood; generate: parse generated answers"})
+    use_reasoning: bool = field(default=True, metadata={
+        "help": "train on the records' reasoning text before the answer, where they have one"})
+    task_seed: int = field(default=0, metadata={
+        "help": "seed of the benchmark build, the train draw and the evaluation subset"})
+
+
+@dataclass
+class AdaptArguments:
+    lora_r: int = field(default=0, metadata={"help": "0 = no LoRA: train the unfrozen parts in full"})
+    lora_alpha: int | None = field(default=None, metadata={"help": "default 2 x lora_r"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA path"})
+    encoders_trainable: bool = field(default=False, metadata={
+        "help": "train the encoders (pretrained encoders are frozen by default)"})
+    projectors_trainable: bool = field(default=True, metadata={"help": "train the projectors"})
+    llm_trainable: bool = field(default=True, metadata={
+        "help": "train the LLM (through LoRA when lora_r > 0, else in full)"})
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the LLM in 4-bit (bitsandbytes, CUDA)"})
+
+
+class AutoPrecisionMixin:
+    """TRL's configs with `bf16: auto | true | false` (default auto), resolved by
+    `bioreason.training.precision.choose_bf16` before `TrainingArguments` sees it; the decision and its reason stay on
+    the config as `precision`."""
+
+    precision: Precision
+
+    def __post_init__(self):
+        device = "cpu" if self.use_cpu or not torch.cuda.is_available() else "cuda"
+        self.precision = choose_bf16(self.bf16, device)
+        self.bf16 = self.precision.bf16
+        super().__post_init__()
+
+
+@dataclass
+class BioSFTConfig(AutoPrecisionMixin, SFTConfig):
+    bf16: str = field(default=AUTO, metadata={"help": BF16_HELP})
+
+
+@dataclass
+class BioGRPOConfig(AutoPrecisionMixin, GRPOConfig):
+    bf16: str = field(default=AUTO, metadata={"help": BF16_HELP})
+
+
+def precision_record(config) -> dict:
+    """What a run folder records about its precision (configs built without the mixin resolve as given)."""
+    precision = getattr(config, "precision", None) or choose_bf16(bool(config.bf16),
+                                                                  "cpu" if config.use_cpu else None)
+    return precision.as_dict()
+
+
+def load_task(data: DataArguments):
+    """(DatasetDict, cells AnnData or None); benchmarks are built once under `data_root`."""
+    from datasets import load_from_disk
+
+    from bioreason.data.records import load_cells
+
+    path = data.dataset
+    if path.startswith("benchmark:"):
+        from bioreason.data.benchmarks import build_benchmark
+
+        name = path.split(":", 1)[1]
+        path = os.path.join(data.data_root, f"{name}-seed{data.task_seed}")
+        if not os.path.exists(os.path.join(path, "summary.json")):
+            parent = os.path.dirname(os.path.abspath(path))
+            os.makedirs(parent, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+            build_benchmark(name, staging, seed=data.task_seed)
+            replace_dir(staging, path)
+    dataset = load_from_disk(path)
+    cells = load_cells(path) if os.path.exists(os.path.join(path, "cells.h5ad")) else None
+    return dataset, cells
+
+
+def train_records(dataset, data: DataArguments):
+    """The train records a stage sees: `max_train_examples` of them (default all), label-balanced when
+    `balance_labels` and the task has a closed label set, else a seeded shuffle."""
+    ds = dataset["train"]
+    n = len(ds) if data.max_train_examples is None else data.max_train_examples
+    if data.balance_labels and len(ds) and ds[0].get("label_set") and len(set(ds["answer"])) > 1:
+        from bioreason.data.balance import balanced_indices
+
+        return ds.select(balanced_indices(ds["answer"], n, seed=data.task_seed))
+    ds = ds.shuffle(seed=data.task_seed)
+    return ds.select(range(min(n, len(ds))))
+
+
+def load_model(model_args: ModelArguments, adapt: AdaptArguments | None = None, dtype: torch.dtype | None = None):
+    """`(model, processor)` from a BioReason folder or composed from parts, with the freeze policy and LoRA applied."""
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    import bioreason  # noqa: F401  (Auto class registration)
+    from bioreason.model.composition import compose, default_llm_path
+
+    adapt = adapt or AdaptArguments()
+    if model_args.model_path:
+        from bioreason.model.composition import default_attn_implementation
+
+        attn = model_args.attn_implementation or default_attn_implementation()
+        kwargs: dict[str, Any] = {"dtype": dtype or torch.float32, "attn_implementation": attn}
+        if adapt.load_in_4bit:
+            from bioreason.training.adaptation import quantization_config
+
+            kwargs["quantization_config"] = quantization_config(bits=4)
+        model = AutoModelForCausalLM.from_pretrained(model_args.model_path, **kwargs)
+        processor = AutoProcessor.from_pretrained(model_args.model_path)
+    else:
+        llm = default_llm_path() if model_args.llm == "default" else model_args.llm
+        encoders = dict(e.split("=", 1) for e in model_args.encoders)
+        projector = model_args.projector
+        if projector == "resampler":
+            projector = {"type": "resampler", "options": {"num_queries": model_args.num_queries}}
+        model, processor = compose(llm=llm, encoders=encoders, projector=projector, dtype=dtype,
+                                   attn_implementation=model_args.attn_implementation)
+    model.set_trainable(encoders=adapt.encoders_trainable, projectors=adapt.projectors_trainable,
+                        llm=adapt.llm_trainable)
+    enable_feature_cache(model, model_args)
+    if adapt.lora_r > 0:
+        from bioreason.training.adaptation import apply_lora
+
+        model = apply_lora(model, r=adapt.lora_r, alpha=adapt.lora_alpha, dropout=adapt.lora_dropout,
+                           train_projectors=adapt.projectors_trainable)
+    return model, processor
+
+
+def enable_feature_cache(model, model_args: ModelArguments) -> None:
+    """Apply `model_args.feature_cache` to a BioReason model (or one under a PEFT wrapper)."""
+    from bioreason.model.feature_cache import default_cache_dir
+
+    model = base_model(model)
+    if model_args.feature_cache == "off":
+        model.disable_feature_cache()
+    elif model_args.feature_cache in ("memory", "disk"):
+        directory = None
+        if model_args.feature_cache == "disk":
+            directory = model_args.feature_cache_dir or default_cache_dir()
+        model.enable_feature_cache(directory, max_disk_bytes=int(model_args.feature_cache_max_gb * (1 << 30)))
+    else:
+        raise ValueError(f"feature_cache must be off, memory or disk, not {model_args.feature_cache!r}")
+
+
+def release_from_trainer(model) -> None:
+    """Make a model that an earlier trainer trained ready for a new trainer (our trainers call it on the model they
+    are given, so a pipeline stage, or a user chaining `sft.run` into `grpo.run`, starts clean).
+
+    accelerate marks a model it prepared (`_is_accelerate_prepared`) and wraps its forward in bf16 autocast
+    (`_original_forward`); the next stage wraps the model in PEFT, whose attribute lookups fall through to the model
+    inside, so the next accelerator saw the old mark, skipped preparing the new model, and trained it without
+    autocast: every pipeline stage after CPT ran in fp32 where bf16 was chosen (an SFT step 3.2 s instead of 1.6 s on
+    a Zen 5 EPYC; docs/BRIDGE.md). Both marks go, and so do the instance-level forward patches (accelerate's wrapper,
+    the LM heads TRL and `bioreason.model.lm_head` install), which the new trainer installs again."""
+    for module in {id(m): m for m in (model, base_model(model))}.values():
+        for name in ("_is_accelerate_prepared", "_original_forward", "forward"):
+            module.__dict__.pop(name, None)
+
+
+def base_model(model):
+    """The BioReason model under a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def autocast_for(model, bf16: bool) -> torch.autocast:
+    """bf16 autocast on the model's device when `bf16` (the run's precision decision), else a no-op context."""
+    return torch.autocast(device_type=next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def evaluate_splits(model, processor, dataset, cells, data: DataArguments, bf16: bool = False) -> dict:
+    """Metrics (without per-example predictions) on id_test and ood_test subsets; `bf16` runs them under bf16
+    autocast (on CPUs with AMX / AVX-512-BF16 that is several times faster than fp32)."""
+    kill_point("evaluate")
+    with autocast_for(model, bf16):
+        return _evaluate_splits(model, processor, dataset, cells, data)
+
+
+def eval_splits(dataset, data: DataArguments) -> dict[str, list[dict]]:
+    """`{"id": records, "ood": records}`: the id_test / ood_test examples every score of a run is computed on."""
+    return {key: sample_split(dataset, split, data.max_eval_examples, seed=data.task_seed)
+            for key, split in (("id", "id_test"), ("ood", "ood_test"))}
+
+
+def _evaluate_splits(model, processor, dataset, cells, data: DataArguments) -> dict:
+    from bioreason.evaluation.baselines import reliance_scores
+
+    out = {}
+    for key, records in eval_splits(dataset, data).items():
+        if not records:
+            out[key] = {"n": 0}
+            continue
+        split = f"{key}_test"
+        metrics = evaluate_records(base_model(model), processor, records, mode=data.eval_mode, cells=cells,
+                                   desc=f"evaluate {split}")
+        metrics.pop("predictions")
+        metrics.update(reliance_scores(base_model(model), processor, records, metrics["accuracy"],
+                                       mode=data.eval_mode, cells=cells, seed=data.task_seed,
+                                       desc=f"reliance {split}"))
+        out[key] = metrics
+    return out
+
+
+def baseline_metrics(model, processor, dataset, cells, data: DataArguments, bf16: bool = False) -> dict:
+    """`{"majority": {...}, "probe": {...}}` on the same ID / OOD examples as the model's scores; the probe is fit
+    on the whole train split, on the model's encoders (through its feature cache, under the run's autocast so
+    training hits the same entries)."""
+    from bioreason.evaluation.baselines import baseline_scores
+
+    with autocast_for(model, bf16):
+        return baseline_scores(base_model(model), processor, [dict(r) for r in dataset["train"]],
+                               eval_splits(dataset, data), cells, seed=data.task_seed)
+
+
+def replace_dir(src: str, dst: str) -> None:
+    """Move a finished folder into place in one rename (an older `dst` is moved aside first, then removed)."""
+    old = None
+    if os.path.exists(dst):
+        old = f"{dst}.old-{os.getpid()}"
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_staging(folder: str) -> None:
+    """Delete what a killed save left in `folder`: staging folders (`.tmp-*`, `.staging`) and temporary files
+    (`*.tmp`). Only for a folder this process holds (`run_folder`): another writer's staging would go too."""
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if name.startswith((".tmp-", ".staging")) or name.endswith(".tmp"):
+            path = os.path.join(folder, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+
+
+@contextlib.contextmanager
+def run_folder(output_dir: str):
+    """Hold `output_dir` for this run (on the main process; the others only run inside it): an exclusive lock
+    (released by the OS however the process ends, SIGKILL included), so a second process on the same folder fails at
+    once instead of both writing it; the staging a killed save left there is removed."""
+    import fcntl
+
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        yield
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, ".lock"), "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise OSError(f"{output_dir} is in use by another process (pid {fh.read().strip() or '?'}); "
+                          "wait for it or use another output_dir") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        remove_staging(output_dir)
+        yield
+
+
+def save_failed(err: OSError, what: str, kept: str | None) -> OSError:
+    """The one-line error of a save that failed (a full disk, a quota): what was not written and what is intact."""
+    kept_text = f"{kept} is intact" if kept else "nothing earlier was there"
+    return OSError(err.errno, f"could not write {what} ({err.strerror or err}); its staging files were removed and "
+                              f"{kept_text}")
+
+
+def save_final(model, processor, out: str, merge_lora: bool = True) -> None:
+    """Save a loadable BioReason folder atomically; LoRA adapters are merged so `from_pretrained` needs no PEFT. A
+    failed write (e.g. ENOSPC) removes its staging folder and leaves an earlier `out` as it was."""
+    if merge_lora and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    try:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise save_failed(err, out, out if os.path.exists(out) else None) from err
+    kill_point("final-staged")
+    replace_dir(staging, out)
+
+
+def write_json(path: str, data: dict) -> None:
+    """Write JSON atomically (a temporary file renamed over `path`; on failure `path` keeps its old content)."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
+    except OSError as err:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise save_failed(err, path, path if os.path.exists(path) else None) from err
+    os.replace(tmp, path)
+
+
+class AtomicCheckpointMixin:
+    """`Trainer._save_checkpoint` writes `checkpoint-N` in place, so a kill mid-write leaves a partial checkpoint that
+    `resume_from_checkpoint=True` would pick up. Here it writes into `.staging/` and the finished folder is renamed
+    into place after every process has written its part (RNG states are per process)."""
+
+    def _save_checkpoint(self, model, trial):
+        from transformers.trainer_utils import get_last_checkpoint, rotate_checkpoints
+
+        run_dir = self._get_output_dir(trial=trial)
+        staging = os.path.join(run_dir, ".staging")
+        name = f"checkpoint-{self.state.global_step}"
+        shutil.rmtree(os.path.join(staging, name), ignore_errors=True)  # a killed earlier attempt's leftovers
+        self._get_output_dir = lambda trial=None: staging  # shadows the method for this one call
+        try:
+            super()._save_checkpoint(model, trial)
+        except OSError as err:  # e.g. ENOSPC: drop the partial copy, keep the checkpoints already in place
+            shutil.rmtree(os.path.join(staging, name), ignore_errors=True)
+            raise save_failed(err, os.path.join(run_dir, name), get_last_checkpoint(run_dir)) from err
+        finally:
+            self.__dict__.pop("_get_output_dir", None)
+        self.accelerator.wait_for_everyone()
+        kill_point("checkpoint-staged")
+        if self.args.should_save:
+            replace_dir(os.path.join(staging, name), os.path.join(run_dir, name))
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit, use_mtime=False)
+        self.accelerator.wait_for_everyone()
+
+
+def resume_checkpoint(config, resume: bool) -> str | None:
+    """The checkpoint a `resume: true` run continues from: the newest complete `checkpoint-N` in output_dir, or None
+    (a run killed before its first checkpoint starts over rather than failing)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not resume or not os.path.isdir(config.output_dir):
+        return None
+    return get_last_checkpoint(config.output_dir)
+
+
+def recipe_arguments(recipe_class, config_class) -> tuple[type, ...]:
+    """The dataclasses a stage script's config fills, in order (every YAML key is a field of one of them)."""
+    return (recipe_class, ModelArguments, DataArguments, AdaptArguments, config_class)
+
+
+def recipe_main(run, arguments: tuple[type, ...], argv: list[str] | None) -> dict:
+    """Parse `--config FILE` plus overrides into the recipe's dataclasses, run it, and save `final/` and
+    `metrics.json` from the main process."""
+    from accelerate import PartialState
+    from trl import TrlParser
+
+    parser = TrlParser(arguments)
+    recipe, model_args, data, adapt, config = parser.parse_args_and_config(args=argv)
+    main_process = PartialState().is_main_process
+    with run_folder(config.output_dir):
+        finished = os.path.join(config.output_dir, "metrics.json")
+        if getattr(recipe, "resume", False) and os.path.exists(finished) and os.path.isdir(
+                os.path.join(config.output_dir, "final")):  # a finished run is not redone
+            print(f"{config.output_dir}: finished earlier; metrics.json and final/ kept", flush=True)
+            with open(finished, encoding="utf-8") as fh:
+                result = json.load(fh)
+        else:
+            result = run(recipe, model_args, data, adapt, config)
+            if main_process:
+                save_final(result.pop("model"), result.pop("processor"), f"{config.output_dir}/final")
+                write_json(f"{config.output_dir}/metrics.json", result)
+    end_processes()
+    return result
+
+
+def end_processes() -> None:
+    """Under torchrun / accelerate: wait for the main process's saves, then close the process group (a rank that
+    exited while its peer still wrote aborted once with gloo: 'terminate called without an active exception')."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+        dist.destroy_process_group()

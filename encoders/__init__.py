@@ -1,6 +1,0 @@
-"""Biological foundation-model encoders behind one interface (see `encoders.base`); importing registers them all."""
-
-from encoders import dna, protein, rna  # noqa: F401  (registration side effects)
-from encoders.base import ENCODERS, Encoder, Featurizer, build_encoder, build_featurizer, load_encoder, register_encoder
-
-__all__ = ["ENCODERS", "Encoder", "Featurizer", "build_encoder", "build_featurizer", "load_encoder", "register_encoder"]
