@@ -5,7 +5,13 @@ policy pass, as TRL does for any model. Ours: the feature cache encodes each uni
 each prompt once, and the log-prob passes run each prompt once per group (`bioreason.model.rollout`);
 tests/test_rollout.py shows the two give the same loss and update. SmolLM2-135M (LoRA r16) + the ESM2-650M-shaped
 encoder on antibody_chain, 2 prompts x 8 samples a step, 32 new tokens, beta 0.04, in the precision `bf16: auto`
-picks."""
+picks.
+
+The arms are paired: both start from the same weights and seed and take SGD steps (Adam's first step turns float
+noise in a gradient into a full-size move, which would let the arms' later rollouts drift apart), so they sample the
+same completions; each arm records its completions and `paired_rollouts` checks they are equal, else the figure is
+not reported. The `length` reward joins correctness and format so that groups differ in reward and the loss is not
+0 by construction (an untrained model gets every answer wrong)."""
 
 from __future__ import annotations
 
@@ -43,16 +49,30 @@ def grpo_steps(model, processor, share: bool, out: str) -> dict:
     config = BioGRPOConfig(output_dir=out, per_device_train_batch_size=PROMPTS * G, num_generations=G,
                            max_completion_length=NEW_TOKENS, max_steps=STEPS, learning_rate=1e-5, beta=0.04,
                            use_cpu=True, bf16="auto", report_to="none", logging_steps=1, seed=0, save_strategy="no",
-                           remove_unused_columns=False, gradient_checkpointing=False, disable_tqdm=True)
-    from bioreason.training.rewards import get_reward
+                           remove_unused_columns=False, gradient_checkpointing=False, disable_tqdm=True, optim="sgd")
+    from bioreason.training.rewards import completion_text, get_reward
 
-    timer = StepTimer()
+    timer, completions = StepTimer(), []
+
+    def recorded_length(completions_, **kwargs):  # a real reward that also keeps what was sampled, in order
+        completions.extend(completion_text(c) for c in completions_)
+        return get_reward("length")(completions_, **kwargs)
+
+    recorded_length.__name__ = "length"
     trainer = BioGRPOTrainer(model=model, args=config, train_dataset=grpo_dataset(records), processor=processor,
-                             cells=cells, reward_funcs=[get_reward("correctness"), get_reward("format")],
-                             callbacks=[timer], share_prompts=share)
+                             cells=cells, callbacks=[timer], share_prompts=share,
+                             reward_funcs=[get_reward("correctness"), get_reward("format"), recorded_length])
     trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    return {"step_s": [round(s, 2) for s in timer.steps], "losses": losses}
+    return {"step_s": [round(s, 2) for s in timer.steps], "losses": losses, "completions": completions}
+
+
+def paired_rollouts(plain: dict, shared: dict) -> None:
+    """The two arms must have sampled the same completions, step for step, for their times to compare the same work."""
+    if plain["completions"] != shared["completions"]:
+        differ = sum(a != b for a, b in zip(plain["completions"], shared["completions"], strict=False))
+        raise RuntimeError(f"p3 arms are not paired: {differ} of {len(plain['completions'])} completions differ "
+                           f"({len(shared['completions'])} in the shared arm)")
 
 
 def run(model=None, processor=None) -> Result:
@@ -65,9 +85,11 @@ def run(model=None, processor=None) -> Result:
         with tempfile.TemporaryDirectory() as out:
             arms[arm] = grpo_steps(model, processor, share, out)
         gc.collect()
+    paired_rollouts(arms["plain"], arms["shared"])
     plain, shared = (statistics.median(arms[a]["step_s"]) for a in ("plain", "shared"))
     return Result(
         "p3_grpo_speedup", plain / shared, 2.0, "x",
         f"GRPO step time ({PROMPTS} prompts x G={G}, {NEW_TOKENS} new tokens, KL reference), plain TRL path / ours",
         {"plain_step_s": arms["plain"]["step_s"], "shared_step_s": arms["shared"]["step_s"],
-         "plain_losses": arms["plain"]["losses"], "shared_losses": arms["shared"]["losses"]})
+         "plain_losses": arms["plain"]["losses"], "shared_losses": arms["shared"]["losses"],
+         "paired_completions": len(arms["plain"]["completions"])})
