@@ -41,7 +41,7 @@ class Result:
 @functools.cache
 def precision():
     """The precision the recipes choose on this machine (`bf16: auto`), which every benchmark runs in."""
-    from bioreason.training.precision import choose_bf16
+    from bioreason.model.precision import choose_bf16
 
     return choose_bf16("auto", "cuda" if torch.cuda.is_available() else "cpu")
 
@@ -52,7 +52,7 @@ def autocast():
 
 
 def machine() -> dict[str, Any]:
-    from bioreason.training.precision import cpu_capabilities
+    from bioreason.model.precision import cpu_capabilities
 
     caps, model = cpu_capabilities(), platform.processor()
     if os.path.exists("/proc/cpuinfo"):

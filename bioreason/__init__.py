@@ -6,6 +6,7 @@ Importing registers the config, model and processor with transformers' Auto clas
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoProcessor
 
+from bioreason.model.composition import compose
 from bioreason.model.configuration_bioreason import MODALITIES, BioReasonConfig
 from bioreason.model.modeling_bioreason import BioReasonForCausalLM, BioReasonModel
 from bioreason.model.processing_bioreason import BioReasonProcessor
@@ -16,4 +17,4 @@ AutoModelForCausalLM.register(BioReasonConfig, BioReasonForCausalLM, exist_ok=Tr
 AutoProcessor.register(BioReasonConfig, BioReasonProcessor, exist_ok=True)
 
 __version__ = "0.1.0"
-__all__ = ["MODALITIES", "BioReasonConfig", "BioReasonForCausalLM", "BioReasonModel", "BioReasonProcessor"]
+__all__ = ["MODALITIES", "BioReasonConfig", "BioReasonForCausalLM", "BioReasonModel", "BioReasonProcessor", "compose"]

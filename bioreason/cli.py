@@ -284,7 +284,7 @@ def cmd_card(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from bioreason.evaluation.scoring import evaluate_model
+    from bioreason.evaluation.evaluate import evaluate_model
 
     results = evaluate_model(args.model, args.data, splits=args.splits.split(","), mode=args.mode,
                              max_examples=args.max_examples, ontology=args.ontology, bf16=args.bf16,
@@ -300,7 +300,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_curve(args: argparse.Namespace) -> int:
-    from bioreason.evaluation.scoring import evaluate_curve
+    from bioreason.evaluation.evaluate import evaluate_curve
 
     points = evaluate_curve(args.models, args.data, labels=args.labels, mode=args.mode,
                             max_examples=args.max_examples, out=args.out, bf16=args.bf16)

@@ -59,7 +59,7 @@ def test_bitsandbytes_4bit_on_cuda(tmp_path):
 
 
 def test_auto_precision_on_cuda_follows_the_device():
-    from bioreason.training.precision import choose_bf16
+    from bioreason.model.precision import choose_bf16
 
     chosen = choose_bf16("auto", "cuda")
     assert chosen.bf16 is torch.cuda.is_bf16_supported(including_emulation=False)

@@ -69,13 +69,13 @@ def test_card_metadata_round_trip(run_dir, tmp_path):
 
 
 def test_a_non_smollm2_model_is_published_with_its_own_base_model(tmp_path, fake_hub):
-    """Before, a folder without run_config.json (model.push_to_hub(processor=...) saves to a temporary one) was
+    """Before, a folder without run_config.json (publishing a model in memory saves it to a temporary one) was
     published with SmolLM2 as base_model and SmolLM2's license, whatever its LLM."""
     qwen = {"base_model": "Qwen/Qwen3-0.6B", "path": "Qwen/Qwen3-0.6B", "gguf_file": None}
     model, processor = tiny_model("esm2", projector="mean", family="qwen3", llm_source=qwen)
     with pytest.raises(ValueError, match=r"license of \['Qwen/Qwen3-0.6B'\] is not known here"):
-        model.push_to_hub("me/qwen-protein", processor=processor, token=TOKEN)  # refuses to guess the license
-    model.push_to_hub("me/qwen-protein", processor=processor, token=TOKEN, license="apache-2.0")
+        hub.push_model(model, processor, "me/qwen-protein", token=TOKEN)  # refuses to guess the license
+    hub.push_model(model, processor, "me/qwen-protein", token=TOKEN, license="apache-2.0")
     card = fake_hub.contents["README.md"].decode()
     assert "base_model:\n- Qwen/Qwen3-0.6B\nlibrary_name" in card and "SmolLM2" not in card
     assert "- facebook" not in card  # the tiny ESM2 has no hub source: nothing invented

@@ -9,8 +9,8 @@ import os
 import pytest
 import torch
 
-from bioreason.training import precision
-from bioreason.training.precision import choose_bf16, cpu_native_bf16, parse_bf16
+from bioreason.model import precision
+from bioreason.model.precision import choose_bf16, cpu_native_bf16, parse_bf16
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AVX2_EPYC = {"architecture": "x86_64", "avx2": True, "avx512_bf16": False, "amx_bf16": False}
@@ -54,13 +54,13 @@ def test_explicit_values_are_honoured(fake_cpu):
 
 def test_explicit_bf16_on_cpu_without_it_warns_with_measured_slowdown(fake_cpu, caplog):
     fake_cpu(AVX2_EPYC)
-    with caplog.at_level(logging.WARNING, logger="bioreason.training.precision"):
+    with caplog.at_level(logging.WARNING, logger="bioreason.model.precision"):
         choose_bf16(True, "cpu")
     text = caplog.text
     assert "without native bf16" in text and "GFLOP/s in bf16" in text and "slower" in text
     caplog.clear()
     fake_cpu(AMX_XEON)
-    with caplog.at_level(logging.WARNING, logger="bioreason.training.precision"):
+    with caplog.at_level(logging.WARNING, logger="bioreason.model.precision"):
         choose_bf16(True, "cpu")
     assert caplog.text == ""
 
@@ -108,7 +108,7 @@ def test_eval_records_precision(fake_cpu, tmp_path):
     from conftest import tiny_model
 
     from bioreason.data.benchmarks import build_benchmark
-    from bioreason.evaluation.scoring import evaluate_model
+    from bioreason.evaluation.evaluate import evaluate_model
 
     model, processor = tiny_model("antiberty", projector="mean")
     model.save_pretrained(tmp_path / "m")

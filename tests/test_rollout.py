@@ -62,6 +62,25 @@ def test_shared_prefill_generates_the_same_tokens_with_one_prefill_per_prompt():
     assert rows == [2 * G, 2, 2 * G, 2]  # the shared path encodes (and prefills) 2 prompts, not 2 x G rows
 
 
+def test_prefill_sharing_is_a_generate_option_not_model_state():
+    """The option travels with the call, as an argument or a field of the generation config passed in (how the GRPO
+    trainer asks for it through TRL's generate call); the model keeps no attribute for it, and transformers never sees
+    the field."""
+    from transformers import GenerationConfig
+
+    model, processor = tiny_model("esm2", projector="linear")
+    model.eval()
+    batch = group_batch(processor)
+    rows = encoder_rows(model)
+    config = GenerationConfig(max_new_tokens=4, do_sample=False, share_prompt_prefill=True)
+    with torch.no_grad():
+        shared = model.generate(**batch, generation_config=config)
+        plain = model.generate(**batch, max_new_tokens=4, do_sample=False)
+    assert torch.equal(shared, plain) and rows == [2, 2 * G]
+    assert config.share_prompt_prefill is True  # the caller's config is not modified
+    assert not hasattr(model, "share_prompt_prefill")
+
+
 def test_shared_prefix_logps_and_gradients_equal_the_full_pass():
     model, processor = tiny_model("esm2", projector="linear")
     add_fused_lm_head(model, outputs=("log_probs", "entropy"))

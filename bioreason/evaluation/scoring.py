@@ -10,7 +10,6 @@ Metrics: accuracy, macro-F1 and per-class F1 over the label set (an unparseable 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 
@@ -218,10 +217,6 @@ def sample_split(dataset, split: str, max_examples: int | None, seed: int = 0) -
     return [dict(r) for r in ds]
 
 
-__all__ = ["classification_metrics", "evaluate_records", "likelihood_scores", "predict_generate", "predict_likelihood",
-           "sample_split"]
-
-
 # Multi-label tasks with an ontology (GO-style) -----------------------------------------------------------------------
 def parse_obo(path: str) -> dict[str, set[str]]:
     """term -> direct parents over `is_a` and `relationship: part_of` from an OBO file."""
@@ -271,89 +266,5 @@ def multilabel_metrics(predictions: Sequence[set[str]], golds: Sequence[set[str]
     return {"multilabel_micro_f1": micro, "multilabel_example_f1": float(np.mean(per_example)) if per_example else 0.0}
 
 
-# Whole models and checkpoint series -----------------------------------------------------------------------------------
-def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = ("id_test", "ood_test"),
-                   mode: str = "likelihood", max_examples: int | None = None, ontology: str | None = None,
-                   bf16: bool | str = "auto", seed: int = 0, baselines: bool = True, reliance: bool = True) -> dict:
-    """Metrics per split and per-example predictions of a saved model on a saved task dataset; with `reliance`, each
-    split's modality reliance; with `baselines`, the majority / probe baselines (`bioreason.evaluation.baselines`) on
-    the same records."""
-    from datasets import load_from_disk
-    from transformers import AutoModelForCausalLM, AutoProcessor
-
-    import bioreason  # noqa: F401
-    from bioreason.data.records import load_cells
-    from bioreason.training.precision import choose_bf16
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    precision = choose_bf16(bf16, model.device.type)
-    processor = AutoProcessor.from_pretrained(model_dir)
-    dataset = load_from_disk(data_dir)
-    cells = load_cells(data_dir) if os.path.exists(os.path.join(data_dir, "cells.h5ad")) else None
-    parents = parse_obo(ontology) if ontology else None
-    results: dict = {"model": model_dir, "data": data_dir, "mode": mode, "precision": precision.as_dict(),
-                     "splits": {}, "predictions": {}}
-    from bioreason.evaluation.baselines import baseline_scores, reliance_scores
-
-    scored: dict[str, list[dict]] = {}
-    autocast = torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=precision.bf16)
-    for split in splits:
-        records = sample_split(dataset, split, max_examples, seed=seed)
-        if not records:
-            results["splits"][split] = {"n": 0}
-            continue
-        scored[split] = records
-        with autocast:
-            metrics = evaluate_records(model, processor, records, mode=mode, cells=cells, desc=f"evaluate {split}")
-            if reliance:
-                metrics.update(reliance_scores(model, processor, records, metrics["accuracy"], mode=mode, cells=cells,
-                                               seed=seed, desc=f"reliance {split}"))
-        predictions = metrics.pop("predictions")
-        if parents is not None:
-            metrics.update(multilabel_metrics([split_labels(p["prediction"]) for p in predictions],
-                                              [split_labels(r["answer"]) for r in records], parents))
-        results["splits"][split] = metrics
-        results["predictions"][split] = predictions
-    if baselines and scored and "train" in dataset and parents is None:
-        with autocast:
-            results["baselines"] = baseline_scores(model, processor, [dict(r) for r in dataset["train"]], scored,
-                                                   cells, seed=seed)
-    return results
-
-
-def evaluate_curve(models: Sequence[str], data_dir: str, labels: Sequence[str] | None = None, out: str = ".",
-                   **kwargs) -> list[dict]:
-    """Evaluate checkpoints in order (e.g. SFT after 1, 2, 4, 8, 16 epochs); write curve.json and curve.png."""
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = list(labels) if labels else [os.path.basename(m.rstrip("/")) for m in models]
-    if len(labels) != len(models):
-        raise ValueError(f"{len(labels)} labels for {len(models)} models")
-    points, baselines = [], None
-    for i, (label, model_dir) in enumerate(zip(labels, models, strict=True)):
-        result = evaluate_model(model_dir, data_dir, baselines=i == 0, **kwargs)  # baselines once: the first model's
-        baselines = baselines or result.get("baselines")
-        points.append({"label": label, "model": model_dir, **result["splits"]})
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "curve.json"), "w", encoding="utf-8") as fh:
-        json.dump(points, fh, indent=2)
-    with open(os.path.join(out, "curve_baselines.json"), "w", encoding="utf-8") as fh:
-        json.dump(baselines or {}, fh, indent=2)
-    from bioreason.evaluation.baselines import draw_baselines
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for split, name in (("id_test", "ID"), ("ood_test", "OOD")):
-        ax.plot(labels, [p[split].get("accuracy", float("nan")) for p in points], "o-", label=name)
-    draw_baselines(ax, baselines, keys=(("id_test", "C0"), ("ood_test", "C1")))
-    ax.set_xlabel("checkpoint")
-    ax.set_ylabel("accuracy")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "curve.png"), dpi=120)
-    plt.close(fig)
-    return points
+__all__ = ["classification_metrics", "evaluate_records", "likelihood_scores", "multilabel_metrics", "parse_obo",
+           "predict_generate", "predict_likelihood", "propagate", "sample_split", "split_labels"]

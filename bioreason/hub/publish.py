@@ -204,4 +204,14 @@ def push(run_dir: str, repo_id: str, private: bool = False, license: str | None 
                                  repo_type="model")
 
 
-__all__ = ["derive_license", "export_folder", "model_dir", "push", "remote_code_files", "render_card"]
+def push_model(model, processor, repo_id: str, private: bool = False, license: str | None = None,
+               base_model: str | None = None, token: str | None = None, **kwargs):
+    """`push` for a model in memory: save it with its processor to a temporary folder and publish that folder (weights,
+    processor, card, remote code). transformers' own `model.push_to_hub` uploads weights and config only."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        return push(tmp, repo_id, private=private, license=license, base_model=base_model, token=token, **kwargs)
+
+
+__all__ = ["derive_license", "export_folder", "model_dir", "push", "push_model", "remote_code_files", "render_card"]

@@ -2,7 +2,7 @@
 
 Why a spec dict per modality rather than nested `PreTrainedConfig`s: encoders come from several libraries (transformers
 ESM/BERT, enformer-pytorch, evo2, ESM C) whose configs are not all transformers configs. A plain JSON dict with
-`type` + `source` + `config` (the architecture, filled in by `from_components`) + `options` is enough for
+`type` + `source` + `config` (the architecture, filled in by `compose`) + `options` is enough for
 `from_pretrained` to rebuild every encoder with no network access; the weights then come from our safetensors.
 """
 

@@ -191,9 +191,8 @@ class BioReasonModel(BioReasonPreTrainedModel):
 
 class BioReasonForCausalLM(BioReasonPreTrainedModel, GenerationMixin):
     """The full model: `BioReasonModel` plus the LLM's `lm_head`. Loads with `AutoModelForCausalLM` after
-    `import bioreason`; build one from parts with `from_components`."""
-
-    share_prompt_prefill: bool = False
+    `import bioreason`; `bioreason.compose` builds one from parts and `bioreason.hub.publish.push_model` publishes
+    one with its processor (both sit above this file, which imports neither)."""
 
     def __init__(self, config: BioReasonConfig):
         super().__init__(config)
@@ -204,34 +203,6 @@ class BioReasonForCausalLM(BioReasonPreTrainedModel, GenerationMixin):
         self._tied_weights_keys = {"lm_head.weight": f"model.language_model.{embed_name}.weight"}
         self.post_init()
         self.apply_freeze_policy()
-
-    @classmethod
-    def from_components(cls, llm: str, encoders: dict[str, Any], projector: Any = "resampler", **kwargs: Any):
-        """Compose a model and its processor from an LLM source and `{modality: encoder}`; see
-        `bioreason.model.composition.compose` for the accepted forms. Returns `(model, processor)`."""
-        try:  # (a try block: the remote-code copy of this file must not require the bioreason package)
-            from bioreason.model.composition import compose
-        except ImportError as err:
-            raise ImportError("from_components needs the bioreason package: pip install bioreason") from err
-        return compose(llm=llm, encoders=encoders, projector=projector, **kwargs)
-
-    def push_to_hub(self, repo_id: str, *args: Any, processor: Any = None, private: bool = False,
-                    license: str | None = None, token: str | None = None, base_model: str | None = None,
-                    **kwargs: Any):
-        """With `processor`, upload one complete folder as `bioreason push` does (weights, processor, card, remote
-        code); without it, transformers' default (weights and config only)."""
-        if processor is None:
-            return super().push_to_hub(repo_id, *args, private=private, token=token, **kwargs)
-        import tempfile
-
-        try:  # (a try block: the remote-code copy of this file must not require the bioreason package)
-            from bioreason.hub.publish import push
-        except ImportError as err:
-            raise ImportError("push_to_hub(processor=...) needs the bioreason package") from err
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp)
-            processor.save_pretrained(tmp)
-            return push(tmp, repo_id, private=private, license=license, token=token, base_model=base_model)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.model.get_input_embeddings()
@@ -331,20 +302,23 @@ class BioReasonForCausalLM(BioReasonPreTrainedModel, GenerationMixin):
     def generate(self, *args: Any, share_prompt_prefill: bool | None = None, **kwargs: Any):
         """`GenerationMixin.generate` with every placeholder token suppressed: the model must never emit them.
 
-        `share_prompt_prefill` (default: the `share_prompt_prefill` attribute, which the GRPO trainer sets): rows that
-        repeat a prompt, as a GRPO group does, are encoded and prefilled once (`bioreason.model.rollout`)."""
+        `share_prompt_prefill` (an argument, or the same-named field of the `generation_config` passed in, which is how
+        the GRPO trainer asks for it through TRL's generate call): rows that repeat a prompt, as a GRPO group does, are
+        encoded and prefilled once (`bioreason.model.rollout`)."""
         config = kwargs.get("generation_config") or self.generation_config
+        if share_prompt_prefill is None:
+            share_prompt_prefill = bool(getattr(config, "share_prompt_prefill", False))
         already = kwargs.get("suppress_tokens", config.suppress_tokens) or []
         suppress = sorted(set(already) | set(self.config.placeholder_token_ids()))
         if kwargs.get("generation_config") is not None:  # fold into a copy: mixing both forms is deprecated
             config = copy.deepcopy(kwargs["generation_config"])
             config.suppress_tokens = suppress
+            config.__dict__.pop("share_prompt_prefill", None)  # ours, not a transformers generation option
             kwargs["generation_config"] = config
             kwargs.pop("suppress_tokens", None)
         else:
             kwargs["suppress_tokens"] = suppress
-        share = self.share_prompt_prefill if share_prompt_prefill is None else share_prompt_prefill
-        if share and not args and kwargs.get("input_ids") is not None:
+        if share_prompt_prefill and not args and kwargs.get("input_ids") is not None:
             try:  # (a try block: the remote-code copy of this file must not require the bioreason package)
                 from bioreason.model.rollout import generate_with_shared_prefill
             except ImportError as err:

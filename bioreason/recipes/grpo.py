@@ -127,7 +127,9 @@ class BioGRPOTrainer(AtomicCheckpointMixin, GRPOTrainer):
                 disable_dropout_in_model(reference)
             add_compact_lm_head(reference, temperature=self.temperature)
             self.ref_model = self.accelerator.prepare_model(reference, evaluation_mode=True)
-        base_model(self.model).share_prompt_prefill = share_prompts  # only the policy generates
+        if getattr(self, "generation_config", None) is not None:  # (vLLM generates elsewhere and has none)
+            # TRL passes this generation config to every `generate` call; the model reads the option from it
+            self.generation_config.share_prompt_prefill = share_prompts
 
     # Generation ------------------------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):

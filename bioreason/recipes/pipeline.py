@@ -22,6 +22,7 @@ from accelerate import PartialState
 from transformers import TrainerCallback, set_seed
 from trl import TrlParser
 
+from bioreason.model.precision import AUTO, Precision, choose_bf16
 from bioreason.recipes import cpt, grpo, sft
 from bioreason.training.common import (
     BF16_HELP,
@@ -39,7 +40,6 @@ from bioreason.training.common import (
     write_json,
 )
 from bioreason.training.faults import kill_point
-from bioreason.training.precision import AUTO, Precision, choose_bf16
 from bioreason.training.run_state import RunState, config_key
 
 

@@ -15,8 +15,8 @@ import torch
 from trl import GRPOConfig, SFTConfig
 
 from bioreason.evaluation.scoring import evaluate_records, sample_split
+from bioreason.model.precision import AUTO, Precision, choose_bf16
 from bioreason.training.faults import kill_point
-from bioreason.training.precision import AUTO, Precision, choose_bf16
 
 BF16_HELP = ("auto (default): bf16 autocast where the device computes bf16 natively (CUDA with bf16, a CPU with "
              "AMX-BF16 / AVX512-BF16), fp32 elsewhere; true / false force it")
@@ -76,7 +76,7 @@ class AdaptArguments:
 
 class AutoPrecisionMixin:
     """TRL's configs with `bf16: auto | true | false` (default auto), resolved by
-    `bioreason.training.precision.choose_bf16` before `TrainingArguments` sees it; the decision and its reason stay on
+    `bioreason.model.precision.choose_bf16` before `TrainingArguments` sees it; the decision and its reason stay on
     the config as `precision`."""
 
     precision: Precision
