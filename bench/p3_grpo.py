@@ -10,8 +10,8 @@ picks.
 The arms are paired: both start from the same weights and seed and take SGD steps (Adam's first step turns float
 noise in a gradient into a full-size move, which would let the arms' later rollouts drift apart), so they sample the
 same completions; each arm records its completions and `paired_rollouts` checks they are equal, else the figure is
-not reported. The `length` reward joins correctness and format so that groups differ in reward and the loss is not
-0 by construction (an untrained model gets every answer wrong)."""
+not reported. A `length` reward with a short target joins correctness and format so that samples of a group differ
+in reward and the loss is not 0 by construction (an untrained model gets every answer wrong and never the format)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from bench.common import Result, task
 from bench.sft_timing import StepTimer
 
 PROMPTS, G, STEPS, NEW_TOKENS = 2, 8, 3, 32
+SHORT = 24  # the length reward's target in characters: 32-token samples straddle it, so groups differ in reward
 
 
 def grpo_steps(model, processor, share: bool, out: str) -> dict:
@@ -52,11 +53,11 @@ def grpo_steps(model, processor, share: bool, out: str) -> dict:
                            remove_unused_columns=False, gradient_checkpointing=False, disable_tqdm=True, optim="sgd")
     from bioreason.training.rewards import completion_text, get_reward
 
-    timer, completions = StepTimer(), []
+    timer, sampled = StepTimer(), []
 
-    def recorded_length(completions_, **kwargs):  # a real reward that also keeps what was sampled, in order
-        completions.extend(completion_text(c) for c in completions_)
-        return get_reward("length")(completions_, **kwargs)
+    def recorded_length(completions, **kwargs):  # a real reward that also keeps what was sampled, in order
+        sampled.extend(completion_text(c) for c in completions)
+        return get_reward("length")(completions, **{**kwargs, "target_chars": SHORT})
 
     recorded_length.__name__ = "length"
     trainer = BioGRPOTrainer(model=model, args=config, train_dataset=grpo_dataset(records), processor=processor,
@@ -64,7 +65,7 @@ def grpo_steps(model, processor, share: bool, out: str) -> dict:
                              reward_funcs=[get_reward("correctness"), get_reward("format"), recorded_length])
     trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    return {"step_s": [round(s, 2) for s in timer.steps], "losses": losses, "completions": completions}
+    return {"step_s": [round(s, 2) for s in timer.steps], "losses": losses, "completions": sampled}
 
 
 def paired_rollouts(plain: dict, shared: dict) -> None:

@@ -212,35 +212,66 @@ class ByteFeaturizer(Featurizer):
         seqs = require_strings(items, "dna")
         return pad_sequences([list(s.encode("ascii")) for s in seqs], pad_id=1)
 
+EVO2_HINT = ("The evo2 encoder needs the `evo2` package (and its `vortex` StripedHyena), which needs a CUDA GPU: "
+             "pip install flash-attn evo2 (see https://github.com/ArcInstitute/evo2). Use nucleotide_transformer or "
+             "enformer on CPU.")
+
+
 @register_encoder("evo2")
 class Evo2Encoder(Encoder):
-    """Evo 2 (Arc Institute) intermediate-layer embeddings. Needs the optional `evo2` package, which requires CUDA and
-    flash-attn; it cannot run on CPU-only machines, so CI only checks the import guard."""
+    """Evo 2 (Arc Institute) intermediate-layer embeddings (`layer`, default `blocks.20.mlp.l3`); source: an Evo 2
+    model name (`evo2_1b_base`, `evo2_7b`, `evo2_40b`).
+
+    The network is upstream's StripedHyena module, held as the child `network`, so its weights are in the model's
+    state dict and model.safetensors, and it moves, casts and freezes with the model. Upstream's `Evo2` class is only
+    a loader (not an `nn.Module`): `from_source` runs it once and keeps its `.model`; a saved model rebuilds the
+    architecture from the StripedHyena config kept in the spec, and `from_pretrained` fills the weights. The package
+    needs CUDA, so CI tests this class against a stand-in `evo2` / `vortex` package of the same interface."""
 
     featurizer_class = ByteFeaturizer
-    HIDDEN = {"evo2_1b_base": 1920, "evo2_7b": 4096, "evo2_40b": 8192}
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict, network: torch.nn.Module | None = None):
         super().__init__(spec)
-        try:
-            from evo2 import Evo2
-        except ImportError as err:
-            raise ImportError(
-                "The evo2 encoder needs the `evo2` package and a CUDA GPU: pip install flash-attn evo2 "
-                "(see https://github.com/ArcInstitute/evo2). Use nucleotide_transformer or enformer on CPU."
-            ) from err
-        name = spec.get("source") or "evo2_1b_base"  # pragma: no cover - GPU only
-        self.evo2 = Evo2(name)  # pragma: no cover
-        self.layer = self.options.get("layer", "blocks.20.mlp.l3")  # pragma: no cover
+        if network is None:
+            model = optional_import("vortex.model.model", EVO2_HINT)
+            dotdict = optional_import("vortex.model.utils", EVO2_HINT).dotdict
+            network = model.StripedHyena(dotdict(spec["config"]))
+        self.network = network
+        self.layer = self.options.get("layer", "blocks.20.mlp.l3")
+        try:  # a wrong layer name fails here, not at the first forward
+            self.network.get_submodule(self.layer)
+        except AttributeError as err:
+            raise ValueError(f"Evo 2 layer {self.layer!r} is not in the {spec.get('source')} network: {err}") from err
 
     @property
-    def hidden_size(self) -> int:  # pragma: no cover - GPU only
-        return self.HIDDEN[self.spec.get("source") or "evo2_1b_base"]
+    def hidden_size(self) -> int:
+        return int(self.spec["config"]["hidden_size"])
 
     @classmethod
     def from_source(cls, source: str | None, **options: Any) -> Evo2Encoder:
-        return cls({"type": cls.type_name, "source": source or "evo2_1b_base", "options": options})
+        import pkgutil
 
-    def forward(self, values, mask):  # pragma: no cover - GPU only
-        _, emb = self.evo2(values, return_embeddings=True, layer_names=[self.layer])
-        return emb[self.layer], mask
+        import yaml
+
+        source = source or "evo2_1b_base"
+        evo2 = optional_import("evo2", EVO2_HINT)
+        config_map = optional_import("evo2.utils", EVO2_HINT).CONFIG_MAP
+        if source not in config_map:
+            raise ValueError(f"Unknown Evo 2 model {source!r}; available: {sorted(config_map)}")
+        config = yaml.safe_load(pkgutil.get_data("evo2", config_map[source]))
+        loaded = evo2.Evo2(source)  # downloads (or finds in the HF cache) and loads the weights, once
+        return cls({"type": cls.type_name, "source": source, "config": dict(config), "options": options},
+                   network=loaded.model)
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        captured: list[torch.Tensor] = []
+
+        def keep(_module, _inputs, output):
+            captured.append(output[0] if isinstance(output, tuple) else output)
+
+        handle = self.network.get_submodule(self.layer).register_forward_hook(keep)
+        try:
+            self.network(values)
+        finally:
+            handle.remove()
+        return captured[0], mask

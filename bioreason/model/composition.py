@@ -1,7 +1,8 @@
 """Compose a BioReason model from parts: an LLM (hub id, local folder or `.gguf` file) and one encoder per modality.
 
 Steps: load the LLM and its tokenizer; load each encoder; add start / pad / end tokens per modality to the tokenizer;
-build the config (the encoders' architectures go in as JSON specs); instantiate; copy the pretrained weights in; resize
+build the config (the encoders' architectures go in as JSON specs); instantiate around the loaded encoders (each is
+built once and becomes the model's own module); copy the LLM's pretrained weights in; resize
 the embeddings (new rows = the mean of the old ones); suppress the placeholder tokens in the generation config.
 
 GGUF checkpoints dequantize into a model transformers still flags as quantized (it then refuses to save or fine-tune),
@@ -205,7 +206,8 @@ def compose(
     text_config.pop("quantization_config", None)
     config_kwargs.setdefault("llm_source", describe_llm(llm))
     config = BioReasonConfig(text_config=text_config, modalities=modalities, **config_kwargs)
-    model = BioReasonForCausalLM._from_config(config,
+    # the loaded encoders become the model's own modules: built once, not rebuilt from their specs and copied
+    model = BioReasonForCausalLM._from_config(config, encoders=built,
                                               attn_implementation=attn_implementation or default_attn_implementation())
     # the projector specs now carry every derived option (resampler width / heads), so reloads rebuild them exactly
     for modality, proj in model.model.projectors.items():
@@ -216,8 +218,6 @@ def compose(
     base = llm_model.get_submodule(llm_model.base_model_prefix)
     model.model.language_model.load_state_dict(base.state_dict(), strict=True)
     model.lm_head.load_state_dict(llm_model.get_output_embeddings().state_dict())
-    for modality, encoder in built.items():
-        model.model.encoders[modality].load_state_dict(encoder.state_dict(), strict=True)
     model.tie_weights()
     model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     model.to(dtype or llm_model.dtype)

@@ -57,9 +57,12 @@ class BioReasonPreTrainedModel(PreTrainedModel):
 
 
 class BioReasonModel(BioReasonPreTrainedModel):
-    """Encoders + projectors + the LLM's base model; returns the LLM's `last_hidden_state`."""
+    """Encoders + projectors + the LLM's base model; returns the LLM's `last_hidden_state`.
 
-    def __init__(self, config: BioReasonConfig):
+    `encoders` (`{modality: Encoder}`, optional) are modules already built with their weights, which `compose` passes
+    so that a large encoder is built once instead of once to load and again from its spec."""
+
+    def __init__(self, config: BioReasonConfig, encoders: dict[str, nn.Module] | None = None):
         super().__init__(config)
         self.feature_cache: Any = None  # a bioreason.model.feature_cache.FeatureCache for frozen encoders, when enabled
         self.language_model = AutoModel.from_config(config.text_config)
@@ -67,7 +70,12 @@ class BioReasonModel(BioReasonPreTrainedModel):
         self.encoders = nn.ModuleDict()
         self.projectors = nn.ModuleDict()
         for modality, spec in config.modalities.items():
-            encoder = build_encoder(spec["encoder"])
+            encoder = (encoders or {}).get(modality)
+            if encoder is None:
+                encoder = build_encoder(spec["encoder"])
+            else:  # its weights are loaded: post_init must not initialise them again
+                for part in (*encoder.modules(), *encoder.parameters(), *encoder.buffers()):
+                    part._is_hf_initialized = True
             self.encoders[modality] = encoder
             self.projectors[modality] = build_projector(spec["projector"], encoder.hidden_size, hidden)
         self.post_init()
@@ -194,9 +202,9 @@ class BioReasonForCausalLM(BioReasonPreTrainedModel, GenerationMixin):
     `import bioreason`; `bioreason.compose` builds one from parts and `bioreason.hub.publish.push_model` publishes
     one with its processor (both sit above this file, which imports neither)."""
 
-    def __init__(self, config: BioReasonConfig):
+    def __init__(self, config: BioReasonConfig, encoders: dict[str, nn.Module] | None = None):
         super().__init__(config)
-        self.model = BioReasonModel(config)
+        self.model = BioReasonModel(config, encoders=encoders)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         embed = self.model.language_model.get_input_embeddings()
         embed_name = next(n for n, m in self.model.language_model.named_modules() if m is embed)
