@@ -26,7 +26,7 @@ from bench.common import Result, task
 from bench.sft_timing import StepTimer
 
 PROMPTS, G, STEPS, NEW_TOKENS = 2, 8, 3, 32
-SHORT = 24  # the length reward's target in characters: 32-token samples straddle it, so groups differ in reward
+SHORT = 96  # the length reward's target in characters: 32-token samples straddle it, so groups differ in reward
 
 
 def grpo_steps(model, processor, share: bool, out: str) -> dict:

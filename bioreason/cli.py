@@ -213,10 +213,16 @@ def resolved_config(recipe: str, config: str, overrides: list[str]) -> str:
     import enum
 
     import yaml
-    from trl import TrlParser
 
-    parts = TrlParser(recipe_module(recipe).ARGUMENTS).parse_args_and_config(args=recipe_argv(config, overrides))
+    from bioreason.training.common import parse_arguments
+
+    parts = parse_arguments(recipe_module(recipe).ARGUMENTS, recipe_argv(config, overrides))
     plain = (str, int, float, bool, list, dict, type(None))
+    sections = {}
+    if recipe == "pipeline":  # each stage's section with its defaults, as the run would use it
+        from bioreason.recipes.pipeline import resolved_sections
+
+        sections = resolved_sections(parts[0])
     out = []
     for part in parts:
         values = {}
@@ -225,6 +231,8 @@ def resolved_config(recipe: str, config: str, overrides: list[str]) -> str:
                 value = getattr(part, f.name)
                 value = value.value if isinstance(value, enum.Enum) else value
                 values[f.name] = value if isinstance(value, plain) else str(value)
+        if part is parts[0]:
+            values.update(sections)
         out.append(f"# {type(part).__name__}")
         if hasattr(part, "precision"):
             out.append(f"# bf16 resolved: {part.precision.name} ({part.precision.reason})")

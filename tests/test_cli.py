@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 
@@ -18,7 +20,7 @@ def test_run_help_lists_every_config_field(recipe, capsys):
     for _, f in fields:
         assert f"\n  {f.name} (" in text, f.name
     if recipe != "pipeline":
-        assert "\n  lora_r (int, default 0)\n      0 = no LoRA" in text
+        assert "\n  use_peft (bool, default False)\n" in text and "\n  lora_r (int, default 16)\n" in text
         assert "\n  max_train_examples (int | None, default None)\n" in text
     assert "\n  bf16 (str, default 'auto')\n      auto (default)" in text
 
@@ -27,7 +29,7 @@ def test_run_help_lists_every_config_field(recipe, capsys):
 def test_every_bioreason_field_has_help(recipe):
     """TRL documents its fields; ours must too, or --help shows a bare name."""
     own = [(owner.__name__, f.name) for owner, f in config_fields(recipe) if not f.metadata.get("help")
-           and owner.__name__ in {"PipelineArguments", "ModelArguments", "DataArguments", "AdaptArguments"}
+           and owner.__name__ in {"PipelineArguments", "ModelArguments", "DataArguments"}
            | {f"{recipe.upper()}RecipeArguments"}]
     assert not own
 
@@ -49,3 +51,13 @@ def test_print_config_shows_the_resolved_config_and_runs_nothing(tmp_path, capsy
 def test_run_without_config_says_how_to_get_help(capsys):
     assert main(["run", "grpo"]) == 2
     assert "bioreason run grpo --help" in capsys.readouterr().err
+
+
+def test_print_config_of_a_pipeline_shows_each_stage_section_with_its_defaults(capsys):
+    quickstart = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "configs",
+                              "quickstart.yaml")
+    assert main(["run", "pipeline", "--config", quickstart, "--print-config", "sft.lora_r=64", "grpo.beta=0.04"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["sft"]["lora_r"] == 64 and resolved["sft"]["learning_rate"] == 0.0005  # override, then the file
+    assert resolved["grpo"]["beta"] == 0.04 and resolved["grpo"]["lora_r"] == 4
+    assert resolved["grpo"]["projectors_trainable"] is False and resolved["cpt"]["per_device_train_batch_size"] == 8

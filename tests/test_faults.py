@@ -91,9 +91,10 @@ def assert_nothing_partial(out):
 # Stage scripts --------------------------------------------------------------------------------------------------------
 def stage_config(root, recipe: str, out) -> str:
     path = root / f"{recipe}-{os.path.basename(out)}.yaml"
-    common = (f"model_path: {root / 'model'}\ndataset: {root / 'task'}\noutput_dir: {out}\nmax_eval_examples: 4\n"
-              "per_device_train_batch_size: 4\nmax_steps: 4\nsave_strategy: steps\nsave_steps: 2\nlearning_rate: 0.01\n"
-              "lora_r: 4\nuse_cpu: true\nbf16: false\nreport_to: none\nlogging_steps: 1\n")
+    common = (f"model_name_or_path: {root / 'model'}\ndataset: {root / 'task'}\noutput_dir: {out}\n"
+              "max_eval_examples: 4\nper_device_train_batch_size: 4\nmax_steps: 4\nsave_strategy: steps\n"
+              "save_steps: 2\nlearning_rate: 0.01\nuse_peft: true\nlora_r: 4\nuse_cpu: true\nbf16: false\n"
+              "report_to: none\nlogging_steps: 1\n")
     if recipe == "sft":
         path.write_text(common + "max_train_examples: 16\n")
     else:
@@ -145,10 +146,11 @@ def test_a_stage_killed_anywhere_resumes_to_the_uninterrupted_weights(setup, uni
 def pipeline_config(root, out) -> str:
     path = root / f"pipeline-{os.path.basename(out)}.yaml"
     path.write_text(
-        f"output_dir: {out}\nmodel_path: {root / 'model'}\ndataset: {root / 'task'}\nstages: [cpt, sft, grpo]\n"
-        "total_examples: 8\nrl_fraction: 0.5\ncpt_examples: 4\ncpt_batch_size: 2\nsft_batch_size: 2\n"
-        "max_eval_examples: 3\nsft_lora_r: 8\ngrpo_lora_r: 2\nnum_generations: 2\ngrpo_prompts_per_step: 2\n"
-        "max_completion_length: 4\neval_every_steps: 1\nbf16: false\nsft_learning_rate: 0.01\n")
+        f"output_dir: {out}\nmodel_name_or_path: {root / 'model'}\ndataset: {root / 'task'}\nstages: [cpt, sft, grpo]\n"
+        "total_examples: 8\nrl_fraction: 0.5\ncpt_examples: 4\nmax_eval_examples: 3\neval_every_steps: 1\n"
+        "bf16: false\ncpt:\n  per_device_train_batch_size: 2\nsft:\n  per_device_train_batch_size: 2\n"
+        "  lora_r: 8\n  learning_rate: 0.01\ngrpo:\n  lora_r: 2\n  num_generations: 2\n"
+        "  per_device_train_batch_size: 4\n  max_completion_length: 4\n")
     return str(path)
 
 
@@ -196,9 +198,9 @@ def test_a_pipeline_killed_anywhere_resumes_after_its_last_finished_stage(setup,
 
 
 def test_a_pipeline_folder_of_another_config_is_not_resumed(setup, pipeline_full):
-    proc = bioreason(["run", "pipeline", "--config", pipeline_config(setup, pipeline_full), "sft_lora_r=4"], setup)
+    proc = bioreason(["run", "pipeline", "--config", pipeline_config(setup, pipeline_full), "sft.lora_r=4"], setup)
     assert proc.returncode == 2
-    assert "holds a run of another config (differs in pipeline.sft_lora_r)" in proc.stderr
+    assert "holds a run of another config (differs in pipeline.sft.lora_r)" in proc.stderr
     assert "resume=false" in proc.stderr
 
 
@@ -206,11 +208,11 @@ def test_a_pipeline_folder_of_another_config_is_not_resumed(setup, pipeline_full
 def study_config(root) -> str:
     path = root / "study.yaml"
     path.write_text(
-        f"base:\n  model_path: {root / 'model'}\n  dataset: {root / 'task'}\n  stages: [sft, grpo]\n"
-        "  sft_examples: 12\n  rl_examples: 8\n  sft_batch_size: 2\n  max_eval_examples: 3\n  num_generations: 2\n"
-        "  grpo_prompts_per_step: 2\n  max_completion_length: 4\n  eval_every_steps: 1\n  bf16: false\n"
-        "  save_model: false\n  grpo_lora_r: 2\n"
-        "grid:\n  seed: [0, 1]\n  sft_lora_r: [4, 8]\n")
+        f"base:\n  model_name_or_path: {root / 'model'}\n  dataset: {root / 'task'}\n  stages: [sft, grpo]\n"
+        "  sft_examples: 12\n  rl_examples: 8\n  max_eval_examples: 3\n  eval_every_steps: 1\n  bf16: false\n"
+        "  save_model: false\n  sft:\n    per_device_train_batch_size: 2\n  grpo:\n    lora_r: 2\n"
+        "    num_generations: 2\n    per_device_train_batch_size: 4\n    max_completion_length: 4\n"
+        "grid:\n  seed: [0, 1]\n  sft.lora_r: [4, 8]\n")
     return str(path)
 
 

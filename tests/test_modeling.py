@@ -233,28 +233,29 @@ def test_lora_keeps_a_trainable_encoder_training_and_merges_it_back():
 
 
 def test_a_trainable_by_design_encoder_can_be_frozen_and_stays_frozen_under_lora(tmp_path):
-    from bioreason.recipes.pipeline import set_stage_trainable
     from bioreason.training.adaptation import apply_lora
+    from bioreason.training.common import ModelArguments, apply_freeze_policy
 
     model, processor = tiny_model("expression")
-    set_stage_trainable(model, False)
+    apply_freeze_policy(model, ModelArguments(encoders_trainable=False))
     assert model.config.modalities["rna"]["encoder"]["trainable"] is False
     changed = _step(apply_lora(model, r=4), processor(**prompt_for("expression")))
     assert not any(v for n, v in changed.items() if ".encoders." in n)
-    set_stage_trainable(model, None)  # back to the encoder's default
+    apply_freeze_policy(model, ModelArguments())  # back to the encoder's default
     assert model.model.encoder_trainable("rna") and "trainable" not in model.config.modalities["rna"]["encoder"]
     model, _ = tiny_model("esm2")
-    set_stage_trainable(model, True)  # a pretrained encoder, trained on request
+    apply_freeze_policy(model, ModelArguments(encoders_trainable=True))  # a pretrained encoder, on request
     assert model.model.encoder_trainable("protein")
 
 
 def test_rl_stage_can_leave_the_projectors_as_sft_left_them():
-    from bioreason.recipes.pipeline import _adapt, set_stage_trainable
-    from bioreason.training.common import AdaptArguments
+    from bioreason.recipes.pipeline import _adapt
+    from bioreason.training.common import ModelArguments, apply_freeze_policy
 
     model, processor = tiny_model("esm2")
-    set_stage_trainable(model, None, projectors=False)
-    peft_model = _adapt(model, AdaptArguments(lora_r=4, projectors_trainable=False))
+    stage = ModelArguments(use_peft=True, lora_r=4, projectors_trainable=False)
+    apply_freeze_policy(model, stage)
+    peft_model = _adapt(model, stage)
     moved = {n for n, v in _step(peft_model, processor(**prompt_for("esm2"))).items() if v}
     assert moved and all("lora_" in n for n in moved)  # the LLM's adapters only
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -49,9 +50,10 @@ def changed(before, after, prefix):
 def test_sft_with_lora_changes_llm_and_projector_not_encoder(tmp_path, task, model_dir):
     from bioreason.recipes.sft import main
 
-    result = main(["--model_path", model_dir, "--dataset", task, "--max_train_examples", "16", "--max_eval_examples",
-                   "4", "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "4", "--max_steps", "2",
-                   "--learning_rate", "1e-2", "--lora_r", "4", *CPU])
+    result = main(["--model_name_or_path", model_dir, "--dataset", task, "--max_train_examples", "16",
+                   "--max_eval_examples", "4", "--output_dir", str(tmp_path / "out"),
+                   "--per_device_train_batch_size", "4", "--max_steps", "2", "--learning_rate", "1e-2",
+                   "--use_peft", "true", "--lora_r", "4", *CPU])
     before, after = weights(model_dir), weights(tmp_path / "out" / "final")
     assert changed(before, after, "model.projectors.")
     assert changed(before, after, "model.language_model.layers.")  # the merged LoRA delta
@@ -64,7 +66,7 @@ def test_sft_with_lora_changes_llm_and_projector_not_encoder(tmp_path, task, mod
 def test_cpt_align_trains_only_projectors(tmp_path, task, model_dir):
     from bioreason.recipes.cpt import main
 
-    main(["--model_path", model_dir, "--dataset", task, "--mode", "align", "--max_train_examples", "8",
+    main(["--model_name_or_path", model_dir, "--dataset", task, "--mode", "align", "--max_train_examples", "8",
           "--max_eval_examples", "2", "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "4",
           "--max_steps", "2", "--learning_rate", "1e-2", *CPU])
     before, after = weights(model_dir), weights(tmp_path / "out" / "final")
@@ -78,7 +80,7 @@ def test_cpt_text_trains_the_llm_on_packed_text(tmp_path, model_dir):
 
     corpus = tmp_path / "bio.txt"
     corpus.write_text("\n\n".join(f"Antibodies bind antigens through their CDR loops {i}." for i in range(40)))
-    main(["--model_path", model_dir, "--mode", "text", "--text_files", str(corpus), "--packing", "true",
+    main(["--model_name_or_path", model_dir, "--mode", "text", "--text_files", str(corpus), "--packing", "true",
           "--max_length", "64", "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "2",
           "--max_steps", "2", "--learning_rate", "1e-2", *CPU])
     before, after = weights(model_dir), weights(tmp_path / "out" / "final")
@@ -105,7 +107,7 @@ def test_grpo_keeps_the_encoder_in_the_loop(tmp_path, task, model_dir, monkeypat
             proj.register_forward_hook(lambda m, a, o: calls.append(torch.is_grad_enabled()))
 
     monkeypatch.setattr(grpo.BioGRPOTrainer, "__init__", spy_init)
-    result = grpo.main(["--model_path", model_dir, "--dataset", task, "--max_train_examples", "4",
+    result = grpo.main(["--model_name_or_path", model_dir, "--dataset", task, "--max_train_examples", "4",
                         "--max_eval_examples", "2", "--output_dir", str(tmp_path / "out"),
                         "--per_device_train_batch_size", "4", "--num_generations", "4", "--max_steps", "2",
                         "--max_completion_length", "6", "--learning_rate", "1e-2", "--gradient_checkpointing",
@@ -127,9 +129,9 @@ class Kill(TrainerCallback):
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, task, model_dir, monkeypatch):
     from bioreason.recipes import sft
 
-    argv = ["--model_path", model_dir, "--dataset", task, "--max_train_examples", "16", "--evaluate", "false",
+    argv = ["--model_name_or_path", model_dir, "--dataset", task, "--max_train_examples", "16", "--evaluate", "false",
             "--per_device_train_batch_size", "2", "--max_steps", "4", "--save_strategy", "steps", "--save_steps",
-            "2", "--learning_rate", "1e-2", "--lora_r", "4", *CPU]
+            "2", "--learning_rate", "1e-2", "--use_peft", "true", "--lora_r", "4", *CPU]
     sft.main([*argv, "--output_dir", str(tmp_path / "full")])
 
     original = sft.BioSFTTrainer.__init__
@@ -157,8 +159,8 @@ def test_a_failed_checkpoint_write_leaves_no_checkpoint(tmp_path, task, model_di
 
     monkeypatch.setattr(sft.BioSFTTrainer, "_save_rng_state", fail)
     with pytest.raises(OSError, match="disk full"):
-        sft.main(["--model_path", model_dir, "--dataset", task, "--max_train_examples", "8", "--evaluate", "false",
-                  "--per_device_train_batch_size", "2", "--max_steps", "2", "--save_strategy", "steps",
+        sft.main(["--model_name_or_path", model_dir, "--dataset", task, "--max_train_examples", "8", "--evaluate",
+                  "false", "--per_device_train_batch_size", "2", "--max_steps", "2", "--save_strategy", "steps",
                   "--save_steps", "1", "--output_dir", str(tmp_path / "out"), *CPU])
     assert not [p for p in os.listdir(tmp_path / "out") if p.startswith("checkpoint-")]
 
@@ -181,7 +183,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so_in_one_line(tmp_p
     monkeypatch.setattr(sft.BioSFTTrainer, "_save_rng_state", full_at_step_4)
     out = tmp_path / "out"
     config = tmp_path / "sft.yaml"
-    config.write_text(f"model_path: {model_dir}\ndataset: {task}\nmax_train_examples: 16\nevaluate: false\n"
+    config.write_text(f"model_name_or_path: {model_dir}\ndataset: {task}\nmax_train_examples: 16\nevaluate: false\n"
                       f"output_dir: {out}\nper_device_train_batch_size: 2\nmax_steps: 6\nsave_strategy: steps\n"
                       "save_steps: 2\nuse_cpu: true\nbf16: false\nreport_to: none\n")
     assert main(["run", "sft", "--config", str(config)]) == 2
@@ -224,9 +226,9 @@ def test_a_failed_final_save_keeps_the_previous_final(tmp_path, model_dir):
 def test_two_process_ddp_on_cpu(tmp_path, task, model_dir):
     config = tmp_path / "sft.yaml"
     config.write_text(
-        f"model_path: {model_dir}\ndataset: {task}\nmax_train_examples: 16\nevaluate: false\n"
+        f"model_name_or_path: {model_dir}\ndataset: {task}\nmax_train_examples: 16\nevaluate: false\n"
         f"output_dir: {tmp_path / 'out'}\nper_device_train_batch_size: 2\nmax_steps: 2\nlearning_rate: 0.01\n"
-        "lora_r: 4\nuse_cpu: true\nbf16: false\nreport_to: none\n"
+        "use_peft: true\nlora_r: 4\nuse_cpu: true\nbf16: false\nreport_to: none\n"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     # torchrun: accelerate's own multi-process CPU launcher needs MPI; torchrun gives the same DDP over gloo
@@ -256,7 +258,7 @@ def test_report_to_tensorboard_writes_events(tmp_path, task, model_dir):
     pytest.importorskip("tensorboard")
     from bioreason.recipes.sft import main
 
-    main(["--model_path", model_dir, "--dataset", task, "--max_train_examples", "4", "--evaluate", "false",
+    main(["--model_name_or_path", model_dir, "--dataset", task, "--max_train_examples", "4", "--evaluate", "false",
           "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "2", "--max_steps", "1",
           "--use_cpu", "true", "--bf16", "false", "--report_to", "tensorboard", "--logging_steps", "1"])
     assert list(tmp_path.rglob("events.out.tfevents.*"))
@@ -266,12 +268,14 @@ def test_pipeline_run_folder(tmp_path, task, model_dir):
     config = tmp_path / "pipe.yaml"
     out = tmp_path / "run"
     config.write_text(
-        f"output_dir: {out}\nmodel_path: {model_dir}\ndataset: {task}\nstages: [cpt, sft, grpo]\ntotal_examples: 8\n"
-        "rl_fraction: 0.5\ncpt_examples: 4\nmax_eval_examples: 3\nsft_lora_r: 8\ngrpo_lora_r: 2\nnum_generations: 2\n"
-        "grpo_prompts_per_step: 2\nmax_completion_length: 4\neval_every_steps: 1\nbf16: false\n"
+        f"output_dir: {out}\nmodel_name_or_path: {model_dir}\ndataset: {task}\nstages: [cpt, sft, grpo]\n"
+        "total_examples: 8\nrl_fraction: 0.5\ncpt_examples: 4\nmax_eval_examples: 3\neval_every_steps: 1\n"
+        "bf16: false\n"
+        "sft:\n  lora_r: 8\ngrpo:\n  lora_r: 2\n  num_generations: 2\n  per_device_train_batch_size: 4\n"
+        "  max_completion_length: 4\n"
     )
     proc = subprocess.run([sys.executable, "-m", "bioreason.cli", "run", "pipeline", "--config", str(config),
-                           "sft_learning_rate=0.01"], capture_output=True, text=True, timeout=600)
+                           "sft.learning_rate=0.01"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     from bioreason.recipes.pipeline import verify_run_folder
 
@@ -354,16 +358,88 @@ PIPELINE_CONFIGS = sorted([os.path.join(REPO, "recipes", "configs", "quickstart.
     if os.path.exists(os.path.join(REPO, "recipes", "configs", d, "pipeline.yaml"))])
 
 
+STUDY_CONFIGS = sorted(os.path.join(REPO, "recipes", "configs", "study", f)
+                       for f in os.listdir(os.path.join(REPO, "recipes", "configs", "study")))
+
+
 @pytest.mark.parametrize("path", PIPELINE_CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
 def test_benchmark_pipeline_configs_parse_into_the_pipeline_fields(path):
-    """Every shipped pipeline config is valid (a misspelt key is an error) and names a bundled benchmark."""
-    from trl import TrlParser
-
+    """Every shipped pipeline config is valid (a misspelt key, top level or in a section, is an error) and names a
+    bundled benchmark."""
     from bioreason.data.benchmarks import BENCHMARKS
-    from bioreason.recipes.pipeline import PipelineArguments
-    from bioreason.training.common import DataArguments, ModelArguments
+    from bioreason.recipes.pipeline import ARGUMENTS, check_sections
+    from bioreason.training.common import parse_arguments
 
-    p, model_args, data = TrlParser((PipelineArguments, ModelArguments, DataArguments)).parse_args_and_config(
-        args=["--config", path])
+    p, model_args, data = parse_arguments(ARGUMENTS, ["--config", path])
+    check_sections(p, model_args)
     assert data.dataset.split(":", 1)[1] in BENCHMARKS and data.balance_labels and p.bf16 == "auto"
-    assert "sft" in p.stages and p.sft_examples
+    assert "sft" in p.stages and p.sft_examples and p.sft["lora_r"] > p.grpo["lora_r"]
+
+
+@pytest.mark.parametrize("path", STUDY_CONFIGS, ids=os.path.basename)
+def test_every_study_run_config_is_a_valid_pipeline_config(path, tmp_path):
+    import yaml
+
+    from bioreason.evaluation import study
+    from bioreason.recipes.pipeline import ARGUMENTS, check_sections
+    from bioreason.training.common import parse_arguments
+
+    for run in study.plan(path):
+        config = tmp_path / "run.yaml"
+        config.write_text(yaml.safe_dump(run.config))
+        check_sections(*parse_arguments(ARGUMENTS, ["--config", str(config)])[:2])
+
+
+def pipeline_args(tmp_path, text: str, *overrides: str):
+    from bioreason.recipes.pipeline import ARGUMENTS
+    from bioreason.training.common import parse_arguments
+
+    config = tmp_path / "p.yaml"
+    config.write_text(text)
+    return parse_arguments(ARGUMENTS, ["--config", str(config), *overrides])
+
+
+def test_a_stage_section_holds_trl_and_model_config_fields_with_the_stage_defaults(tmp_path):
+    from bioreason.model.precision import choose_bf16
+    from bioreason.recipes.pipeline import stage_arguments
+
+    p, model_args, _ = pipeline_args(tmp_path, "sft:\n  learning_rate: 0.001\n  lora_r: 8\ngrpo.lora_r: 2\n",
+                                     "--grpo.beta", "0.1", "--sft.lora_r", "32")
+    assert p.sft == {"learning_rate": 0.001, "lora_r": 32} and p.grpo == {"lora_r": 2, "beta": 0.1}
+    precision = choose_bf16("false", "cpu")
+    config, stage_model, _ = stage_arguments(p, model_args, "sft", precision)
+    assert config.learning_rate == 0.001 and config.per_device_train_batch_size == 8 and config.seed == p.seed
+    assert stage_model.use_peft and stage_model.lora_r == 32 and stage_model.projectors_trainable
+    config, stage_model, recipe = stage_arguments(p, model_args, "grpo", precision)
+    assert config.beta == 0.1 and config.learning_rate == 5e-5 and config.num_generations == 4
+    assert stage_model.lora_r == 2 and not stage_model.projectors_trainable
+    assert recipe.rewards == ["correctness", "format"]
+    assert not model_args.use_peft  # the run's starting model is loaded without an adapter
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("sft:\n  learnig_rate: 0.001\n", "`sft.learnig_rate` is not a sft setting; did you mean learning_rate"),
+    ("grpo:\n  seed: 3\n", "`grpo.seed` is set for every stage by the pipeline; set it at the top level"),
+    ("cpt:\n  lora_r: 8\n", "`cpt.lora_r` is not a cpt setting"),
+    ("sft:\n  max_train_examples: 8\n", "(the budget: sft_examples / rl_examples / cpt_examples)"),
+    ("lora_r: 8\n", "`lora_r` is set per stage: put it under sft: or grpo:"),
+    ("sft: 8\n", "`sft` is a section of settings (a mapping), not 8"),
+])
+def test_a_misplaced_stage_setting_is_refused_before_any_work(tmp_path, text, message):
+    from bioreason.recipes.pipeline import check_sections
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_sections(*pipeline_args(tmp_path, text)[:2])
+
+
+def test_dotted_keys_nest_into_sections_and_differences_name_the_setting():
+    from bioreason.training.common import nest_dotted
+    from bioreason.training.run_state import differences
+
+    nested = nest_dotted({"sft": {"lora_r": 8, "learning_rate": 0.1}, "sft.lora_r": 16, "seed": 1},
+                         [("grpo.beta", 0.1)])
+    assert nested == {"sft": {"lora_r": 16, "learning_rate": 0.1}, "seed": 1, "grpo": {"beta": 0.1}}
+    with pytest.raises(ValueError, match="`seed` is not a section"):
+        nest_dotted({"seed": 1, "seed.x": 2})
+    assert differences({"pipeline": {"sft": {"lora_r": 4}, "seed": 0}},
+                       {"pipeline": {"sft": {"lora_r": 8}, "seed": 0}}) == ["pipeline.sft.lora_r"]

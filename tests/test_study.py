@@ -52,7 +52,9 @@ def fake_run(out, name, axes, sft_ood, grpo_ood, sft_examples=32, rl_examples=8,
     run_dir = os.path.join(out, "runs", name)
     os.makedirs(run_dir)
     with open(os.path.join(run_dir, "run_config.json"), "w") as fh:
-        json.dump({"pipeline": {"sft_batch_size": 4, "grpo_prompts_per_step": 2, "cpt_batch_size": 8}}, fh)
+        json.dump({"pipeline": {"sft": {"per_device_train_batch_size": 4},
+                                "grpo": {"per_device_train_batch_size": 8, "num_generations": 4},
+                                "cpt": {"per_device_train_batch_size": 8}}}, fh)
     stages = [{"name": "sft", "id": {"accuracy": 0.8, "macro_f1": 0.7}, "ood": {"accuracy": sft_ood, "macro_f1": 0.5},
                "steps": 4, "seconds": 10.0},
               {"name": "grpo", "id": {"accuracy": 0.7, "macro_f1": 0.6}, "ood": {"accuracy": grpo_ood,
@@ -130,9 +132,10 @@ def tiny_setup(tmp_path_factory):
     model.save_pretrained(root / "model")
     processor.save_pretrained(root / "model")
     build_benchmark("antibody_chain", str(root / "data"))
-    base = {"model_path": str(root / "model"), "dataset": str(root / "data"), "stages": ["sft", "grpo"],
+    base = {"model_name_or_path": str(root / "model"), "dataset": str(root / "data"), "stages": ["sft", "grpo"],
             "max_eval_examples": 3, "evaluate_base": False, "save_model": False, "bf16": False, "rl_examples": 2,
-            "num_generations": 2, "grpo_prompts_per_step": 2, "max_completion_length": 4, "sft_batch_size": 4}
+            "sft": {"per_device_train_batch_size": 4},
+            "grpo": {"num_generations": 2, "per_device_train_batch_size": 4, "max_completion_length": 4}}
     return root, base
 
 

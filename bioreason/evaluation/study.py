@@ -6,13 +6,14 @@ skip what already finished (a killed study resumes), harvest one table, and repo
     bioreason study report docs/study
 
 A study config has `base` (pipeline / model / data fields shared by all runs) and `grid` (axis -> values). Axes are
-pipeline fields (`sft_examples`, `rl_examples`, `sft_epochs`, `rl_fraction`, `sft_lora_r`, `grpo_lora_r`, `seed`,
-...) plus three study axes: `backbone` (the LLM source), `cpt` (bool: run the CPT stage) and `rl_start`
-(`warm`: RL after SFT; `cold`: RL from the base model). Each run lives in `OUT/runs/<name>/` and is finished when its
-`DONE` marker exists; an unfinished run resumes after its last finished stage (`bioreason/training/run_state.py`),
-and runs die with a killed study (`bioreason.training.faults.die_with_parent`). Executors: `local` (each run in its own
-process; `jobs` of them at a time, each given an equal share of the CPU cores as its thread count) and `submitit`
-(SLURM, or submitit's local executor for testing).
+pipeline fields (`sft_examples`, `rl_examples`, `rl_fraction`, `seed`, ...) or a stage's settings by their TRL /
+ModelConfig names (`sft.lora_r`, `grpo.lora_r`, `sft.num_train_epochs`, ...), plus three study axes: `backbone` (the
+LLM source), `cpt` (bool: run the CPT stage) and `rl_start` (`warm`: RL after SFT; `cold`: RL from the base model).
+Each run lives in `OUT/runs/<name>/` and is finished when its `DONE` marker exists; an unfinished run resumes after
+its last finished stage (`bioreason/training/run_state.py`), and runs die with a killed study
+(`bioreason.training.faults.die_with_parent`). Executors: `local` (each run in its own process; `jobs` of them at a
+time, each given an equal share of the CPU cores as its thread count) and `submitit` (SLURM, or submitit's local
+executor for testing).
 """
 
 from __future__ import annotations
@@ -193,14 +194,17 @@ CURVE_COLUMNS = ["run", "stage", "step", "examples", "id_accuracy", "ood_accurac
 
 def curve_rows(run_dir: str, name: str, metrics: dict) -> list[dict]:
     """A run's periodic evaluations (`eval_every_steps`) as rows; `examples` = steps x the stage's examples a step
-    (SFT: `sft_batch_size`; GRPO: `grpo_prompts_per_step`), from the resolved fields in the run's run_config.json."""
+    (SFT: `sft.per_device_train_batch_size`; GRPO: prompts, its batch over `num_generations`), from the resolved
+    sections in the run's run_config.json."""
     points = metrics.get("curve") or []
     if not points:
         return []
     with open(os.path.join(run_dir, "run_config.json"), encoding="utf-8") as fh:
         pipeline = json.load(fh)["pipeline"]
-    per_step = {"sft": pipeline["sft_batch_size"], "grpo": pipeline["grpo_prompts_per_step"],
-                "cpt": pipeline["cpt_batch_size"]}
+    grpo = pipeline["grpo"]
+    per_step = {"sft": pipeline["sft"]["per_device_train_batch_size"],
+                "grpo": grpo["per_device_train_batch_size"] // grpo["num_generations"],
+                "cpt": pipeline["cpt"]["per_device_train_batch_size"]}
     return [{"run": name, "stage": p["stage"], "step": p["step"], "examples": p["step"] * per_step.get(p["stage"], 1),
              **{f"{split}_{m}": p.get(split, {}).get(m) for split in ("id", "ood") for m in ("accuracy", "reliance")}}
             for p in points]

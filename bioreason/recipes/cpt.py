@@ -8,14 +8,13 @@ their reasoning text as the description), so a freshly composed model learns to 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from transformers import set_seed
 from trl import SFTConfig
 
 from bioreason.recipes import sft
 from bioreason.training.common import (
-    AdaptArguments,
     BioSFTConfig,
     DataArguments,
     ModelArguments,
@@ -56,21 +55,22 @@ def load_text_corpus(files: list[str]):
     return concatenate_datasets(parts)
 
 
-def run(recipe: CPTRecipeArguments, model_args: ModelArguments, data: DataArguments, adapt: AdaptArguments,
+def run(recipe: CPTRecipeArguments, model_args: ModelArguments, data: DataArguments,
         config: SFTConfig, model=None, processor=None, callbacks=None) -> dict:
     if recipe.mode == "align":
         # only the projectors learn; the collator trains on the description of each input
-        adapt = AdaptArguments(lora_r=0, encoders_trainable=False, projectors_trainable=True, llm_trainable=False)
+        model_args = replace(model_args, use_peft=False, encoders_trainable=False, projectors_trainable=True,
+                             llm_trainable=False)
         if model is not None:
             model.set_trainable(encoders=False, projectors=True, llm=False)
-        result = sft.run(sft.SFTRecipeArguments(target="describe", resume=recipe.resume), model_args, data, adapt,
-                         config, model=model, processor=processor, callbacks=callbacks)
+        result = sft.run(sft.SFTRecipeArguments(target="describe", resume=recipe.resume), model_args, data, config,
+                         model=model, processor=processor, callbacks=callbacks)
         return result
     if recipe.mode != "text" or not recipe.text_files:
         raise ValueError("cpt mode must be 'align', or 'text' with text_files")
     set_seed(config.seed)
     if model is None:
-        model, processor = load_model(model_args, adapt)
+        model, processor = load_model(model_args)
     if config.packing:  # TRL packs with restarting position ids: attend per example without a varlen kernel
         from bioreason.model.packed_attention import use_packed_attention
 

@@ -37,7 +37,6 @@ from bioreason.model.lm_head import add_compact_lm_head
 from bioreason.model.modeling_bioreason import MODALITY_KWARGS
 from bioreason.model.rollout import shared_prefix_logps
 from bioreason.training.common import (
-    AdaptArguments,
     AtomicCheckpointMixin,
     BioGRPOConfig,
     DataArguments,
@@ -201,7 +200,7 @@ def grpo_config_defaults(config: GRPOConfig) -> GRPOConfig:
     return config
 
 
-def run(recipe: GRPORecipeArguments, model_args: ModelArguments, data: DataArguments, adapt: AdaptArguments,
+def run(recipe: GRPORecipeArguments, model_args: ModelArguments, data: DataArguments,
         config: GRPOConfig, model=None, processor=None, callbacks=None) -> dict:
     config = grpo_config_defaults(config)
     set_seed(config.seed)  # before any random init (LoRA A matrices, projectors): reruns and resumes match
@@ -209,9 +208,9 @@ def run(recipe: GRPORecipeArguments, model_args: ModelArguments, data: DataArgum
     with PartialState().main_process_first():
         dataset, cells = load_task(data)
     train = grpo_dataset(train_records(dataset, data))
-    # Load model and processor (a warm start passes the SFT folder as model_path)
+    # Load model and processor (a warm start passes the SFT folder as model_name_or_path)
     if model is None:
-        model, processor = load_model(model_args, adapt)
+        model, processor = load_model(model_args)
     # Train
     trainer = BioGRPOTrainer(model=model, args=config, train_dataset=train, processor=processor, cells=cells,
                              reward_funcs=[get_reward(name) for name in recipe.rewards],

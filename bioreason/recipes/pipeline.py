@@ -13,34 +13,56 @@ Outputs in `output_dir`: `metrics.json` (`{"stages": [{"name", "id", "ood", "ste
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 from accelerate import PartialState
 from transformers import TrainerCallback, set_seed
-from trl import TrlParser
 
 from bioreason.model.precision import AUTO, Precision, choose_bf16
 from bioreason.recipes import cpt, grpo, sft
 from bioreason.training.common import (
     BF16_HELP,
-    AdaptArguments,
     BioGRPOConfig,
     BioSFTConfig,
     DataArguments,
     ModelArguments,
+    apply_freeze_policy,
     base_model,
     baseline_metrics,
     evaluate_splits,
     load_task,
+    lora_options,
+    parse_arguments,
     run_folder,
     save_final,
     write_json,
 )
 from bioreason.training.faults import kill_point
 from bioreason.training.run_state import RunState, config_key
+
+# What each stage runs with unless its section says otherwise (the seed study's shape: a brief SFT at a larger LoRA
+# rank, RL at a smaller one).
+STAGE_DEFAULTS: dict[str, dict] = {
+    "cpt": {"learning_rate": 1e-3, "per_device_train_batch_size": 8},
+    "sft": {"learning_rate": 2e-4, "per_device_train_batch_size": 8, "num_train_epochs": 1.0, "use_peft": True,
+            "lora_r": 16},
+    "grpo": {"learning_rate": 5e-5, "per_device_train_batch_size": 8, "num_generations": 4,
+             "max_completion_length": 32, "temperature": 1.0, "beta": 0.0, "loss_type": "dapo", "use_peft": True,
+             "lora_r": 4, "projectors_trainable": False, "rewards": ["correctness", "format"]},
+}
+# Set by the pipeline for every stage (top-level fields or the run folder), so a section may not set them.
+PIPELINE_OWNED = {"output_dir", "seed", "bf16", "report_to", "max_train_examples", "model_name_or_path",
+                  "encoders_trainable", "llm_trainable"}
+SECTION_CLASSES = {"cpt": (BioSFTConfig,), "sft": (BioSFTConfig,), "grpo": (BioGRPOConfig, grpo.GRPORecipeArguments)}
+# Model-level ModelConfig fields a section sets: adaptation capacity and what trains.
+STAGE_MODEL_FIELDS = {"use_peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+                      "lora_target_parameters", "lora_modules_to_save", "use_rslora", "use_dora",
+                      "projectors_trainable"}
 
 
 @dataclass
@@ -56,51 +78,86 @@ class PipelineArguments:
         "help": "SFT examples (overrides total_examples x (1 - rl_fraction))"})
     rl_examples: int | None = field(default=None, metadata={
         "help": "RL prompts (overrides total_examples x rl_fraction)"})
-    sft_epochs: float = field(default=1.0, metadata={"help": "passes over the SFT examples"})
+    cpt_examples: int = field(default=64, metadata={"help": "CPT (projector alignment) examples"})
     save_model: bool = field(default=True, metadata={
         "help": "save final/, report and card (studies of many runs keep metrics only)"})
-    cpt_examples: int = field(default=64, metadata={"help": "CPT (projector alignment) examples"})
     seed: int = field(default=0, metadata={"help": "seed of every stage (LoRA init, data order, sampling)"})
     bf16: str = field(default=AUTO, metadata={"help": BF16_HELP})
     eval_every_steps: int = field(default=0, metadata={
         "help": "also score ID / OOD every N optimizer steps (the curve in metrics.json); 0 = off"})
     evaluate_base: bool = field(default=True, metadata={"help": "score the model before any stage"})
-    encoders_trainable: bool | None = field(default=None, metadata={
-        "help": "in SFT and GRPO: true trains every encoder, false freezes every encoder (trainable-by-design ones "
-                "such as `expression` too: a fixed featurizer, the features the probe baseline reads), unset keeps "
-                "each encoder's default (pretrained encoders frozen, trainable-by-design ones trained)"})
-    # CPT (projector alignment)
-    cpt_learning_rate: float = field(default=1e-3, metadata={"help": "CPT learning rate"})
-    cpt_batch_size: int = field(default=8, metadata={"help": "CPT examples per step"})
-    # SFT
-    sft_learning_rate: float = field(default=2e-4, metadata={"help": "SFT learning rate"})
-    sft_batch_size: int = field(default=8, metadata={"help": "SFT examples per step"})
-    sft_lora_r: int = field(default=16, metadata={"help": "SFT LoRA rank (0 = full fine-tuning of the unfrozen parts)"})
-    sft_lora_alpha: int | None = field(default=None, metadata={"help": "SFT LoRA alpha (default 2 x rank)"})
-    sft_packing: bool = field(default=False, metadata={
-        "help": "pack several examples into one row (per-example attention)"})
-    # GRPO
-    grpo_learning_rate: float = field(default=5e-5, metadata={"help": "GRPO learning rate"})
-    grpo_prompts_per_step: int = field(default=2, metadata={
-        "help": "prompts per GRPO step (each sampled num_generations times)"})
-    num_generations: int = field(default=4, metadata={"help": "completions per prompt (the GRPO group)"})
-    max_completion_length: int = field(default=32, metadata={"help": "longest completion in tokens"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of GRPO rollouts"})
-    grpo_lora_r: int = field(default=4, metadata={"help": "GRPO LoRA rank (0 = full)"})
-    grpo_lora_alpha: int | None = field(default=None, metadata={"help": "GRPO LoRA alpha (default 2 x rank)"})
-    grpo_projectors_trainable: bool = field(default=False, metadata={
-        "help": "GRPO adapts the LLM through LoRA and, by default, leaves the projectors as SFT left them: trained in "
-                "full by RL's few noisy updates they moved the features and cost 0.06-0.34 ID accuracy "
-                "(docs/BRIDGE.md); true trains them too"})
-    beta: float = field(default=0.0, metadata={
-        "help": "KL coefficient against the stage's starting model (0 = no reference model)"})
-    loss_type: str = field(default="dapo", metadata={"help": "TRL GRPO loss: dapo | grpo | dr_grpo | bnpo"})
-    rewards: list[str] = field(default_factory=lambda: ["correctness", "format"], metadata={
-        "help": "reward functions by name (bioreason.training.rewards), summed"})
     resume: bool = field(default=True, metadata={
         "help": "continue a killed run in output_dir after its last finished stage (a finished run is not redone); "
                 "false starts over"})
     report_to: str = field(default="none", metadata={"help": "none | tensorboard | wandb ..."})
+    cpt: dict = field(default_factory=dict, metadata={
+        "help": "CPT (projector alignment) settings: fields of TRL's SFTConfig, e.g. learning_rate, "
+                "per_device_train_batch_size. Defaults: " + json.dumps(STAGE_DEFAULTS["cpt"])})
+    sft: dict = field(default_factory=dict, metadata={
+        "help": "SFT settings: fields of TRL's SFTConfig (learning_rate, per_device_train_batch_size, "
+                "num_train_epochs, packing ...) and of ModelConfig (use_peft, lora_r, lora_alpha ...). Defaults: "
+                + json.dumps(STAGE_DEFAULTS["sft"])})
+    grpo: dict = field(default_factory=dict, metadata={
+        "help": "GRPO settings: fields of TRL's GRPOConfig (learning_rate, per_device_train_batch_size = prompts x "
+                "num_generations, num_generations, max_completion_length, temperature, beta, loss_type ...), of "
+                "ModelConfig (use_peft, lora_r ...), projectors_trainable, and rewards (names from "
+                "bioreason.training.rewards, summed). GRPO leaves the projectors as SFT left them by default: "
+                "trained in full by RL's few noisy updates they moved the features and cost 0.06-0.34 ID accuracy "
+                "(docs/BRIDGE.md). Defaults: " + json.dumps(STAGE_DEFAULTS["grpo"])})
+
+
+def field_names(cls: type) -> set[str]:
+    return {f.name for f in fields(cls) if f.init}
+
+
+def section_keys(stage: str) -> set[str]:
+    """The keys a stage's section takes: its TRL config's fields (and GRPO's reward fields), plus the adaptation
+    fields of ModelConfig for the stages that adapt the LLM."""
+    keys = set().union(*(field_names(cls) for cls in SECTION_CLASSES[stage]))
+    return (keys | (STAGE_MODEL_FIELDS if stage != "cpt" else set())) - PIPELINE_OWNED
+
+
+def check_sections(p: PipelineArguments, model_args: ModelArguments) -> None:
+    """Refuse, before any work, a section key no stage field has, and per-stage settings given at the top level."""
+    for stage in ("cpt", "sft", "grpo"):
+        section = getattr(p, stage) or {}
+        if not isinstance(section, dict):
+            raise ValueError(f"pipeline: `{stage}` is a section of settings (a mapping), not {section!r}")
+        allowed = section_keys(stage)
+        for key in section:
+            if key in PIPELINE_OWNED:
+                raise ValueError(f"pipeline: `{stage}.{key}` is set for every stage by the pipeline; set it at the "
+                                 f"top level" + (" (the budget: sft_examples / rl_examples / cpt_examples)"
+                                                 if key == "max_train_examples" else ""))
+            if key not in allowed:
+                near = difflib.get_close_matches(key, sorted(allowed), n=3)
+                raise ValueError(f"pipeline: `{stage}.{key}` is not a {stage} setting"
+                                 + (f"; did you mean {', '.join(near)}?" if near else ""))
+    defaults = ModelArguments()
+    for key in sorted(STAGE_MODEL_FIELDS | {"llm_trainable"}):
+        if getattr(model_args, key) != getattr(defaults, key):
+            raise ValueError(f"pipeline: `{key}` is set per stage: put it under sft: or grpo:")
+
+
+def stage_arguments(p: PipelineArguments, model_args: ModelArguments, stage: str, precision: Precision):
+    """(TRL config, ModelArguments, GRPO recipe arguments or None) of one stage: the stage's defaults, then its
+    section, on top of what the pipeline sets for every stage."""
+    section = {**STAGE_DEFAULTS[stage], **(getattr(p, stage) or {})}
+    config_class = SECTION_CLASSES[stage][0]
+    config_keys = field_names(config_class)
+    common = trainer_common(p, stage, precision)
+    config = config_class(**{**common, **{k: v for k, v in section.items() if k in config_keys}})
+    stage_model = replace(model_args, **{k: v for k, v in section.items() if k in STAGE_MODEL_FIELDS})
+    recipe = None
+    if stage == "grpo":
+        recipe = grpo.GRPORecipeArguments(**{k: v for k, v in section.items()
+                                             if k in field_names(grpo.GRPORecipeArguments)})
+    return config, stage_model, recipe
+
+
+def resolved_sections(p: PipelineArguments) -> dict:
+    """Each stage's section with its defaults filled in, as the run used it (run_config.json, the study)."""
+    return {stage: {**STAGE_DEFAULTS[stage], **(getattr(p, stage) or {})} for stage in ("cpt", "sft", "grpo")}
 
 
 class PeriodicEval(TrainerCallback):
@@ -118,10 +175,11 @@ class PeriodicEval(TrainerCallback):
 
 
 def trainer_common(p: PipelineArguments, stage: str, precision: Precision) -> dict:
+    """What the pipeline sets in every stage's TRL config; a section may change the last five."""
     return {"output_dir": os.path.join(p.output_dir, "checkpoints", stage), "use_cpu": not _cuda(),
-            "bf16": precision.bf16,
-            "seed": p.seed, "report_to": p.report_to, "logging_steps": 1, "save_strategy": "no",
-            "gradient_checkpointing": False, "num_train_epochs": 1, "disable_tqdm": False}
+            "bf16": precision.bf16, "seed": p.seed, "report_to": p.report_to,
+            "logging_steps": 1, "save_strategy": "no", "gradient_checkpointing": False, "num_train_epochs": 1,
+            "disable_tqdm": False}
 
 
 def _cuda() -> bool:
@@ -139,6 +197,7 @@ def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -
     unknown = set(p.stages) - {"cpt", "sft", "grpo"}
     if unknown:
         raise ValueError(f"Unknown stages {sorted(unknown)}; available: ['cpt', 'grpo', 'sft']")
+    check_sections(p, model_args)
     with run_folder(p.output_dir):
         return _run(p, model_args, data)
 
@@ -152,7 +211,7 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
         print(f"{p.output_dir}: finished earlier ({', '.join(state.done)}); nothing to do", flush=True)
         return state["metrics"]
     write_json(os.path.join(p.output_dir, "run_config.json"),  # the LLM's source is in the model's config
-               {"dataset": data.dataset, "pipeline": vars(p), "model": vars(model_args),
+               {"dataset": data.dataset, "pipeline": {**vars(p), **resolved_sections(p)}, "model": vars(model_args),
                 "data": vars(data), "precision": precision.as_dict(), "torch_threads": torch.get_num_threads()})
     with PartialState().main_process_first():
         dataset, cells = load_task(data)
@@ -181,33 +240,23 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
         set_seed(p.seed)  # each stage starts from the seed, so a resumed stage draws what the uninterrupted one drew
         stage_data = DataArguments(**{**vars(data)})
         callbacks = [PeriodicEval(p.eval_every_steps, evaluate, stage, curve)] if p.eval_every_steps else []
+        config, stage_model, recipe = stage_arguments(p, model_args, stage, precision)
         if stage == "cpt":
             stage_data.max_train_examples = p.cpt_examples
-            config = BioSFTConfig(**trainer_common(p, stage, precision), learning_rate=p.cpt_learning_rate,
-                                  per_device_train_batch_size=p.cpt_batch_size)
-            result = cpt.run(cpt.CPTRecipeArguments(mode="align"), model_args, stage_data, None, config,
-                             model=model, processor=processor, callbacks=callbacks)
+            result = cpt.run(cpt.CPTRecipeArguments(mode="align"), stage_model, stage_data, config, model=model,
+                             processor=processor, callbacks=callbacks)
         elif stage == "sft":
             stage_data.max_train_examples = n_sft
-            set_stage_trainable(model, p.encoders_trainable)
-            adapt = AdaptArguments(lora_r=p.sft_lora_r, lora_alpha=p.sft_lora_alpha)
-            model = _adapt(model, adapt)
-            config = BioSFTConfig(**{**trainer_common(p, stage, precision), "num_train_epochs": p.sft_epochs},
-                                  learning_rate=p.sft_learning_rate, per_device_train_batch_size=p.sft_batch_size,
-                                  packing=p.sft_packing)
-            result = sft.run(sft.SFTRecipeArguments(), model_args, stage_data, adapt, config, model=model,
+            apply_freeze_policy(model, stage_model)
+            model = _adapt(model, stage_model)
+            result = sft.run(sft.SFTRecipeArguments(), stage_model, stage_data, config, model=model,
                              processor=processor, callbacks=callbacks)
         else:
             stage_data.max_train_examples = n_rl
-            set_stage_trainable(model, p.encoders_trainable, projectors=p.grpo_projectors_trainable)
-            adapt = AdaptArguments(lora_r=p.grpo_lora_r, lora_alpha=p.grpo_lora_alpha)
-            model = _adapt(model, adapt)
-            config = BioGRPOConfig(**trainer_common(p, stage, precision), learning_rate=p.grpo_learning_rate,
-                                   per_device_train_batch_size=p.grpo_prompts_per_step * p.num_generations,
-                                   num_generations=p.num_generations, max_completion_length=p.max_completion_length,
-                                   temperature=p.temperature, beta=p.beta, loss_type=p.loss_type)
-            result = grpo.run(grpo.GRPORecipeArguments(rewards=p.rewards), model_args, stage_data, adapt, config,
-                              model=model, processor=processor, callbacks=callbacks)
+            apply_freeze_policy(model, stage_model)
+            model = _adapt(model, stage_model)
+            result = grpo.run(recipe, stage_model, stage_data, config, model=model, processor=processor,
+                              callbacks=callbacks)
         model = result.pop("model")
         result.pop("processor")
         if hasattr(model, "merge_and_unload"):  # hand-off: merge this stage's adapter before the next one starts
@@ -220,14 +269,17 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
         kill_point("stage-trained")
         state.finish_stage(stage, model, processor, stages=stages, curve=curve)  # stages[-1] is this stage
         kill_point("stage-saved")
+    sections = resolved_sections(p)
     metrics = {"baselines": baselines, "stages": stages, "curve": curve, "precision": precision.as_dict(),
-               "budget": {"sft_examples": n_sft, "sft_epochs": p.sft_epochs, "rl_examples": n_rl,
-                          "sft_lora_r": p.sft_lora_r, "grpo_lora_r": p.grpo_lora_r}}
+               "budget": {"sft_examples": n_sft, "sft_epochs": sections["sft"]["num_train_epochs"],
+                          "rl_examples": n_rl, "sft_lora_r": sections["sft"]["lora_r"],
+                          "grpo_lora_r": sections["grpo"]["lora_r"]}}
     # Save
     if PartialState().is_main_process:  # metrics.json last: its presence says the run finished
         if p.save_model:
             final = os.path.join(p.output_dir, "final")
-            set_stage_trainable(base_model(model), None)  # the saved freeze policy is the default, not the last stage's
+            # the saved freeze policy is the default, not the last stage's
+            apply_freeze_policy(base_model(model), ModelArguments())
             save_final(base_model(model), processor, final)
             from bioreason.evaluation.report import write_report
 
@@ -255,21 +307,13 @@ def stage_budgets(p: PipelineArguments) -> tuple[int, int]:
     return (n_sft if "sft" in p.stages else 0), (n_rl if "grpo" in p.stages else 0)
 
 
-def set_stage_trainable(model, encoders: bool | None, projectors: bool = True) -> None:
-    """The SFT / GRPO freeze policy: the LLM trains (through LoRA), the projectors unless told not to, the encoders as
-    `encoders_trainable` says."""
-    model.set_trainable(encoders=bool(encoders), projectors=projectors, llm=True)
-    if encoders is False:
-        for modality in model.config.modalities:
-            model.set_encoder_trainable(modality, False)
-
-
-def _adapt(model, adapt: AdaptArguments):
-    if adapt.lora_r <= 0:
+def _adapt(model, stage_model: ModelArguments):
+    """The stage's LoRA adapter (with use_peft), training what the freeze policy left on."""
+    if not stage_model.use_peft:
         return model
     from bioreason.training.adaptation import apply_lora
 
-    return apply_lora(model, r=adapt.lora_r, alpha=adapt.lora_alpha)  # trains what set_stage_trainable left on
+    return apply_lora(model, **lora_options(stage_model))
 
 
 def verify_run_folder(path: str, stages: tuple[str, ...] = ("cpt", "sft", "grpo")) -> dict:
@@ -301,8 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
     from bioreason.training.faults import die_with_parent
 
     die_with_parent()  # a study's run does not outlive a killed study
-    parser = TrlParser(ARGUMENTS)
-    p, model_args, data = parser.parse_args_and_config(args=argv)
+    p, model_args, data = parse_arguments(ARGUMENTS, argv)
     return run(p, model_args, data)
 
 

@@ -20,7 +20,6 @@ from trl import SFTConfig, SFTTrainer
 
 from bioreason.training.collator import RecordCollator
 from bioreason.training.common import (
-    AdaptArguments,
     AtomicCheckpointMixin,
     BioSFTConfig,
     DataArguments,
@@ -69,7 +68,7 @@ def sft_config_defaults(config: SFTConfig) -> tuple[SFTConfig, bool]:
     return config, packing
 
 
-def run(recipe: SFTRecipeArguments, model_args: ModelArguments, data: DataArguments, adapt: AdaptArguments,
+def run(recipe: SFTRecipeArguments, model_args: ModelArguments, data: DataArguments,
         config: SFTConfig, model=None, processor=None, callbacks=None) -> dict:
     """Train and evaluate; returns `{"id", "ood", "steps", "seconds"}`. `model`/`processor` continue a pipeline."""
     config, packing = sft_config_defaults(config)
@@ -80,7 +79,7 @@ def run(recipe: SFTRecipeArguments, model_args: ModelArguments, data: DataArgume
     train = train_records(dataset, data)
     # Load model and processor
     if model is None:
-        model, processor = load_model(model_args, adapt)
+        model, processor = load_model(model_args)
     if packing:  # per-example attention over the packed row where there is no varlen kernel (sdpa on CPU)
         from bioreason.model.packed_attention import use_packed_attention
 

@@ -17,7 +17,8 @@ UNQUANTIZED = ["model.encoders", "model.projectors", "lm_head"]
 
 def lora_config(modalities: list[str], r: int = 16, alpha: int | None = None, dropout: float = 0.0,
                 target_modules: tuple[str, ...] = LLM_LINEAR_NAMES, train_projectors: bool = True,
-                train_encoders: tuple[str, ...] = ()) -> Any:
+                train_encoders: tuple[str, ...] = (), use_rslora: bool = False, use_dora: bool = False,
+                extra_modules_to_save: list[str] | None = None, target_parameters: list[str] | None = None) -> Any:
     """A `peft.LoraConfig` for the LLM's linear layers only (alpha defaults to 2 x r, as in the seed study), with
     each modality's projector saved and trained in full (PEFT needs the projector modules themselves, not their
     ModuleDict), and so are the encoders of `train_encoders`: PEFT freezes every module it is not told to save."""
@@ -25,6 +26,7 @@ def lora_config(modalities: list[str], r: int = 16, alpha: int | None = None, dr
 
     saved = [f"projectors.{m}" for m in modalities] if train_projectors else []
     saved += [f"encoders.{m}" for m in train_encoders]
+    saved += list(extra_modules_to_save or [])
 
     return LoraConfig(
         r=r,
@@ -33,6 +35,9 @@ def lora_config(modalities: list[str], r: int = 16, alpha: int | None = None, dr
         target_modules=rf".*language_model.*\.({'|'.join(target_modules)})",
         modules_to_save=saved or None,
         task_type="CAUSAL_LM",
+        use_rslora=use_rslora,
+        use_dora=use_dora,
+        target_parameters=target_parameters,
     )
 
 
@@ -48,13 +53,15 @@ def apply_lora(model: torch.nn.Module, r: int = 16, alpha: int | None = None, **
     return get_peft_model(model, lora_config(list(model.config.modalities), r=r, alpha=alpha, **kwargs))
 
 
-def quantization_config(bits: int = 4, compute_dtype: torch.dtype = torch.bfloat16) -> Any:
+def quantization_config(bits: int = 4, compute_dtype: torch.dtype = torch.bfloat16, quant_type: str = "nf4",
+                        nested: bool = False, storage: str | None = None) -> Any:
     """`BitsAndBytesConfig` quantizing the LLM's linear layers and nothing else; pass it to `from_pretrained`."""
     from transformers import BitsAndBytesConfig
 
     if bits == 4:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype,
-                                  llm_int8_skip_modules=list(UNQUANTIZED))
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
+                                  bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_use_double_quant=nested,
+                                  bnb_4bit_quant_storage=storage or "uint8", llm_int8_skip_modules=list(UNQUANTIZED))
     if bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(UNQUANTIZED))
     raise ValueError(f"bits must be 4 or 8, got {bits}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from trl import GRPOConfig, SFTConfig
+from trl import GRPOConfig, ModelConfig, SFTConfig
 
 from bioreason.evaluation.scoring import evaluate_records, sample_split
 from bioreason.model.precision import AUTO, Precision, choose_bf16
@@ -23,22 +23,42 @@ BF16_HELP = ("auto (default): bf16 autocast where the device computes bf16 nativ
 
 
 @dataclass
-class ModelArguments:
-    model_path: str | None = field(default=None, metadata={"help": "a BioReason folder; else compose from parts"})
-    llm: str = field(default="default", metadata={"help": "hub id, folder or .gguf; 'default' = SmolLM2-135M"})
+class ModelArguments(ModelConfig):
+    """TRL's `ModelConfig` (the model a stage starts from, its revision, dtype and attention; `use_peft` + `lora_*`;
+    `load_in_4bit` / `load_in_8bit`), plus what bioreason adds: composing a model from parts when there is no
+    `model_name_or_path`, which parts train, and the frozen-encoder feature cache. Every field keeps TRL's name and
+    meaning; defaults differ where the seed study's recipe does (LoRA alpha 2 x rank, no LoRA dropout)."""
+
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (default 2 x lora_r)"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA path"})
+    llm: str = field(default="default", metadata={
+        "help": "without model_name_or_path: the LLM to compose from (hub id, folder or .gguf; 'default' = "
+                "SmolLM2-135M)"})
     encoders: list[str] = field(default_factory=lambda: ["protein=antiberty"],
-                                metadata={"help": "MODALITY=TYPE[:SOURCE] entries"})
+                                metadata={"help": "without model_name_or_path: MODALITY=TYPE[:SOURCE] entries"})
     projector: str = field(default="resampler", metadata={
         "help": "linear | mlp2x_gelu | resampler | mean: maps encoder outputs to LLM embeddings"})
     num_queries: int = field(default=32, metadata={
         "help": "resampler: learned query tokens per input (its output length)"})
-    attn_implementation: str | None = field(default=None, metadata={
-        "help": "sdpa | eager | flash_attention_2; default: flash-attn on CUDA when installed, else sdpa"})
+    encoders_trainable: bool | None = field(default=None, metadata={
+        "help": "true trains every encoder; false freezes every encoder (trainable-by-design ones such as "
+                "`expression` too: a fixed featurizer, the features the probe baseline reads); unset keeps each "
+                "encoder's default (pretrained encoders frozen, trainable-by-design ones trained)"})
+    projectors_trainable: bool = field(default=True, metadata={"help": "train the projectors"})
+    llm_trainable: bool = field(default=True, metadata={
+        "help": "train the LLM (through LoRA with use_peft, else in full)"})
     feature_cache: str = field(default="disk", metadata={
         "help": "frozen-encoder outputs computed once per unique input: off | memory | disk (memory + files)"})
     feature_cache_dir: str | None = field(default=None, metadata={"help": "default $BIOREASON_CACHE/features"})
     feature_cache_max_gb: float = field(default=20.0, metadata={
         "help": "bound of the disk cache; the least recently used entries go first (bioreason cache info|clear)"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.lora_task_type != "CAUSAL_LM":
+            raise ValueError(f"lora_task_type must be CAUSAL_LM for a BioReason model, not {self.lora_task_type!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, not {self.dtype!r}")
 
 
 @dataclass
@@ -59,19 +79,6 @@ class DataArguments:
         "help": "train on the records' reasoning text before the answer, where they have one"})
     task_seed: int = field(default=0, metadata={
         "help": "seed of the benchmark build, the train draw and the evaluation subset"})
-
-
-@dataclass
-class AdaptArguments:
-    lora_r: int = field(default=0, metadata={"help": "0 = no LoRA: train the unfrozen parts in full"})
-    lora_alpha: int | None = field(default=None, metadata={"help": "default 2 x lora_r"})
-    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA path"})
-    encoders_trainable: bool = field(default=False, metadata={
-        "help": "train the encoders (pretrained encoders are frozen by default)"})
-    projectors_trainable: bool = field(default=True, metadata={"help": "train the projectors"})
-    llm_trainable: bool = field(default=True, metadata={
-        "help": "train the LLM (through LoRA when lora_r > 0, else in full)"})
-    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the LLM in 4-bit (bitsandbytes, CUDA)"})
 
 
 class AutoPrecisionMixin:
@@ -141,26 +148,31 @@ def train_records(dataset, data: DataArguments):
     return ds.select(range(min(n, len(ds))))
 
 
-def load_model(model_args: ModelArguments, adapt: AdaptArguments | None = None, dtype: torch.dtype | None = None):
-    """`(model, processor)` from a BioReason folder or composed from parts, with the freeze policy and LoRA applied."""
+def load_model(model_args: ModelArguments):
+    """`(model, processor)` from `model_name_or_path` (a BioReason folder) or composed from parts, with the freeze
+    policy and, with `use_peft`, LoRA applied."""
     from transformers import AutoModelForCausalLM, AutoProcessor
 
     import bioreason  # noqa: F401  (Auto class registration)
-    from bioreason.model.composition import compose, default_llm_path
+    from bioreason.model.composition import compose, default_attn_implementation, default_llm_path
 
-    adapt = adapt or AdaptArguments()
-    if model_args.model_path:
-        from bioreason.model.composition import default_attn_implementation
-
+    dtype = None if model_args.dtype == "auto" else getattr(torch, model_args.dtype)
+    if model_args.model_name_or_path:
         attn = model_args.attn_implementation or default_attn_implementation()
-        kwargs: dict[str, Any] = {"dtype": dtype or torch.float32, "attn_implementation": attn}
-        if adapt.load_in_4bit:
+        kwargs: dict[str, Any] = {"dtype": dtype or "auto", "revision": model_args.model_revision,
+                                  "attn_implementation": attn}
+        if model_args.load_in_4bit or model_args.load_in_8bit:
             from bioreason.training.adaptation import quantization_config
 
-            kwargs["quantization_config"] = quantization_config(bits=4)
-        model = AutoModelForCausalLM.from_pretrained(model_args.model_path, **kwargs)
-        processor = AutoProcessor.from_pretrained(model_args.model_path)
+            kwargs["quantization_config"] = quantization_config(
+                bits=4 if model_args.load_in_4bit else 8, quant_type=model_args.bnb_4bit_quant_type,
+                nested=model_args.use_bnb_nested_quant, storage=model_args.bnb_4bit_quant_storage)
+        model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+        processor = AutoProcessor.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     else:
+        if model_args.load_in_4bit or model_args.load_in_8bit:
+            raise ValueError("load_in_4bit / load_in_8bit quantize a saved model: compose it first, then pass "
+                             "model_name_or_path")
         llm = default_llm_path() if model_args.llm == "default" else model_args.llm
         encoders = dict(e.split("=", 1) for e in model_args.encoders)
         projector = model_args.projector
@@ -168,15 +180,35 @@ def load_model(model_args: ModelArguments, adapt: AdaptArguments | None = None, 
             projector = {"type": "resampler", "options": {"num_queries": model_args.num_queries}}
         model, processor = compose(llm=llm, encoders=encoders, projector=projector, dtype=dtype,
                                    attn_implementation=model_args.attn_implementation)
-    model.set_trainable(encoders=adapt.encoders_trainable, projectors=adapt.projectors_trainable,
-                        llm=adapt.llm_trainable)
+    apply_freeze_policy(model, model_args)
     enable_feature_cache(model, model_args)
-    if adapt.lora_r > 0:
+    if model_args.use_peft:
         from bioreason.training.adaptation import apply_lora
 
-        model = apply_lora(model, r=adapt.lora_r, alpha=adapt.lora_alpha, dropout=adapt.lora_dropout,
-                           train_projectors=adapt.projectors_trainable)
+        model = apply_lora(model, **lora_options(model_args))
     return model, processor
+
+
+def apply_freeze_policy(model, model_args: ModelArguments) -> None:
+    """What trains, from `encoders_trainable` (true / false / unset), `projectors_trainable` and `llm_trainable`."""
+    model.set_trainable(encoders=bool(model_args.encoders_trainable), projectors=model_args.projectors_trainable,
+                        llm=model_args.llm_trainable)
+    if model_args.encoders_trainable is False:
+        for modality in model.config.modalities:
+            model.set_encoder_trainable(modality, False)
+
+
+def lora_options(model_args: ModelArguments) -> dict[str, Any]:
+    """`apply_lora` keywords from `ModelConfig`'s LoRA fields."""
+    options: dict[str, Any] = {"r": model_args.lora_r, "alpha": model_args.lora_alpha,
+                               "dropout": model_args.lora_dropout, "use_rslora": model_args.use_rslora,
+                               "use_dora": model_args.use_dora,
+                               "extra_modules_to_save": model_args.lora_modules_to_save,
+                               "target_parameters": model_args.lora_target_parameters}
+    if model_args.lora_target_modules:
+        targets = model_args.lora_target_modules
+        options["target_modules"] = (targets,) if isinstance(targets, str) else tuple(targets)
+    return options
 
 
 def enable_feature_cache(model, model_args: ModelArguments) -> None:
@@ -395,17 +427,69 @@ def resume_checkpoint(config, resume: bool) -> str | None:
 
 def recipe_arguments(recipe_class, config_class) -> tuple[type, ...]:
     """The dataclasses a stage script's config fills, in order (every YAML key is a field of one of them)."""
-    return (recipe_class, ModelArguments, DataArguments, AdaptArguments, config_class)
+    return (recipe_class, ModelArguments, DataArguments, config_class)
+
+
+def nest_dotted(config: dict, overrides: list[tuple[str, Any]] = ()) -> dict:
+    """`{"sft.lora_r": 8}` -> `{"sft": {"lora_r": 8}}`, merged into any `sft:` section already there; then the
+    overrides, the same way. One level: a section and its key."""
+    out: dict = {}
+    for key, value in [*config.items(), *overrides]:
+        section, dot, name = key.partition(".")
+        if not dot:  # (sections are copied: the caller's config stays as it was)
+            if isinstance(value, dict):
+                value = {**(out[key] if isinstance(out.get(key), dict) else {}), **value}
+            out[key] = value
+            continue
+        if not isinstance(out.setdefault(section, {}), dict):
+            raise ValueError(f"`{key}`: `{section}` is not a section of settings")
+        out[section][name] = value
+    return out
+
+
+def parse_arguments(arguments: tuple[type, ...], argv: list[str] | None) -> tuple:
+    """TRL's `TrlParser` over `--config FILE` and `--key value` arguments, where a key may also name a section's
+    setting, `--sft.learning_rate 1e-4` (or `sft.learning_rate: 1e-4` in the file): those are folded into the
+    section (a YAML value: numbers, booleans and lists parse) before TRL reads the config."""
+    import sys
+
+    import yaml
+    from trl import TrlParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    dotted, rest, i = [], [], 0
+    while i < len(argv):
+        if argv[i].startswith("--") and "." in argv[i] and i + 1 < len(argv):
+            dotted.append((argv[i][2:], yaml.safe_load(argv[i + 1])))
+            i += 2
+        else:
+            rest.append(argv[i])
+            i += 1
+    parser = TrlParser(arguments)
+    if "--config" not in rest:
+        if dotted:
+            raise ValueError(f"section settings such as {dotted[0][0]} need --config FILE")
+        return parser.parse_args_and_config(args=rest)
+    at = rest.index("--config") + 1
+    with open(rest[at], encoding="utf-8") as fh:
+        config = yaml.safe_load(fh) or {}
+    merged = nest_dotted(config, dotted)
+    if merged == config:
+        return parser.parse_args_and_config(args=rest)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, encoding="utf-8") as fh:
+        yaml.safe_dump(merged, fh, sort_keys=False)
+    try:
+        return parser.parse_args_and_config(args=[*rest[:at], fh.name, *rest[at + 1:]])
+    finally:
+        os.unlink(fh.name)
 
 
 def recipe_main(run, arguments: tuple[type, ...], argv: list[str] | None) -> dict:
     """Parse `--config FILE` plus overrides into the recipe's dataclasses, run it, and save `final/` and
     `metrics.json` from the main process."""
     from accelerate import PartialState
-    from trl import TrlParser
 
-    parser = TrlParser(arguments)
-    recipe, model_args, data, adapt, config = parser.parse_args_and_config(args=argv)
+    recipe, model_args, data, config = parse_arguments(arguments, argv)
     main_process = PartialState().is_main_process
     with run_folder(config.output_dir):
         finished = os.path.join(config.output_dir, "metrics.json")
@@ -415,7 +499,7 @@ def recipe_main(run, arguments: tuple[type, ...], argv: list[str] | None) -> dic
             with open(finished, encoding="utf-8") as fh:
                 result = json.load(fh)
         else:
-            result = run(recipe, model_args, data, adapt, config)
+            result = run(recipe, model_args, data, config)
             if main_process:
                 save_final(result.pop("model"), result.pop("processor"), f"{config.output_dir}/final")
                 write_json(f"{config.output_dir}/metrics.json", result)

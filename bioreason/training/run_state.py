@@ -29,6 +29,18 @@ def config_key(pipeline, model_args, data) -> dict:
     return json.loads(json.dumps(key, sort_keys=True, default=str))
 
 
+def differences(new: dict, old: dict, prefix: str = "") -> list[str]:
+    """The dotted paths where two configs differ, down to a section's setting (`pipeline.sft.lora_r`)."""
+    out = []
+    for name in sorted(set(new) | set(old)):
+        a, b = new.get(name), old.get(name)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{name}.")
+        elif a != b:
+            out.append(f"{prefix}{name}")
+    return out
+
+
 class RunState:
     """The finished steps of one pipeline run (a dict persisted on every update)."""
 
@@ -46,9 +58,7 @@ class RunState:
             with open(path, encoding="utf-8") as fh:
                 saved = json.load(fh)
             if saved.get("config") != key:
-                differ = sorted(f"{part}.{name}" for part in key for name in
-                                set(key[part]) | set(saved.get("config", {}).get(part, {}))
-                                if key[part].get(name) != saved.get("config", {}).get(part, {}).get(name))
+                differ = sorted(differences(key, saved.get("config") or {}))
                 raise ValueError(f"{output_dir} holds a run of another config (differs in {', '.join(differ)}); "
                                  "use another output_dir, or resume=false to start over")
             state = cls(output_dir, saved)
@@ -87,13 +97,14 @@ class RunState:
 
     def load_model(self, model_args):
         """The model to continue from: the last finished stage's, else the run's starting model."""
-        from bioreason.training.common import AdaptArguments, load_model
+        from dataclasses import replace
 
-        if self.data["model"] is None:
-            return load_model(model_args, AdaptArguments(lora_r=0))
-        saved = type(model_args)(**{**vars(model_args), "model_path": os.path.join(self.output_dir,
-                                                                                   self.data["model"])})
-        return load_model(saved, AdaptArguments(lora_r=0))
+        from bioreason.training.common import load_model
+
+        if self.data["model"] is None:  # each stage adds its own adapter
+            return load_model(replace(model_args, use_peft=False))
+        return load_model(replace(model_args, use_peft=False,
+                                  model_name_or_path=os.path.join(self.output_dir, self.data["model"])))
 
     def finish_stage(self, stage: str, model, processor, stages: list, curve: list) -> None:
         """Save the merged model after `stage`, then the state with the stage's record (last in `stages`), in that

@@ -70,8 +70,8 @@ def main() -> None:
     model = {k: over.pop(k) for k in list(over) if k in ModelArguments.__dataclass_fields__}
     data = {k: over.pop(k) for k in list(over) if k in DataArguments.__dataclass_fields__}
     p = pipeline.PipelineArguments(**{"output_dir": "/tmp/bridge-exp", "stages": ["sft"], "evaluate_base": False,
-                                      "save_model": False, "sft_examples": 256, "sft_learning_rate": 5e-4,
-                                      "sft_lora_r": 16, "seed": 0, **over})
+                                      "save_model": False, "sft_examples": 256,
+                                      "sft": {"learning_rate": 5e-4, "lora_r": 16}, "seed": 0, **over})
     start = time.time()
     metrics = pipeline.run(p, ModelArguments(**{"projector": "resampler", "num_queries": 16, **model}),
                            DataArguments(**{"max_eval_examples": 64, "use_reasoning": False, **data}))
