@@ -22,7 +22,6 @@ from bioreason.encoders.base import (
     Featurizer,
     optional_import,
     pad_sequences,
-    read_vocab,
     register_encoder,
     require_strings,
 )
@@ -43,13 +42,7 @@ class NucleotideTransformerEncoder(HFTokenEncoder):
 
     model_class = EsmModel
     config_class = EsmConfig
-
-    @classmethod
-    def from_source(cls, source: str | None, **options: Any) -> NucleotideTransformerEncoder:
-        source = source or "InstaDeepAI/nucleotide-transformer-500m-human-ref"
-        model = EsmModel.from_pretrained(source, add_pooling_layer=False)
-        options.setdefault("vocab", read_vocab(cached_file(source, "vocab.txt")))
-        return cls.wrap(model, source, options)
+    default_source = "InstaDeepAI/nucleotide-transformer-500m-human-ref"
 
     def featurizer_spec(self) -> dict:
         return {

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from transformers import BertConfig, BertModel, EsmConfig, EsmModel
-from transformers.utils import cached_file
 
 from bioreason.encoders.base import Encoder, Featurizer, optional_import, read_vocab, register_encoder, require_strings
 from bioreason.encoders.tokenized import HFTokenEncoder, pad_sequences
@@ -25,13 +24,7 @@ class ESM2Encoder(HFTokenEncoder):
 
     model_class = EsmModel
     config_class = EsmConfig
-
-    @classmethod
-    def from_source(cls, source: str | None, **options: Any) -> ESM2Encoder:
-        source = source or "facebook/esm2_t6_8M_UR50D"
-        model = EsmModel.from_pretrained(source, add_pooling_layer=False)
-        options.setdefault("vocab", read_vocab(cached_file(source, "vocab.txt")))
-        return cls.wrap(model, source, options)
+    default_source = "facebook/esm2_t6_8M_UR50D"
 
     def featurizer_spec(self) -> dict:
         return {

@@ -13,8 +13,9 @@ from typing import Any, ClassVar
 
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
+from transformers.utils import cached_file
 
-from bioreason.encoders.base import Encoder, Featurizer, pad_sequences, require_strings
+from bioreason.encoders.base import Encoder, Featurizer, pad_sequences, read_vocab, require_strings
 
 
 class TokenFeaturizer(Featurizer):
@@ -84,24 +85,31 @@ class HFTokenEncoder(Encoder):
     featurizer_class = TokenFeaturizer
     honours_padding_mask = True  # attention_mask hides the padding from every position
 
-    def __init__(self, spec: dict):
+    default_source: ClassVar[str | None] = None  # the checkpoint `from_source` loads when given none
+
+    def __init__(self, spec: dict, model: PreTrainedModel | None = None):
         super().__init__(spec)
-        config = self.config_class.from_dict(spec["config"])
-        self.model = self.model_class(config, add_pooling_layer=False)
+        if model is None:  # a saved model: the architecture from the spec, the weights from its safetensors
+            model = self.model_class(self.config_class.from_dict(spec["config"]), add_pooling_layer=False)
+        self.model = model
 
     @property
     def hidden_size(self) -> int:
         return self.model.config.hidden_size
 
     @classmethod
+    def from_source(cls, source: str | None, **options: Any) -> HFTokenEncoder:
+        """A transformers checkpoint (hub id or folder) and the `vocab.txt` beside it."""
+        source = source or cls.default_source
+        model = cls.model_class.from_pretrained(source, add_pooling_layer=False, dtype=torch.float32)
+        options.setdefault("vocab", read_vocab(cached_file(source, "vocab.txt")))
+        return cls.wrap(model, source, options)
+
+    @classmethod
     def wrap(cls, model: PreTrainedModel, source: str | None, options: dict) -> HFTokenEncoder:
-        """Build the spec from a loaded model and move its weights in (no second initialisation)."""
+        """The encoder around a loaded model: the spec records its config; the model itself is kept (built once)."""
         spec = {"type": cls.type_name, "source": source, "config": model.config.to_dict(), "options": options}
-        encoder = cls(spec)
-        missing, unexpected = encoder.model.load_state_dict(model.state_dict(), strict=False)
-        if missing:
-            raise ValueError(f"{cls.type_name} weights from {source!r} lack {len(missing)} tensors, e.g. {missing[:3]}")
-        return encoder
+        return cls(spec, model=model)
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(input_ids=values, attention_mask=mask.long())
