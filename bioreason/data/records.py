@@ -19,6 +19,8 @@ from datasets import DatasetDict, Features, List, Value, load_from_disk
 from bioreason.data.errors import BioReasonDataError
 
 SPLITS = ("train", "id_test", "ood_test")
+# The held-out splits every score is reported on, by the short name metrics use ("id" / "ood").
+EVAL_SPLITS = {"id": "id_test", "ood": "ood_test"}
 MODALITY_FIELDS = ("dna", "rna", "protein")
 FEATURES = Features({
     "id": Value("string"),

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
+from bioreason.data.records import EVAL_SPLITS
 from bioreason.evaluation.baselines import baseline_scores, draw_baselines, reliance_scores
 from bioreason.evaluation.scoring import (
     evaluate_records,
@@ -21,7 +22,7 @@ from bioreason.evaluation.scoring import (
 )
 
 
-def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = ("id_test", "ood_test"),
+def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = tuple(EVAL_SPLITS.values()),
                    mode: str = "likelihood", max_examples: int | None = None, ontology: str | None = None,
                    bf16: bool | str = "auto", seed: int = 0, baselines: bool = True, reliance: bool = True) -> dict:
     """Metrics per split and per-example predictions of a saved model on a saved task dataset; with `reliance`, each
@@ -90,9 +91,9 @@ def evaluate_curve(models: Sequence[str], data_dir: str, labels: Sequence[str] |
     with open(os.path.join(out, "curve_baselines.json"), "w", encoding="utf-8") as fh:
         json.dump(baselines or {}, fh, indent=2)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for split, name in (("id_test", "ID"), ("ood_test", "OOD")):
+    for split, name in ((EVAL_SPLITS["id"], "ID"), (EVAL_SPLITS["ood"], "OOD")):
         ax.plot(labels, [p[split].get("accuracy", float("nan")) for p in points], "o-", label=name)
-    draw_baselines(ax, baselines, keys=(("id_test", "C0"), ("ood_test", "C1")))
+    draw_baselines(ax, baselines, keys=((EVAL_SPLITS["id"], "C0"), (EVAL_SPLITS["ood"], "C1")))
     ax.set_xlabel("checkpoint")
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=7)

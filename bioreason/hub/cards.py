@@ -8,6 +8,8 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from bioreason.data.records import EVAL_SPLITS
+
 TEMPLATES = Path(__file__).resolve().parent / "model_cards"
 MODALITY_TAGS = {"dna": "genomics", "rna": "transcriptomics", "protein": "proteomics"}
 
@@ -76,7 +78,7 @@ def trained_card(model, metrics: dict, dataset_name: str, repo_id: str = "path/t
     from huggingface_hub import EvalResult
 
     final = metrics["stages"][-1]
-    splits = (("id", "id_test"), ("ood", "ood_test"))
+    splits = tuple(EVAL_SPLITS.items())
     results = [
         EvalResult(task_type="text-classification", dataset_type=dataset_name, dataset_name=f"{dataset_name} ({key})",
                    dataset_split=split, metric_type=metric, metric_value=float(final[key][metric]))

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import yaml
 
+from bioreason.data.records import EVAL_SPLITS
 from bioreason.hub.cards import base_model_of, composed_card, trained_card
+from bioreason.model.composition import SMOLLM2_ID
 
 # What may be uploaded from a model folder; anything else (pickles above all) is refused.
 ALLOWED = re.compile(r"^(model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json|config\.json|"
@@ -57,7 +59,7 @@ AUTO_MAP = {
 }
 PROCESSOR_AUTO_MAP = {"AutoProcessor": "processing_bioreason.BioReasonProcessor"}
 PART_LICENSES = {  # what each part is released under, for the card's license field
-    "HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0", "antiberty": "mit", "esm2": "mit", "enformer": "apache-2.0",
+    SMOLLM2_ID: "apache-2.0", "antiberty": "mit", "esm2": "mit", "enformer": "apache-2.0",
     "nucleotide_transformer": "cc-by-nc-sa-4.0", "geneformer": "apache-2.0", "evo2": "apache-2.0",
 }
 
@@ -183,7 +185,7 @@ def write_eval_results(out: str, metrics: dict, dataset: str) -> None:
     folder = os.path.join(out, ".eval_results")
     os.makedirs(folder, exist_ok=True)
     final = metrics["stages"][-1]
-    for key, split in (("id", "id_test"), ("ood", "ood_test")):
+    for key, split in EVAL_SPLITS.items():
         result = {k: v for k, v in final.get(key, {}).items() if isinstance(v, (int, float))}
         with open(os.path.join(folder, f"{key}.yaml"), "w", encoding="utf-8") as fh:
             yaml.safe_dump({"dataset": dataset, "split": split, "stage": final["name"], "metrics": result}, fh)
