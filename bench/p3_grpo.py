@@ -30,7 +30,6 @@ SHORT = 96  # the length reward's target in characters: 32-token samples straddl
 
 
 def grpo_steps(model, processor, share: bool, out: str) -> dict:
-    from bioreason.recipes.grpo import BioGRPOTrainer, grpo_dataset
     from bioreason.training.adaptation import apply_lora
     from bioreason.training.common import (
         BioGRPOConfig,
@@ -39,6 +38,7 @@ def grpo_steps(model, processor, share: bool, out: str) -> dict:
         enable_feature_cache,
         train_records,
     )
+    from bioreason.training.grpo_trainer import BioGRPOTrainer, grpo_dataset
 
     torch.manual_seed(0)
     model = copy.deepcopy(model)

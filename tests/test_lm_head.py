@@ -116,8 +116,8 @@ def sft_step(tmp_path, ours: bool) -> dict[str, torch.Tensor]:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from bioreason.recipes.sft import BioSFTTrainer, sft_config_defaults
     from bioreason.training.collator import RecordCollator
+    from bioreason.training.sft_trainer import BioSFTTrainer, sft_config_defaults
 
     torch.manual_seed(0)
     model, processor = tiny_model("antiberty", projector="mean")
@@ -153,7 +153,7 @@ def test_grpo_trainer_uses_the_compact_head_on_policy_and_reference(tmp_path):
     from datasets import Dataset
     from trl import GRPOConfig
 
-    from bioreason.recipes.grpo import BioGRPOTrainer, grpo_dataset
+    from bioreason.training.grpo_trainer import BioGRPOTrainer, grpo_dataset
 
     torch.manual_seed(0)
     model, processor = tiny_model("antiberty", projector="mean")

@@ -125,9 +125,9 @@ def grpo_step(out_dir, share: bool, monkeypatch) -> dict:
     from safetensors.torch import load_file
     from trl import GRPOConfig
 
-    from bioreason.recipes import grpo
-    from bioreason.recipes.grpo import BioGRPOTrainer, grpo_dataset
+    from bioreason.training import grpo_trainer
     from bioreason.training.common import ModelArguments, enable_feature_cache
+    from bioreason.training.grpo_trainer import BioGRPOTrainer, grpo_dataset
 
     shared_passes = []
 
@@ -136,7 +136,7 @@ def grpo_step(out_dir, share: bool, monkeypatch) -> dict:
         shared_passes.append(out is not None)
         return out
 
-    monkeypatch.setattr(grpo, "shared_prefix_logps", spy)
+    monkeypatch.setattr(grpo_trainer, "shared_prefix_logps", spy)
 
     torch.manual_seed(0)
     model, processor = tiny_model("antiberty", projector="mean")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from trl import GRPOTrainer
 
-from bioreason.recipes.grpo import TRL_CONTRACT, BioGRPOTrainer, check_trl_contract
+from bioreason.training.grpo_trainer import TRL_CONTRACT, BioGRPOTrainer, check_trl_contract
 
 
 def test_the_installed_trl_meets_the_contract():

@@ -25,6 +25,7 @@ from bioreason.training.common import (
     resume_checkpoint,
 )
 from bioreason.training.faults import fault_callbacks
+from bioreason.training.sft_trainer import BioSFTTrainer
 
 
 @dataclass
@@ -77,7 +78,7 @@ def run(recipe: CPTRecipeArguments, model_args: ModelArguments, data: DataArgume
         use_packed_attention(model)
     config.dataset_text_field = "text"
     config.remove_unused_columns = True
-    trainer = sft.BioSFTTrainer(model=model, args=config, train_dataset=load_text_corpus(recipe.text_files),
+    trainer = BioSFTTrainer(model=model, args=config, train_dataset=load_text_corpus(recipe.text_files),
                          processing_class=processor.tokenizer,
                          callbacks=[*(callbacks or []), *fault_callbacks()])
     start = time.time()

@@ -1,58 +1,34 @@
-"""Reinforcement learning with GRPO on TRL's `GRPOTrainer`, subclassed (not forked) so that the encoders stay in the
-loop: modality tensors reach generation and every log-prob pass (policy, old policy, reference).
+"""Reinforcement learning with GRPO: the stage script around `bioreason.training.grpo_trainer.BioGRPOTrainer` (TRL's
+`GRPOTrainer` with the encoders in the loop). Rewards are `bioreason.training.rewards.REWARDS` entries, summed; dataset
+columns (`answer`, `label_set`) reach them as keyword lists.
 
     bioreason run grpo --config recipes/configs/antibody_chain/grpo.yaml [key=value ...]
-
-How the subclass threads the modalities through TRL (which forwards only image inputs):
-- `_generate_and_score_completions` keeps the batch's dataset rows; `_tokenize_prompts` renders their chat prompts,
-  expands the markers with the BioReason processor and returns the modality tensors as TRL's `multimodal_fields`,
-  which TRL passes to `generate` (placeholder tokens are suppressed by `BioReasonForCausalLM.generate`);
-- the same tensors, reshaped row-aligned `[B, items, ...]` so TRL can shuffle and split them with the rest of the
-  batch, are added to the generation output;
-- `_compute_loss` exposes the current rows' tensors to `_get_per_token_logps_and_entropies`, which is overridden to
-  pass them to the model's fused-head call, which `bioreason.model.lm_head` answers with the completion tokens only,
-  in fp32.
-
-With `share_prompts` (default), a group's G samples share their prompt's work (`bioreason.model.rollout`): generation
-prefills each unique prompt once, and every log-prob pass runs the prompt once per unique row and only the completions
-per sample. Frozen encoders run once per unique input through the feature cache (`feature_cache`, in ModelArguments).
-Rewards are `bioreason.training.rewards.REWARDS` entries; dataset columns (`answer`, `label_set`) reach them as keyword
-lists.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 
-import torch
 from accelerate import PartialState
 from transformers import set_seed
-from trl import GRPOConfig, GRPOTrainer
-from trl.trainer.utils import disable_dropout_in_model
+from trl import GRPOConfig
 
-from bioreason.data.chat import modality_inputs, to_messages
-from bioreason.model.lm_head import add_compact_lm_head
-from bioreason.model.modeling_bioreason import MODALITY_KWARGS
-from bioreason.model.rollout import shared_prefix_logps
 from bioreason.training.common import (
-    AtomicCheckpointMixin,
     BioGRPOConfig,
     DataArguments,
     ModelArguments,
-    base_model,
     evaluate_splits,
     load_model,
     load_task,
     precision_record,
     recipe_arguments,
     recipe_main,
-    release_from_trainer,
     resume_checkpoint,
     train_records,
 )
 from bioreason.training.faults import fault_callbacks
+from bioreason.training.grpo_trainer import BioGRPOTrainer, grpo_dataset
 from bioreason.training.rewards import get_reward
 
 
@@ -64,135 +40,6 @@ class GRPORecipeArguments:
         "help": "compute each prompt once per group in generation and the log-prob passes (same loss)"})
     evaluate: bool = field(default=True, metadata={"help": "score ID / OOD after training"})
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint-N in output_dir"})
-
-
-# The private GRPOTrainer methods the subclass overrides, with the parameters it relies on. TRL has no public hook for
-# inputs other than images (prompt tokenisation and the log-prob pass take image kwargs only; `rollout_func`, marked
-# experimental, would replace generation alone and leave the log-prob passes without the sequences), so these
-# overrides are the seam; `check_trl_contract` turns a TRL release that renames one into an error naming it, not a
-# silent fallback to TRL's version (which would train the LLM on prompts without their sequences).
-TRL_CONTRACT: dict[str, tuple[str, ...]] = {
-    "_generate_and_score_completions": ("self", "inputs"),
-    "_tokenize_prompts": ("self", "prompts"),
-    "_compute_loss": ("self", "model", "inputs"),
-    "_get_per_token_logps_and_entropies": ("self", "model", "input_ids", "attention_mask", "logits_to_keep",
-                                           "batch_size", "compute_entropy", "compute_aux_loss"),
-}
-
-
-def check_trl_contract(trainer_class: type = GRPOTrainer) -> None:
-    """Raise `RuntimeError` naming the method if TRL's `GRPOTrainer` lacks one we override or its leading parameters
-    changed (tested on trl 1.16; pyproject pins `trl>=1.16,<1.17`)."""
-    import inspect
-
-    import trl
-
-    for name, expected in TRL_CONTRACT.items():
-        method = getattr(trainer_class, name, None)
-        if method is None:
-            raise RuntimeError(f"trl {trl.__version__}: GRPOTrainer.{name} no longer exists; BioGRPOTrainer overrides "
-                               f"it (tested with trl 1.16): pin trl>=1.16,<1.17")
-        params = tuple(inspect.signature(method).parameters)[: len(expected)]
-        if params != expected:
-            raise RuntimeError(f"trl {trl.__version__}: GRPOTrainer.{name} takes {params}, BioGRPOTrainer expects "
-                               f"{expected} (tested with trl 1.16): pin trl>=1.16,<1.17")
-
-
-class BioGRPOTrainer(AtomicCheckpointMixin, GRPOTrainer):
-    def __init__(self, *args, processor, cells=None, share_prompts: bool = True, **kwargs):
-        check_trl_contract(GRPOTrainer)
-        self.bio_processor = processor
-        self.share_prompts = share_prompts
-        self.cells = cells
-        self._rows: list[dict] | None = None  # dataset rows of the batch being generated
-        self._modality_rows: dict[str, torch.Tensor] | None = None  # row-aligned tensors for the log-prob passes
-        model, config = kwargs["model"], kwargs["args"]
-        release_from_trainer(model)  # before the reference copy: neither may carry an earlier trainer's marks
-        reference, beta = None, config.beta
-        if beta != 0 and not hasattr(model, "peft_config"):
-            # TRL would rebuild the KL reference from the model's path by transformers class name, which a registered
-            # custom class (or a model composed in memory) does not have: copy the policy instead, and let TRL's
-            # init run as for beta = 0.
-            reference = copy.deepcopy(model).eval().requires_grad_(False)
-            config.beta = 0.0
-        super().__init__(*args, processing_class=processor.tokenizer, **kwargs)
-        # the LM head only on completion tokens, in fp32, for the policy and the reference (bioreason.model.lm_head)
-        add_compact_lm_head(base_model(self.model), temperature=self.temperature, outputs=("log_probs", "entropy"))
-        if self.ref_model is not None:
-            add_compact_lm_head(self.ref_model, temperature=self.temperature)
-        if reference is not None:
-            self.args.beta = self.beta = beta
-            if self.args.disable_dropout:
-                disable_dropout_in_model(reference)
-            add_compact_lm_head(reference, temperature=self.temperature)
-            self.ref_model = self.accelerator.prepare_model(reference, evaluation_mode=True)
-        if getattr(self, "generation_config", None) is not None:  # (vLLM generates elsewhere and has none)
-            # TRL passes this generation config to every `generate` call; the model reads the option from it
-            self.generation_config.share_prompt_prefill = share_prompts
-
-    # Generation ------------------------------------------------------------------------------------------------------
-    def _generate_and_score_completions(self, inputs):
-        self._rows = inputs
-        try:
-            output = super()._generate_and_score_completions(inputs)
-            output.update(self._modality_rows or {})
-            return output
-        finally:
-            self._rows, self._modality_rows = None, None
-
-    def _tokenize_prompts(self, prompts: list):
-        texts = [self.processing_class.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-                 for p in prompts]
-        items: dict[str, list] = {}
-        counts: dict[str, set[int]] = {}
-        for row in self._rows:
-            for modality, values in modality_inputs(row, self.cells).items():
-                items.setdefault(modality, []).extend(values)
-                counts.setdefault(modality, set()).add(len(values))
-        if any(len(c) > 1 for c in counts.values()):
-            raise ValueError("GRPO batches need the same number of inputs per modality in every prompt")
-        expanded, data = self.bio_processor.prepare(texts, **items)
-        prompt_ids = self.processing_class(expanded, add_special_tokens=False)["input_ids"]
-        n = len(texts)
-        self._modality_rows = {k: v.reshape(n, -1, *v.shape[1:]).to(self.accelerator.device) for k, v in data.items()}
-        return prompt_ids, None, data
-
-    # Log-probs -------------------------------------------------------------------------------------------------------
-    def _compute_loss(self, model, inputs):
-        self._modality_rows = {k: v for k, v in inputs.items() if k in MODALITY_KWARGS}
-        try:
-            return super()._compute_loss(model, inputs)
-        finally:
-            self._modality_rows = None
-
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
-                                           compute_entropy=False, compute_aux_loss=False, **image_inputs):
-        rows = self._modality_rows or {}
-        batch_size = batch_size or input_ids.size(0)
-        logps, entropies = [], []
-        for start in range(0, input_ids.size(0), batch_size):
-            end = min(start + batch_size, input_ids.size(0))
-            model_inputs = {"input_ids": input_ids[start:end], "attention_mask": attention_mask[start:end]}
-            for key, value in rows.items():  # [rows, items, ...] -> the flat item batch the model takes
-                model_inputs[key] = value[start:end].flatten(0, 1)
-            outputs = None
-            with self.accelerator.autocast():
-                if self.share_prompts and not self.args.gradient_checkpointing:  # (checkpointing drops the KV cache)
-                    outputs = shared_prefix_logps(model, model_inputs["input_ids"], model_inputs["attention_mask"],
-                                                  logits_to_keep, {k: v[start:end] for k, v in rows.items()})
-                if outputs is None:
-                    labels = model_inputs["input_ids"].masked_fill(model_inputs["attention_mask"] == 0, -100)
-                    labels[:, :-logits_to_keep] = -100
-                    outputs = model(**model_inputs, labels=labels, fused_lm_head=True)
-            logps.append(outputs.log_probs[:, -logits_to_keep:])
-            if compute_entropy:
-                entropies.append(outputs.entropy[:, -logits_to_keep:])
-        return torch.cat(logps), (torch.cat(entropies) if compute_entropy else None), None
-
-
-def grpo_dataset(records):
-    """Dataset rows with a conversational `prompt` (system + user) next to the record columns rewards read."""
-    return records.map(lambda r: {"prompt": to_messages(r, with_answer=False)})
 
 
 def grpo_config_defaults(config: GRPOConfig) -> GRPOConfig:

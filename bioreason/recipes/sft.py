@@ -16,26 +16,24 @@ from dataclasses import dataclass, field
 
 from accelerate import PartialState
 from transformers import set_seed
-from trl import SFTConfig, SFTTrainer
+from trl import SFTConfig
 
 from bioreason.training.collator import RecordCollator
 from bioreason.training.common import (
-    AtomicCheckpointMixin,
     BioSFTConfig,
     DataArguments,
     ModelArguments,
-    base_model,
     evaluate_splits,
     load_model,
     load_task,
     precision_record,
     recipe_arguments,
     recipe_main,
-    release_from_trainer,
     resume_checkpoint,
     train_records,
 )
 from bioreason.training.faults import fault_callbacks
+from bioreason.training.sft_trainer import BioSFTTrainer, sft_config_defaults
 
 
 @dataclass
@@ -44,28 +42,6 @@ class SFTRecipeArguments:
         "help": "answer: loss on the assistant turn; describe: on the reasoning text (projector alignment)"})
     evaluate: bool = field(default=True, metadata={"help": "score ID / OOD after training"})
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint-N in output_dir"})
-
-
-class BioSFTTrainer(AtomicCheckpointMixin, SFTTrainer):
-    """SFTTrainer with atomic checkpoints and the LM head only on the assistant tokens, in fp32
-    (`bioreason.model.lm_head`): TRL's loss and metrics code runs unchanged on a head that projects the ~10 labelled
-    positions of a row instead of all ~180 (TRL does that only on Triton devices). The head stays fp32: one
-    cross-entropy over bf16 logits trained the quickstart to the majority class (ID accuracy 0.53 against 0.91)."""
-
-    def __init__(self, *args, **kwargs):
-        release_from_trainer(kwargs["model"] if "model" in kwargs else args[0])
-        super().__init__(*args, **kwargs)
-        from bioreason.model.lm_head import add_compact_lm_head
-
-        add_compact_lm_head(base_model(self.model), outputs=("log_probs", "entropy", "is_top1"))
-
-
-def sft_config_defaults(config: SFTConfig) -> tuple[SFTConfig, bool]:
-    """Our collator packs (SFTConfig.packing is read, then switched off so TRL does not try to pack raw records)."""
-    packing, config.packing = config.packing, False
-    config.remove_unused_columns = False
-    config.dataset_kwargs = {**(config.dataset_kwargs or {}), "skip_prepare_dataset": True}
-    return config, packing
 
 
 def run(recipe: SFTRecipeArguments, model_args: ModelArguments, data: DataArguments,
