@@ -443,3 +443,28 @@ def test_dotted_keys_nest_into_sections_and_differences_name_the_setting():
         nest_dotted({"seed": 1, "seed.x": 2})
     assert differences({"pipeline": {"sft": {"lora_r": 4}, "seed": 0}},
                        {"pipeline": {"sft": {"lora_r": 8}, "seed": 0}}) == ["pipeline.sft.lora_r"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bf16", ["false", "true"])
+def test_the_feature_cache_does_not_change_a_run(tmp_path, task, model_dir, bf16):
+    """The same pipeline with a cold disk cache, the warm one it left, and no cache: the same scores and, bitwise, the
+    same final weights, in fp32 and under bf16 autocast (the quickstart must not depend on what an earlier run
+    cached)."""
+    from bioreason.recipes.pipeline import main
+
+    text = (f"model_name_or_path: {model_dir}\ndataset: {task}\nstages: [cpt, sft]\ncpt_examples: 4\n"
+            f"sft_examples: 8\nmax_eval_examples: 3\nbf16: {bf16}\nfeature_cache_dir: {tmp_path / 'cache'}\n"
+            "cpt:\n  per_device_train_batch_size: 2\nsft:\n  per_device_train_batch_size: 4\n  lora_r: 4\n")
+    runs = {}
+    for name, cache in (("cold", "disk"), ("warm", "disk"), ("off", "off")):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(text + f"output_dir: {tmp_path / name}\nfeature_cache: {cache}\n")
+        runs[name] = main(["--config", str(config)])
+        if name == "cold":
+            assert os.listdir(tmp_path / "cache")  # the first run filled the disk cache the second reads
+    scores = {name: [(s["name"], s["id"], s["ood"]) for s in m["stages"]] for name, m in runs.items()}
+    assert scores["cold"] == scores["warm"] == scores["off"]
+    final = {name: weights(tmp_path / name / "final") for name in runs}
+    for key, value in final["cold"].items():
+        assert torch.equal(value, final["warm"][key]) and torch.equal(value, final["off"][key]), key

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
+from bioreason.data.records import EVAL_SPLITS
 from bioreason.evaluation.scoring import evaluate_records, sample_split
 from bioreason.model.precision import AUTO, Precision, choose_bf16
 from bioreason.training.faults import kill_point
@@ -216,7 +217,7 @@ def enable_feature_cache(model, model_args: ModelArguments) -> None:
     from bioreason.model.feature_cache import default_cache_dir
 
     model = base_model(model)
-    if model_args.feature_cache == "off":
+    if model_args.feature_cache in ("off", False, "False", "false"):  # YAML reads a bare `off` as false
         model.disable_feature_cache()
     elif model_args.feature_cache in ("memory", "disk"):
         directory = None
@@ -263,7 +264,7 @@ def evaluate_splits(model, processor, dataset, cells, data: DataArguments, bf16:
 def eval_splits(dataset, data: DataArguments) -> dict[str, list[dict]]:
     """`{"id": records, "ood": records}`: the id_test / ood_test examples every score of a run is computed on."""
     return {key: sample_split(dataset, split, data.max_eval_examples, seed=data.task_seed)
-            for key, split in (("id", "id_test"), ("ood", "ood_test"))}
+            for key, split in EVAL_SPLITS.items()}
 
 
 def _evaluate_splits(model, processor, dataset, cells, data: DataArguments) -> dict:

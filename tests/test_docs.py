@@ -1,0 +1,88 @@
+"""Published figures trace to artifacts: every number in the README's quickstart table and per-benchmark table is the
+committed metrics.json of the run that produced it (docs/measurements/bridge/), to the 3 decimals shown."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BRIDGE = os.path.join(ROOT, "docs", "measurements", "bridge")
+
+
+def readme() -> str:
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        return fh.read()
+
+
+def artifact(name: str) -> dict:
+    with open(os.path.join(BRIDGE, name), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def table_row(label_start: str, header: str = "") -> list[str]:
+    """The cells of the README table row whose first cell starts with `label_start` (in the first table after the
+    line `header` begins with)."""
+    lines = readme().splitlines()
+    if header:
+        lines = lines[next(i for i, line in enumerate(lines) if line.startswith(header)):]
+    for line in lines:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0].startswith(label_start):
+            return cells
+    raise AssertionError(f"README has no table row starting {label_start!r}")
+
+
+def pair(cell: str) -> tuple[float, float]:
+    a, b = re.fullmatch(r"([\d.]+) / ([\d.]+)", cell).groups()
+    return float(a), float(b)
+
+
+def shown(value: float, cell: str | float) -> bool:
+    """A figure shown to 3 decimals is the value (rounded either way at a tie)."""
+    return abs(float(cell) - value) <= 0.0005 + 1e-9
+
+
+def stage(metrics: dict, name: str) -> dict:
+    return next(s for s in metrics["stages"] if s["name"] == name)
+
+
+QUICKSTART_ROWS = {"base (": "base", "CPT (": "cpt", "SFT (": "sft", "GRPO (": "grpo"}
+
+
+@pytest.mark.parametrize("label", QUICKSTART_ROWS)
+def test_the_quickstart_table_is_its_committed_metrics(label):
+    metrics = artifact("quickstart_bf16_metrics.json")
+    s = stage(metrics, QUICKSTART_ROWS[label])
+    _, steps, seconds, id_acc, ood_acc, id_rel, ood_rel = table_row(label)
+    assert int(steps) == s["steps"] and float(seconds) == s["seconds"]
+    assert shown(s["id"]["accuracy"], id_acc) and shown(s["ood"]["accuracy"], ood_acc)
+    assert shown(s["id"]["reliance"], id_rel) and shown(s["ood"]["reliance"], ood_rel)
+
+
+@pytest.mark.parametrize("name", ["majority", "probe"])
+def test_the_quickstart_baselines_are_its_committed_metrics(name):
+    baseline = artifact("quickstart_bf16_metrics.json")["baselines"][name]
+    cells = table_row(f"*{name} baseline*")
+    assert shown(baseline["id"]["accuracy"], cells[3]) and shown(baseline["ood"]["accuracy"], cells[4])
+
+
+BENCHMARK_ROWS = {"`antibody_chain`": "quickstart_bf16_metrics.json",
+                  "`peptide_activity`": "peptide_activity_metrics.json",
+                  "`pbmc_cell_type`": "pbmc_cell_type_metrics.json",
+                  "`jaspar_tf_class` ": "jaspar_tf_class_metrics.json",
+                  "`jaspar_tf_class_1kb`": "jaspar_tf_class_1kb_metrics.json"}
+
+
+@pytest.mark.parametrize("label", BENCHMARK_ROWS)
+def test_each_per_benchmark_row_is_its_committed_metrics(label):
+    metrics = artifact(BENCHMARK_ROWS[label])
+    _, majority, probe, sft, grpo, reliance, _ = table_row(label, header="| benchmark | majority | probe |")
+    for cell, scores in ((majority, metrics["baselines"]["majority"]), (probe, metrics["baselines"]["probe"]),
+                         (sft, stage(metrics, "sft")), (grpo, stage(metrics, "grpo"))):
+        assert all(shown(scores[split]["accuracy"], v) for split, v in zip(("id", "ood"), pair(cell), strict=True))
+    final = stage(metrics, "grpo")
+    assert all(shown(final[split]["reliance"], v) for split, v in zip(("id", "ood"), pair(reliance), strict=True))
