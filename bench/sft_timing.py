@@ -66,7 +66,7 @@ def sft(model, processor, dataset: str, examples: int, epochs: int, batch_size: 
                           learning_rate=lr, bf16="auto", use_cpu=True, report_to="none", save_strategy="no",
                           gradient_checkpointing=False, logging_steps=1, disable_tqdm=True, seed=0, packing=packing)
     timer = StepTimer(profile_step)
-    result = sft_recipe.run(sft_recipe.SFTRecipeArguments(evaluate=False), args, data, None, config, model=model,
+    result = sft_recipe.run(sft_recipe.SFTRecipeArguments(evaluate=False), args, data, config, model=model,
                             processor=processor, callbacks=[timer])
     cache = result["model"].get_base_model().model.feature_cache
     return {"epochs": timer.epochs, "steps": timer.steps, "losses": timer.losses, "profile": timer.profile,

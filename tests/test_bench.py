@@ -84,3 +84,19 @@ def test_report_names_the_machine_and_goal_direction_of_every_figure(tmp_path, m
     assert "| `p1_cache_speedup` | 1.5 x | >= 3.0 | no | Test CPU" in text
     assert "Test CPU, 2 cores" in text and "p1 12.0" in text and '"epochs"' in text
     assert json.loads((tmp_path / "results.json").read_text())["results"] == results
+
+
+def test_the_sft_timing_helper_runs_the_sft_recipe_on_a_copy(tmp_path, monkeypatch):
+    """p1, p4, p5 and p8 time the SFT recipe through this helper: it must run the recipe as it is today (a signature
+    change there broke the bench once, with nothing to catch it), time every step and leave the caller's model alone."""
+    import torch
+
+    from bench.sft_timing import sft
+
+    monkeypatch.chdir(tmp_path)  # the bench builds its benchmarks under ./runs/data, as the recipes do
+    model, processor = tiny_model("antiberty", projector="mean")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = sft(model, processor, "antibody_chain", examples=4, epochs=2, batch_size=2, out=str(tmp_path / "out"))
+    assert len(out["steps"]) == 4 and len(out["epochs"]) == 2 and len(out["losses"]) == 4
+    assert out["cache"]["hits"] > 0  # epoch 2 reads epoch 1's features
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

@@ -86,3 +86,29 @@ def test_each_per_benchmark_row_is_its_committed_metrics(label):
         assert all(shown(scores[split]["accuracy"], v) for split, v in zip(("id", "ood"), pair(cell), strict=True))
     final = stage(metrics, "grpo")
     assert all(shown(final[split]["reliance"], v) for split, v in zip(("id", "ood"), pair(reliance), strict=True))
+
+
+def bench_rows() -> list[tuple[list[str], list[str]]]:
+    """(figure names, measured figures as shown) of each row of the README's benchmark table."""
+    rows = []
+    for line in readme().splitlines():
+        if line.startswith("| `p"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            names = re.findall(r"`(p\d_\w+)`", cells[0])
+            shown_values = re.findall(r"(\d+(?:\.\d+)?)", cells[1].split("(")[0])
+            rows.append((names, shown_values[:len(names)]))
+    return rows
+
+
+def test_the_readme_benchmark_table_is_bench_results():
+    """Each measured figure is `bench/results.json`'s, to the decimals shown (`make bench` writes both that file and
+    BENCHMARKS.md)."""
+    with open(os.path.join(ROOT, "bench", "results.json"), encoding="utf-8") as fh:
+        results = json.load(fh)["results"]
+    rows = bench_rows()
+    assert {name for names, _ in rows for name in names} == set(results)
+    for names, values in rows:
+        assert len(values) == len(names), names
+        for name, text in zip(names, values, strict=True):
+            decimals = len(text.split(".")[1]) if "." in text else 0
+            assert abs(results[name]["value"] - float(text)) <= 0.5 * 10 ** -decimals + 1e-9, (name, text)
