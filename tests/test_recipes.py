@@ -424,6 +424,7 @@ def test_a_stage_section_holds_trl_and_model_config_fields_with_the_stage_defaul
     ("sft:\n  max_train_examples: 8\n", "(the budget: sft_examples / rl_examples / cpt_examples)"),
     ("lora_r: 8\n", "`lora_r` is set per stage: put it under sft: or grpo:"),
     ("sft: 8\n", "`sft` is a section of settings (a mapping), not 8"),
+    ("llm_trainable: false\n", "llm_trainable: false is for the stage scripts"),
 ])
 def test_a_misplaced_stage_setting_is_refused_before_any_work(tmp_path, text, message):
     from bioreason.recipes.pipeline import check_sections

@@ -134,9 +134,12 @@ def check_sections(p: PipelineArguments, model_args: ModelArguments) -> None:
                 raise ValueError(f"pipeline: `{stage}.{key}` is not a {stage} setting"
                                  + (f"; did you mean {', '.join(near)}?" if near else ""))
     defaults = ModelArguments()
-    for key in sorted(STAGE_MODEL_FIELDS | {"llm_trainable"}):
+    for key in sorted(STAGE_MODEL_FIELDS):
         if getattr(model_args, key) != getattr(defaults, key):
             raise ValueError(f"pipeline: `{key}` is set per stage: put it under sft: or grpo:")
+    if not model_args.llm_trainable:
+        raise ValueError("pipeline: every SFT / GRPO stage adapts the LLM (through LoRA with use_peft); "
+                         "llm_trainable: false is for the stage scripts")
 
 
 def stage_arguments(p: PipelineArguments, model_args: ModelArguments, stage: str, precision: Precision):
