@@ -214,9 +214,10 @@ def resolved_config(recipe: str, config: str, overrides: list[str]) -> str:
 
     import yaml
 
-    from bioreason.training.common import parse_arguments
+    from bioreason.training.common import RENAMED, parse_arguments
 
-    parts = parse_arguments(recipe_module(recipe).ARGUMENTS, recipe_argv(config, overrides))
+    parts = parse_arguments(recipe_module(recipe).ARGUMENTS, recipe_argv(config, overrides),
+                            renamed=getattr(recipe_module(recipe), "RENAMED", RENAMED))
     plain = (str, int, float, bool, list, dict, type(None))
     sections = {}
     if recipe == "pipeline":  # each stage's section with its defaults, as the run would use it

@@ -433,6 +433,24 @@ def test_a_misplaced_stage_setting_is_refused_before_any_work(tmp_path, text, me
         check_sections(*pipeline_args(tmp_path, text)[:2])
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("--sft_lora_r", "`sft_lora_r` is now `sft.lora_r`"),
+    ("--grpo_prompts_per_step", "`grpo_prompts_per_step` is now `grpo.per_device_train_batch_size (prompts x"),
+    ("--model_path", "`model_path` is now `model_name_or_path`"),
+])
+def test_a_pipeline_key_of_the_old_flat_dialect_is_refused_with_its_new_name(tmp_path, override, message):
+    from bioreason.recipes.pipeline import ARGUMENTS, RENAMED
+    from bioreason.training.common import parse_arguments
+
+    config = tmp_path / "p.yaml"
+    config.write_text("seed: 0\n")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_arguments(ARGUMENTS, ["--config", str(config), override, "4"], renamed=RENAMED)
+    config.write_text(f"{override[2:]}: 4\n")  # in the file too
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_arguments(ARGUMENTS, ["--config", str(config)], renamed=RENAMED)
+
+
 def test_dotted_keys_nest_into_sections_and_differences_name_the_setting():
     from bioreason.training.common import nest_dotted
     from bioreason.training.run_state import differences

@@ -42,6 +42,9 @@ from bioreason.training.common import (
     save_final,
     write_json,
 )
+from bioreason.training.common import (
+    RENAMED as STAGE_RENAMED,
+)
 from bioreason.training.faults import kill_point
 from bioreason.training.run_state import RunState, config_key
 
@@ -59,6 +62,18 @@ STAGE_DEFAULTS: dict[str, dict] = {
 PIPELINE_OWNED = {"output_dir", "seed", "bf16", "report_to", "max_train_examples", "model_name_or_path",
                   "encoders_trainable", "llm_trainable"}
 SECTION_CLASSES = {"cpt": (BioSFTConfig,), "sft": (BioSFTConfig,), "grpo": (BioGRPOConfig, grpo.GRPORecipeArguments)}
+# The flat names these settings had before the sections (refused with their new name).
+RENAMED = {**{f"{stage}_{key}": f"{stage}.{new}" for stage, keys in {
+               "cpt": {"learning_rate": "learning_rate", "batch_size": "per_device_train_batch_size"},
+               "sft": {"learning_rate": "learning_rate", "batch_size": "per_device_train_batch_size",
+                       "lora_r": "lora_r", "lora_alpha": "lora_alpha", "packing": "packing",
+                       "epochs": "num_train_epochs"},
+               "grpo": {"learning_rate": "learning_rate", "lora_r": "lora_r", "lora_alpha": "lora_alpha",
+                        "projectors_trainable": "projectors_trainable"}}.items() for key, new in keys.items()},
+           "grpo_prompts_per_step": "grpo.per_device_train_batch_size (prompts x num_generations)",
+           **{key: f"grpo.{key}" for key in ("num_generations", "max_completion_length", "temperature", "beta",
+                                              "loss_type", "rewards")},
+           **STAGE_RENAMED}
 # Model-level ModelConfig fields a section sets: adaptation capacity and what trains.
 STAGE_MODEL_FIELDS = {"use_peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
                       "lora_target_parameters", "lora_modules_to_save", "use_rslora", "use_dora",
@@ -348,7 +363,7 @@ def main(argv: list[str] | None = None) -> dict:
     from bioreason.training.faults import die_with_parent
 
     die_with_parent()  # a study's run does not outlive a killed study
-    p, model_args, data = parse_arguments(ARGUMENTS, argv)
+    p, model_args, data = parse_arguments(ARGUMENTS, argv, renamed=RENAMED)
     return run(p, model_args, data)
 
 

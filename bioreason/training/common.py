@@ -448,10 +448,16 @@ def nest_dotted(config: dict, overrides: list[tuple[str, Any]] = ()) -> dict:
     return out
 
 
-def parse_arguments(arguments: tuple[type, ...], argv: list[str] | None) -> tuple:
+# Field names the stage scripts took before ModelConfig's (refused with their new name).
+RENAMED = {"model_path": "model_name_or_path"}
+
+
+def parse_arguments(arguments: tuple[type, ...], argv: list[str] | None,
+                    renamed: dict[str, str] | None = None) -> tuple:
     """TRL's `TrlParser` over `--config FILE` and `--key value` arguments, where a key may also name a section's
     setting, `--sft.learning_rate 1e-4` (or `sft.learning_rate: 1e-4` in the file): those are folded into the
-    section (a YAML value: numbers, booleans and lists parse) before TRL reads the config."""
+    section (a YAML value: numbers, booleans and lists parse) before TRL reads the config. A key of `renamed` (an
+    older name) is refused with its new name."""
     import sys
 
     import yaml
@@ -466,6 +472,13 @@ def parse_arguments(arguments: tuple[type, ...], argv: list[str] | None) -> tupl
         else:
             rest.append(argv[i])
             i += 1
+    given = [a[2:] for a in rest if a.startswith("--")]
+    if "--config" in rest:
+        with open(rest[rest.index("--config") + 1], encoding="utf-8") as fh:
+            given += list((yaml.safe_load(fh) or {}).keys())
+    for key in given:
+        if key in (renamed or {}):
+            raise ValueError(f"`{key}` is now `{renamed[key]}`")
     parser = TrlParser(arguments)
     if "--config" not in rest:
         if dotted:
@@ -490,7 +503,7 @@ def recipe_main(run, arguments: tuple[type, ...], argv: list[str] | None) -> dic
     `metrics.json` from the main process."""
     from accelerate import PartialState
 
-    recipe, model_args, data, config = parse_arguments(arguments, argv)
+    recipe, model_args, data, config = parse_arguments(arguments, argv, renamed=RENAMED)
     main_process = PartialState().is_main_process
     with run_folder(config.output_dir):
         finished = os.path.join(config.output_dir, "metrics.json")
