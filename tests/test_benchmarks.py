@@ -113,3 +113,27 @@ def test_records_feed_the_processor_and_model(built):
             items["rna"] = rna_items(cells, items["rna"])
         out = model(**processor(text=text, **items))
         assert torch.isfinite(out.logits).all()
+
+
+def test_a_task_opens_by_folder_or_benchmark_name_and_a_benchmark_is_built_once(tmp_path, monkeypatch):
+    """`bioreason.data.tasks.open_task` is where the recipes and `bioreason eval` open tasks; an unfinished older
+    build (no summary.json) is replaced whole."""
+    from bioreason.data import benchmarks
+    from bioreason.data.tasks import open_task
+
+    builds = []
+    real = benchmarks.build_benchmark
+
+    def counting(*args, **kwargs):
+        builds.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(benchmarks, "build_benchmark", counting)
+    (tmp_path / "antibody_chain-seed0").mkdir()
+    (tmp_path / "antibody_chain-seed0" / "partial.arrow").write_text("a killed build")
+    dataset, cells = open_task("benchmark:antibody_chain", data_root=str(tmp_path))
+    assert builds == ["antibody_chain"] and set(dataset) == {"train", "id_test", "ood_test"} and cells is None
+    assert not (tmp_path / "antibody_chain-seed0" / "partial.arrow").exists()
+    again, _ = open_task("benchmark:antibody_chain", data_root=str(tmp_path))
+    by_folder, _ = open_task(str(tmp_path / "antibody_chain-seed0"))
+    assert builds == ["antibody_chain"] and len(again["train"]) == len(by_folder["train"]) == len(dataset["train"])

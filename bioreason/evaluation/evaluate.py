@@ -25,21 +25,19 @@ from bioreason.evaluation.scoring import (
 def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = tuple(EVAL_SPLITS.values()),
                    mode: str = "likelihood", max_examples: int | None = None, ontology: str | None = None,
                    bf16: bool | str = "auto", seed: int = 0, baselines: bool = True, reliance: bool = True) -> dict:
-    """Metrics per split and per-example predictions of a saved model on a saved task dataset; with `reliance`, each
-    split's modality reliance; with `baselines`, the majority / probe baselines (`bioreason.evaluation.baselines`) on
-    the same records."""
-    from datasets import load_from_disk
+    """Metrics per split and per-example predictions of a saved model on a task (a dataset folder, or
+    `benchmark:NAME`, built under runs/data on first use); with `reliance`, each split's modality reliance; with
+    `baselines`, the majority / probe baselines (`bioreason.evaluation.baselines`) on the same records."""
     from transformers import AutoModelForCausalLM, AutoProcessor
 
     import bioreason  # noqa: F401
-    from bioreason.data.records import load_cells
+    from bioreason.data.tasks import open_task
     from bioreason.model.precision import choose_bf16
 
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     precision = choose_bf16(bf16, model.device.type)
     processor = AutoProcessor.from_pretrained(model_dir)
-    dataset = load_from_disk(data_dir)
-    cells = load_cells(data_dir) if os.path.exists(os.path.join(data_dir, "cells.h5ad")) else None
+    dataset, cells = open_task(data_dir)
     parents = parse_obo(ontology) if ontology else None
     results: dict = {"model": model_dir, "data": data_dir, "mode": mode, "precision": precision.as_dict(),
                      "splits": {}, "predictions": {}}

@@ -114,26 +114,10 @@ def precision_record(config) -> dict:
 
 
 def load_task(data: DataArguments):
-    """(DatasetDict, cells AnnData or None); benchmarks are built once under `data_root`."""
-    from datasets import load_from_disk
+    """(DatasetDict, cells AnnData or None) of the config's dataset (`bioreason.data.tasks.open_task`)."""
+    from bioreason.data.tasks import open_task
 
-    from bioreason.data.records import load_cells
-
-    path = data.dataset
-    if path.startswith("benchmark:"):
-        from bioreason.data.benchmarks import build_benchmark
-
-        name = path.split(":", 1)[1]
-        path = os.path.join(data.data_root, f"{name}-seed{data.task_seed}")
-        if not os.path.exists(os.path.join(path, "summary.json")):
-            parent = os.path.dirname(os.path.abspath(path))
-            os.makedirs(parent, exist_ok=True)
-            staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
-            build_benchmark(name, staging, seed=data.task_seed)
-            replace_dir(staging, path)
-    dataset = load_from_disk(path)
-    cells = load_cells(path) if os.path.exists(os.path.join(path, "cells.h5ad")) else None
-    return dataset, cells
+    return open_task(data.dataset, data.data_root, data.task_seed)
 
 
 def train_records(dataset, data: DataArguments):

@@ -1,0 +1,45 @@
+"""Open a task by the name a config or a command gives it: a folder written by `bioreason data build`, or
+`benchmark:NAME`, built once under `data_root` (staged and renamed into place, so a killed build leaves no half
+dataset). The one place that turns a dataset name into `(DatasetDict, cells)`: the recipes and `bioreason eval`
+both open tasks here."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from bioreason.data.records import load_cells
+
+BENCHMARK_PREFIX = "benchmark:"
+
+
+def task_folder(dataset: str, data_root: str = "runs/data", seed: int = 0) -> str:
+    """The folder a dataset name stands for, building a bundled benchmark there first if needed."""
+    if not dataset.startswith(BENCHMARK_PREFIX):
+        return dataset
+    from bioreason.data.benchmarks import build_benchmark
+
+    name = dataset[len(BENCHMARK_PREFIX):]
+    path = os.path.join(data_root, f"{name}-seed{seed}")
+    if not os.path.exists(os.path.join(path, "summary.json")):
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+        build_benchmark(name, staging, seed=seed)
+        if os.path.exists(path):  # an unfinished older build: replaced whole
+            shutil.rmtree(path)
+        os.replace(staging, path)
+    return path
+
+
+def open_task(dataset: str, data_root: str = "runs/data", seed: int = 0):
+    """`(DatasetDict, cells AnnData or None)` of a task folder or `benchmark:NAME`."""
+    from datasets import load_from_disk
+
+    path = task_folder(dataset, data_root, seed)
+    cells = load_cells(path) if os.path.exists(os.path.join(path, "cells.h5ad")) else None
+    return load_from_disk(path), cells
+
+
+__all__ = ["open_task", "task_folder"]
