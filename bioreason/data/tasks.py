@@ -27,10 +27,20 @@ def task_folder(dataset: str, data_root: str = "runs/data", seed: int = 0) -> st
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
         build_benchmark(name, staging, seed=seed)
-        if os.path.exists(path):  # an unfinished older build: replaced whole
-            shutil.rmtree(path)
-        os.replace(staging, path)
+        replace_dir(staging, path)  # an unfinished older build there is replaced whole
     return path
+
+
+def replace_dir(src: str, dst: str) -> None:
+    """Move a finished folder into place in one rename (an older `dst` is moved aside first, then removed). Here,
+    the lowest layer, so a task build and the recipes' checkpoints and final saves share it."""
+    old = None
+    if os.path.exists(dst):
+        old = f"{dst}.old-{os.getpid()}"
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def open_task(dataset: str, data_root: str = "runs/data", seed: int = 0):
@@ -42,4 +52,4 @@ def open_task(dataset: str, data_root: str = "runs/data", seed: int = 0):
     return load_from_disk(path), cells
 
 
-__all__ = ["open_task", "task_folder"]
+__all__ = ["open_task", "replace_dir", "task_folder"]

@@ -160,7 +160,7 @@ def check_sections(p: PipelineArguments, model_args: ModelArguments) -> None:
 def stage_arguments(p: PipelineArguments, model_args: ModelArguments, stage: str, precision: Precision):
     """(TRL config, ModelArguments, GRPO recipe arguments or None) of one stage: the stage's defaults, then its
     section, on top of what the pipeline sets for every stage."""
-    section = {**STAGE_DEFAULTS[stage], **(getattr(p, stage) or {})}
+    section = resolved_sections(p)[stage]
     config_class = SECTION_CLASSES[stage][0]
     config_keys = field_names(config_class)
     common = trainer_common(p, stage, precision)
@@ -228,8 +228,9 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
     if state.get("finished"):  # a finished run is not redone
         print(f"{p.output_dir}: finished earlier ({', '.join(state.done)}); nothing to do", flush=True)
         return state["metrics"]
+    sections = resolved_sections(p)
     write_json(os.path.join(p.output_dir, "run_config.json"),  # the LLM's source is in the model's config
-               {"dataset": data.dataset, "pipeline": {**vars(p), **resolved_sections(p)}, "model": vars(model_args),
+               {"dataset": data.dataset, "pipeline": {**vars(p), **sections}, "model": vars(model_args),
                 "data": vars(data), "precision": precision.as_dict(), "torch_threads": torch.get_num_threads()})
     with PartialState().main_process_first():
         dataset, cells = load_task(data)
@@ -287,7 +288,6 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
         kill_point("stage-trained")
         state.finish_stage(stage, model, processor, stages=stages, curve=curve)  # stages[-1] is this stage
         kill_point("stage-saved")
-    sections = resolved_sections(p)
     metrics = {"baselines": baselines, "stages": stages, "curve": curve, "precision": precision.as_dict(),
                "budget": {"sft_examples": n_sft, "sft_epochs": sections["sft"]["num_train_epochs"],
                           "rl_examples": n_rl, "sft_lora_r": sections["sft"]["lora_r"],

@@ -15,6 +15,7 @@ import torch
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
 from bioreason.data.records import EVAL_SPLITS
+from bioreason.data.tasks import replace_dir
 from bioreason.evaluation.scoring import evaluate_records, sample_split
 from bioreason.model.precision import AUTO, Precision, choose_bf16
 from bioreason.training.faults import kill_point
@@ -259,7 +260,7 @@ def _evaluate_splits(model, processor, dataset, cells, data: DataArguments) -> d
         if not records:
             out[key] = {"n": 0}
             continue
-        split = f"{key}_test"
+        split = EVAL_SPLITS[key]
         metrics = evaluate_records(base_model(model), processor, records, mode=data.eval_mode, cells=cells,
                                    desc=f"evaluate {split}")
         metrics.pop("predictions")
@@ -279,17 +280,6 @@ def baseline_metrics(model, processor, dataset, cells, data: DataArguments, bf16
     with autocast_for(model, bf16):
         return baseline_scores(base_model(model), processor, [dict(r) for r in dataset["train"]],
                                eval_splits(dataset, data), cells, seed=data.task_seed)
-
-
-def replace_dir(src: str, dst: str) -> None:
-    """Move a finished folder into place in one rename (an older `dst` is moved aside first, then removed)."""
-    old = None
-    if os.path.exists(dst):
-        old = f"{dst}.old-{os.getpid()}"
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def remove_staging(folder: str) -> None:
@@ -456,11 +446,11 @@ def parse_arguments(arguments: tuple[type, ...], argv: list[str] | None,
         else:
             rest.append(argv[i])
             i += 1
-    given = [a[2:] for a in rest if a.startswith("--")]
+    config: dict = {}
     if "--config" in rest:
         with open(rest[rest.index("--config") + 1], encoding="utf-8") as fh:
-            given += list((yaml.safe_load(fh) or {}).keys())
-    for key in given:
+            config = yaml.safe_load(fh) or {}
+    for key in [*(a[2:] for a in rest if a.startswith("--")), *config]:
         if key in (renamed or {}):
             raise ValueError(f"`{key}` is now `{renamed[key]}`")
     parser = TrlParser(arguments)
@@ -469,8 +459,6 @@ def parse_arguments(arguments: tuple[type, ...], argv: list[str] | None,
             raise ValueError(f"section settings such as {dotted[0][0]} need --config FILE")
         return parser.parse_args_and_config(args=rest)
     at = rest.index("--config") + 1
-    with open(rest[at], encoding="utf-8") as fh:
-        config = yaml.safe_load(fh) or {}
     merged = nest_dotted(config, dotted)
     if merged == config:
         return parser.parse_args_and_config(args=rest)
