@@ -33,9 +33,10 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-ENCODER_TYPES = ["esm2", "antiberty", "nucleotide_transformer", "enformer", "geneformer", "expression", "precomputed"]
+ENCODER_TYPES = ["esm2", "antiberty", "nucleotide_transformer", "enformer", "geneformer", "expression", "precomputed",
+                 "kmer"]
 MODALITY_OF = {"esm2": "protein", "antiberty": "protein", "nucleotide_transformer": "dna", "enformer": "dna",
-               "geneformer": "rna", "expression": "rna", "precomputed": "rna"}
+               "geneformer": "rna", "expression": "rna", "precomputed": "rna", "kmer": "dna"}
 
 
 @pytest.fixture(autouse=True)
@@ -97,6 +98,8 @@ def tiny_encoder(kind: str):
         spec = {"options": {"genes": GENES[:30], "hidden_size": 24, "num_tokens": 2}}
     elif kind == "precomputed":
         spec = {"options": {"dim": 12, "num_tokens": 1}}
+    elif kind == "kmer":
+        spec = {"options": {"k": 2}}
     else:
         raise ValueError(kind)
     return build_encoder({"type": kind, "source": None, **spec})

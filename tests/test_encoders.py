@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -121,6 +122,9 @@ def test_nucleotide_transformer_tokenization_follows_nt_rule(seq):
         ("expression", ["not a cell"], TypeError, "rna input 0 must be a"),
         ("precomputed", [np.zeros(5)], ValueError, "expected an embedding of 1 x 12 values"),
         ("precomputed", ["cell_1"], ValueError, "is an id .* but the precomputed encoder has no store"),
+        ("kmer", ["ACGT", "ACXT"], ValueError, r"dna input 1: characters \['X'\] are not A, C, G, T or N"),
+        ("kmer", ["ANA"], ValueError, "dna input 0: no 2-mer without N in its 3 bases"),
+        ("kmer", [b"ACGT"], TypeError, "dna input 0 must be a sequence string"),
     ],
 )
 def test_bad_inputs_raise_precise_errors(kind, items, error, match):
@@ -342,7 +346,33 @@ def test_optional_encoders_say_how_to_install(kind, hint):
 
 def test_registry_lists_every_encoder_the_design_names():
     assert set(ENCODERS) == {"nucleotide_transformer", "enformer", "evo2", "esm2", "esmc", "antiberty", "geneformer",
-                             "expression", "precomputed"}
+                             "expression", "precomputed", "kmer"}
+
+
+def test_kmer_spectrum_by_hand():
+    """ACGTAC has the 2-mers AC, CG, GT, TA, AC: AC at 2/5 of the windows against 1/16 expected -> 5.4; a skipped
+    N window counts nowhere; with `canonical`, AC and its reverse complement GT share one column."""
+    encoder = load_encoder("kmer", "2")
+    assert encoder.hidden_size == 16
+    values = build_featurizer(encoder.featurizer_spec())(["ACGTAC", "AANAA"])["values"]
+    column = {"".join(p): i for i, p in enumerate(itertools.product("ACGT", repeat=2))}
+    assert values[0, column["AC"]].item() == pytest.approx(2 / 5 * 16 - 1)
+    assert values[0, column["CG"]].item() == pytest.approx(1 / 5 * 16 - 1)
+    assert values[0, column["AA"]].item() == pytest.approx(-1)
+    assert values[1, column["AA"]].item() == pytest.approx(2 / 2 * 16 - 1)  # AN and NA skipped
+    canonical = load_encoder("kmer", "2", canonical=True)
+    assert canonical.hidden_size == 10  # 16 2-mers: 4 palindromes + 6 pairs
+    featurizer = build_featurizer(canonical.featurizer_spec())
+    forward, reverse = featurizer(["AACGTT", "AACGTT"[::-1].translate(str.maketrans("ACGT", "TGCA"))])["values"]
+    assert torch.equal(forward, reverse)
+    # the AC / GT column: 3 of the 5 windows (AC twice, GT once), against 2 of 16 expected
+    assert featurizer(["ACGTAC"])["values"][0].max().item() == pytest.approx(3 / 5 * 8 - 1)
+
+
+@pytest.mark.parametrize(("source", "match"), [("x", "source is its k"), ("9", "integer from 1 to 8")])
+def test_kmer_refuses_a_bad_k(source, match):
+    with pytest.raises(ValueError, match=match):
+        load_encoder("kmer", source)
 
 
 def test_antiberty_real_weights_load_without_pickle_code():

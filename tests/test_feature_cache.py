@@ -11,7 +11,7 @@ from conftest import ENCODER_TYPES, MODALITY_OF, sample_items, tiny_model
 
 from bioreason.model.feature_cache import FeatureCache
 
-CACHED_TYPES = [k for k in ENCODER_TYPES if k not in ("expression", "precomputed")]  # trainable / identity encoders
+CACHED_TYPES = [k for k in ENCODER_TYPES if k not in ("expression", "precomputed", "kmer")]  # trainable / identity
 
 
 def _inputs(processor, kind, items):
