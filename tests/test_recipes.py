@@ -487,3 +487,82 @@ def test_the_feature_cache_does_not_change_a_run(tmp_path, task, model_dir, bf16
     final = {name: weights(tmp_path / name / "final") for name in runs}
     for key, value in final["cold"].items():
         assert torch.equal(value, final["warm"][key]) and torch.equal(value, final["off"][key]), key
+
+
+def test_runs_that_agree_up_to_a_stage_share_it(tmp_path, task, model_dir, monkeypatch):
+    """Two runs that differ only in their RL rank: the second loads the first's SFT from the stage cache instead of
+    training it (SFT training would raise here), and its GRPO ends at the weights of a run without the cache."""
+    from bioreason.recipes import pipeline, sft
+
+    text = (f"model_name_or_path: {model_dir}\ndataset: {task}\nstages: [sft, grpo]\nsft_examples: 4\n"
+            "rl_examples: 2\nmax_eval_examples: 2\nbf16: false\nevaluate_base: false\n"
+            "sft:\n  per_device_train_batch_size: 2\n  lora_r: 4\n  learning_rate: 0.01\n"
+            "grpo:\n  num_generations: 2\n  per_device_train_batch_size: 2\n  max_completion_length: 4\n")
+
+    def run(name: str, extra: str) -> dict:
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(text + f"output_dir: {tmp_path / name}\n" + extra)
+        return pipeline.main(["--config", str(config)])
+
+    cache = f"stage_cache: {tmp_path / 'stages'}\n"
+    first = run("first", cache + "grpo.lora_r: 2\n")
+    plain = run("plain", "grpo.lora_r: 4\n")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("SFT trained again although an identical SFT was in the stage cache")
+
+    monkeypatch.setattr(sft, "run", no_training)
+    second = run("second", cache + "grpo.lora_r: 4\n")
+    shared = second["stages"][0]
+    assert shared.pop("shared_from").startswith(str(tmp_path / "stages" / "sft-"))
+    assert shared == first["stages"][0]  # the record the first run wrote, its training time included
+    assert {**shared, "seconds": 0} == {**plain["stages"][0], "seconds": 0}
+    assert "shared_from" not in first["stages"][0] and second["stages"][1]["name"] == "grpo"
+    assert second["stages"][1]["id"] == plain["stages"][1]["id"]
+    final, expected = weights(tmp_path / "second" / "final"), weights(tmp_path / "plain" / "final")
+    assert final.keys() == expected.keys()
+    for key, value in expected.items():
+        assert torch.equal(final[key], value), key
+
+
+def test_a_stage_is_shared_only_by_runs_that_agree_up_to_it():
+    """The SFT key ignores every later setting and the RL budget; it follows SFT's own settings and budget, and a
+    default spelled out equals the default left out."""
+    from bioreason.recipes.pipeline import PipelineArguments, resolved_sections, stage_budgets
+    from bioreason.training.common import DataArguments, ModelArguments
+    from bioreason.training.run_state import config_key
+    from bioreason.training.stage_cache import prefix_key
+
+    def key(stage: str, **fields) -> dict:
+        p = PipelineArguments(**{"stages": ["sft", "grpo"], "sft_examples": 64, "rl_examples": 8, **fields})
+        n_sft, n_rl = stage_budgets(p)
+        return prefix_key(config_key(p, ModelArguments(), DataArguments()), p.stages, stage, resolved_sections(p),
+                          {"cpt": p.cpt_examples, "sft": n_sft, "grpo": n_rl})
+
+    base = key("sft")
+    assert key("sft", grpo={"lora_r": 16}, rl_examples=32, output_dir="elsewhere", stage_cache="x") == base
+    assert key("sft", sft={"lora_r": 16}) == base  # 16 is SFT's default rank
+    assert key("sft", sft={"lora_r": 64}) != base
+    assert key("sft", sft_examples=128) != base
+    assert key("sft", seed=1) != base
+    assert key("grpo", grpo={"lora_r": 16}) != key("grpo")
+
+
+def test_a_stage_cache_entry_serves_only_a_whole_entry_of_its_own_key(tmp_path):
+    from bioreason.training.stage_cache import StageCache
+
+    model, processor = tiny_model("antiberty", projector="mean")
+    cache = StageCache(str(tmp_path))
+    with cache.hold("sft", {"a": 1}) as entry:
+        assert entry.load() is None
+        entry.store(model, processor, {"name": "sft"}, [{"stage": "sft", "step": 1}])
+    with cache.hold("sft", {"a": 1}) as entry:
+        assert entry.load() == {"key": {"a": 1}, "record": {"name": "sft"}, "curve": [{"stage": "sft", "step": 1}]}
+        assert os.path.exists(os.path.join(entry.model_path, "model.safetensors"))
+        os.remove(entry.record_path)  # a store killed before its record: not served, trained again
+        assert entry.load() is None
+        entry.store(model, processor, {"name": "sft"}, [])
+    moved = cache.entry("sft", {"a": 2})
+    os.replace(cache.entry("sft", {"a": 1}), moved)  # an entry under another config's name
+    with cache.hold("sft", {"a": 2}) as entry, pytest.raises(ValueError, match="written for another config"):
+        entry.load()

@@ -154,6 +154,22 @@ def test_a_killed_study_resumes_where_it_stopped(tiny_setup, tmp_path):
     assert set(table["axis_seed"]) == {0, 1, 2} and table["ood_accuracy"].between(0, 1).all()
 
 
+def test_runs_that_differ_only_in_rl_share_one_sft(tiny_setup, tmp_path):
+    root, base = tiny_setup
+    out = str(tmp_path / "study")
+    summary = study.run_study(write_study(tmp_path / "r.yaml", {"grpo.lora_r": [2, 4]}, base), out)
+    assert summary == {"runs": 2, "ran": 2, "failed": [], "harvested": 2}
+    sft = {}
+    for name in sorted(os.listdir(os.path.join(out, "runs"))):
+        with open(os.path.join(out, "runs", name, "metrics.json"), encoding="utf-8") as fh:
+            sft[name] = json.load(fh)["stages"][0]
+    first, second = sft.values()  # the runs ran in this order: the second loaded the first's SFT
+    assert "shared_from" not in first and second.pop("shared_from").startswith(os.path.join(out, "stage_cache"))
+    assert first == second
+    table = study.harvest(out)
+    assert table["sft_id_accuracy"].nunique() == 1 and set(table["axis_grpo.lora_r"]) == {2, 4}
+
+
 def test_local_jobs_run_side_by_side_with_a_share_of_the_cores(tiny_setup, tmp_path):
     root, base = tiny_setup
     out = str(tmp_path / "study")

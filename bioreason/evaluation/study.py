@@ -131,7 +131,9 @@ def prepare(runs: list[Run], out: str) -> list[str]:
         if os.path.exists(os.path.join(run_dir, "DONE")):
             continue
         os.makedirs(run_dir, exist_ok=True)
-        config = {**run.config, "output_dir": run_dir}
+        # runs whose settings agree up to a stage share it (bioreason.training.stage_cache); `stage_cache: null`
+        # in the study's base turns that off
+        config = {"stage_cache": os.path.join(out, "stage_cache"), **run.config, "output_dir": run_dir}
         with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as fh:
             yaml.safe_dump(config, fh, sort_keys=True)
         with open(os.path.join(run_dir, "axes.json"), "w", encoding="utf-8") as fh:

@@ -13,6 +13,7 @@ Outputs in `output_dir`: `metrics.json` (`{"stages": [{"name", "id", "ood", "ste
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
@@ -47,6 +48,7 @@ from bioreason.training.common import (
 )
 from bioreason.training.faults import kill_point
 from bioreason.training.run_state import RunState, config_key
+from bioreason.training.stage_cache import StageCache, prefix_key
 
 # What each stage runs with unless its section says otherwise (the seed study's shape: a brief SFT at a larger LoRA
 # rank, RL at a smaller one).
@@ -105,6 +107,10 @@ class PipelineArguments:
         "help": "continue a killed run in output_dir after its last finished stage (a finished run is not redone); "
                 "false starts over"})
     report_to: str = field(default="none", metadata={"help": "none | tensorboard | wandb ..."})
+    stage_cache: str | None = field(default=None, metadata={
+        "help": "a folder of finished stages shared between runs: a run whose settings agree with an earlier run's up "
+                "to a stage loads that stage's model and scores instead of training it again (a study's runs that "
+                "differ only in their RL settings share one SFT; `bioreason study run` sets it). Single process only"})
     cpt: dict = field(default_factory=dict, metadata={
         "help": "CPT (projector alignment) settings: fields of TRL's SFTConfig, e.g. learning_rate, "
                 "per_device_train_batch_size. Defaults: " + json.dumps(STAGE_DEFAULTS["cpt"])})
@@ -253,38 +259,32 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
         stages.append({"name": "base", **evaluate(model), "steps": 0, "seconds": round(time.time() - start, 1)})
         state.update(stages=stages)
     n_sft, n_rl = stage_budgets(p)
+    cache = StageCache(p.stage_cache) if p.stage_cache else None
+    if cache and PartialState().num_processes > 1:
+        raise ValueError("stage_cache works in single-process runs; unset it under torchrun / accelerate launch")
+    run_key = {**config_key(p, model_args, data), "precision": precision.name}
+    budgets = {"cpt": p.cpt_examples, "sft": n_sft, "grpo": n_rl}
     for stage in p.stages:
         if stage in state.done:
             continue
-        set_seed(p.seed)  # each stage starts from the seed, so a resumed stage draws what the uninterrupted one drew
-        stage_data = DataArguments(**{**vars(data)})
-        callbacks = [PeriodicEval(p.eval_every_steps, evaluate, stage, curve)] if p.eval_every_steps else []
-        config, stage_model, recipe = stage_arguments(p, model_args, stage, precision)
-        if stage == "cpt":
-            stage_data.max_train_examples = p.cpt_examples
-            result = cpt.run(cpt.CPTRecipeArguments(mode="align"), stage_model, stage_data, config, model=model,
-                             processor=processor, callbacks=callbacks)
-        elif stage == "sft":
-            stage_data.max_train_examples = n_sft
-            apply_freeze_policy(model, stage_model)
-            model = _adapt(model, stage_model)
-            result = sft.run(sft.SFTRecipeArguments(), stage_model, stage_data, config, model=model,
-                             processor=processor, callbacks=callbacks)
-        else:
-            stage_data.max_train_examples = n_rl
-            apply_freeze_policy(model, stage_model)
-            model = _adapt(model, stage_model)
-            result = grpo.run(recipe, stage_model, stage_data, config, model=model, processor=processor,
-                              callbacks=callbacks)
-        model = result.pop("model")
-        result.pop("processor")
-        if hasattr(model, "merge_and_unload"):  # hand-off: merge this stage's adapter before the next one starts
-            model = model.merge_and_unload()
-        stages.append({"name": stage, "id": strip(result.get("id", {})), "ood": strip(result.get("ood", {})),
-                       "steps": result["steps"], "seconds": result["seconds"],
-                       **({"mean_reward": result["mean_reward"]} if "mean_reward" in result else {})})
-        if p.eval_every_steps:
-            curve.append({"stage": stage, "step": result["steps"], "id": stages[-1]["id"], "ood": stages[-1]["ood"]})
+        with contextlib.ExitStack() as held:
+            entry = shared = None
+            if cache:
+                key = prefix_key(run_key, p.stages, stage, sections, budgets)
+                entry = held.enter_context(cache.hold(stage, key))
+                shared = entry.load()
+            if shared:
+                print(f"{stage}: loaded from the stage cache ({entry.path})", flush=True)
+                model, processor = state.load_model(model_args, entry.model_path)
+                stages.append({**shared["record"], "shared_from": entry.path})
+                curve.extend(shared["curve"])
+            else:
+                first_point = len(curve)
+                model, record = _train_stage(p, model_args, data, stage, model, processor, precision,
+                                             evaluate, curve, budgets[stage])
+                stages.append(record)
+                if entry:
+                    entry.store(model, processor, record, curve[first_point:])
         kill_point("stage-trained")
         state.finish_stage(stage, model, processor, stages=stages, curve=curve)  # stages[-1] is this stage
         kill_point("stage-saved")
@@ -310,6 +310,38 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
         write_json(os.path.join(p.output_dir, "metrics.json"), metrics)
         state.finish(metrics)
     return metrics
+
+
+def _train_stage(p: PipelineArguments, model_args: ModelArguments, data: DataArguments, stage: str, model,
+                 processor, precision: Precision, evaluate, curve: list, budget: int):
+    """Train one stage from `model`; returns the merged model and the stage's record (appending its curve points)."""
+    set_seed(p.seed)  # each stage starts from the seed, so a resumed stage draws what the uninterrupted one drew
+    stage_data = replace(data, max_train_examples=budget)
+    callbacks = [PeriodicEval(p.eval_every_steps, evaluate, stage, curve)] if p.eval_every_steps else []
+    config, stage_model, recipe = stage_arguments(p, model_args, stage, precision)
+    if stage == "cpt":
+        result = cpt.run(cpt.CPTRecipeArguments(mode="align"), stage_model, stage_data, config, model=model,
+                         processor=processor, callbacks=callbacks)
+    elif stage == "sft":
+        apply_freeze_policy(model, stage_model)
+        model = _adapt(model, stage_model)
+        result = sft.run(sft.SFTRecipeArguments(), stage_model, stage_data, config, model=model,
+                         processor=processor, callbacks=callbacks)
+    else:
+        apply_freeze_policy(model, stage_model)
+        model = _adapt(model, stage_model)
+        result = grpo.run(recipe, stage_model, stage_data, config, model=model, processor=processor,
+                          callbacks=callbacks)
+    model = result.pop("model")
+    result.pop("processor")
+    if hasattr(model, "merge_and_unload"):  # hand-off: merge this stage's adapter before the next one starts
+        model = model.merge_and_unload()
+    record = {"name": stage, "id": strip(result.get("id", {})), "ood": strip(result.get("ood", {})),
+              "steps": result["steps"], "seconds": result["seconds"],
+              **({"mean_reward": result["mean_reward"]} if "mean_reward" in result else {})}
+    if p.eval_every_steps:
+        curve.append({"stage": stage, "step": result["steps"], "id": record["id"], "ood": record["ood"]})
+    return model, record
 
 
 def baseline_line(baselines: dict) -> str:

@@ -19,7 +19,8 @@ from typing import Any
 from accelerate import PartialState
 
 FORMAT = "bioreason-pipeline-state/1"
-IGNORED = {"output_dir", "resume", "report_to", "save_model"}  # change where and how a run reports, not what it does
+# change where and how a run reports or where it finds shared stages, not what it does
+IGNORED = {"output_dir", "resume", "report_to", "save_model", "stage_cache"}
 
 
 def config_key(pipeline, model_args, data) -> dict:
@@ -95,16 +96,18 @@ class RunState:
             write_json(os.path.join(self.dir, "state.json"), self.data)
         PartialState().wait_for_everyone()
 
-    def load_model(self, model_args):
-        """The model to continue from: the last finished stage's, else the run's starting model."""
+    def load_model(self, model_args, path: str | None = None):
+        """The model to continue from: `path` (a stage shared by another run) when given, else the last finished
+        stage's, else the run's starting model."""
         from dataclasses import replace
 
         from bioreason.training.common import load_model
 
-        if self.data["model"] is None:  # each stage adds its own adapter
+        if path is None and self.data["model"] is not None:
+            path = os.path.join(self.output_dir, self.data["model"])
+        if path is None:  # each stage adds its own adapter
             return load_model(replace(model_args, use_peft=False))
-        return load_model(replace(model_args, use_peft=False,
-                                  model_name_or_path=os.path.join(self.output_dir, self.data["model"])))
+        return load_model(replace(model_args, use_peft=False, model_name_or_path=path))
 
     def finish_stage(self, stage: str, model, processor, stages: list, curve: list) -> None:
         """Save the merged model after `stage`, then the state with the stage's record (last in `stages`), in that
