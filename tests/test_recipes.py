@@ -63,6 +63,40 @@ def test_sft_with_lora_changes_llm_and_projector_not_encoder(tmp_path, task, mod
     assert metrics["id"]["n"] == 4 and 0 <= metrics["ood"]["accuracy"] <= 1
 
 
+def test_the_projectors_train_at_their_own_learning_rate(tmp_path, task, model_dir):
+    """`projector_learning_rate` puts the projectors in optimizer groups of their own: at 0 they stay exactly as they
+    were while the LoRA delta still moves the LLM; the groups hold every trainable parameter once."""
+    from bioreason.recipes.sft import main
+    from bioreason.training.sft_trainer import BioSFTTrainer
+
+    seen = {}
+    create = BioSFTTrainer.create_optimizer
+
+    def spy(self, model=None):
+        optimizer = create(self, model)
+        names = {id(p): n for n, p in self.model.named_parameters() if p.requires_grad}
+        seen["groups"] = [(g["lr"], [names[id(p)] for p in g["params"]]) for g in optimizer.param_groups]
+        seen["trainable"] = sorted(names.values())
+        return optimizer
+
+    BioSFTTrainer.create_optimizer = spy
+    try:
+        main(["--model_name_or_path", model_dir, "--dataset", task, "--max_train_examples", "8",
+              "--max_eval_examples", "2", "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "4",
+              "--max_steps", "2", "--learning_rate", "1e-2", "--projector_learning_rate", "0", "--use_peft", "true",
+              "--lora_r", "4", *CPU])
+    finally:
+        BioSFTTrainer.create_optimizer = create
+    before, after = weights(model_dir), weights(tmp_path / "out" / "final")
+    assert not changed(before, after, "model.projectors.")
+    assert changed(before, after, "model.language_model.layers.")
+    grouped = sorted(n for _, names in seen["groups"] for n in names)
+    assert grouped == seen["trainable"]  # nothing dropped, nothing twice
+    for lr, names in seen["groups"]:
+        assert all((".projectors." in n) == (lr == 0) for n in names)
+    assert any(lr == 0 for lr, _ in seen["groups"]) and any(lr == 1e-2 for lr, _ in seen["groups"])
+
+
 def test_cpt_align_trains_only_projectors(tmp_path, task, model_dir):
     from bioreason.recipes.cpt import main
 

@@ -31,7 +31,12 @@ from bioreason.data.chat import modality_inputs, to_messages
 from bioreason.model.lm_head import add_compact_lm_head
 from bioreason.model.modeling_bioreason import MODALITY_KWARGS
 from bioreason.model.rollout import shared_prefix_logps
-from bioreason.training.common import AtomicCheckpointMixin, base_model, release_from_trainer
+from bioreason.training.common import (
+    AtomicCheckpointMixin,
+    ProjectorLearningRateMixin,
+    base_model,
+    release_from_trainer,
+)
 
 # The private GRPOTrainer methods the subclass overrides, with the parameters it relies on. TRL has no public hook for
 # inputs other than images (prompt tokenisation and the log-prob pass take image kwargs only; `rollout_func`, marked
@@ -65,7 +70,7 @@ def check_trl_contract(trainer_class: type = GRPOTrainer) -> None:
                                f"{expected} (tested with trl 1.16): pin trl>=1.16,<1.17")
 
 
-class BioGRPOTrainer(AtomicCheckpointMixin, GRPOTrainer):
+class BioGRPOTrainer(AtomicCheckpointMixin, ProjectorLearningRateMixin, GRPOTrainer):
     def __init__(self, *args, processor, cells=None, share_prompts: bool = True, **kwargs):
         check_trl_contract(GRPOTrainer)
         self.bio_processor = processor

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 from trl import SFTConfig, SFTTrainer
 
-from bioreason.training.common import AtomicCheckpointMixin, base_model, release_from_trainer
+from bioreason.training.common import (
+    AtomicCheckpointMixin,
+    ProjectorLearningRateMixin,
+    base_model,
+    release_from_trainer,
+)
 
 
-class BioSFTTrainer(AtomicCheckpointMixin, SFTTrainer):
+class BioSFTTrainer(AtomicCheckpointMixin, ProjectorLearningRateMixin, SFTTrainer):
     """SFTTrainer with atomic checkpoints and the LM head only on the assistant tokens, in fp32
     (`bioreason.model.lm_head`): TRL's loss and metrics code runs unchanged on a head that projects the ~10 labelled
     positions of a row instead of all ~180 (TRL does that only on Triton devices). The head stays fp32: one

@@ -6,7 +6,12 @@ K=16, LoRA r16) on antibody_chain with one candidate change each, scored on 64 +
 The JSON holds pipeline / model / data fields (as in recipes/configs/quickstart.yaml); `--variant` patches in a change
 the package does not ship, to measure it:
 - `projector-lr-10x`: the projectors in their own optimizer group at 10x the LoRA learning rate;
-- `rms-scaled`: every projected feature row rescaled to the RMS of the LLM's token embeddings.
+- `rms-scaled`: every projected feature row rescaled to the RMS of the LLM's token embeddings;
+- `standardized`: the encoder's features standardised per dimension with the train split's mean and standard
+  deviation (what the probe's StandardScaler does) before the projector (one modality).
+
+`projector-lr-10x` predates the stage setting `projector_learning_rate` (`"sft": {"projector_learning_rate": ...}`),
+which does the same in the package.
 Prints one `RESULT {...}` line with ID / OOD accuracy and per-class F1.
 """
 
@@ -55,15 +60,43 @@ def rms_scaled() -> None:
     BioReasonModel.get_modality_features = get_modality_features
 
 
+def standardized() -> None:
+    from bioreason.evaluation.baselines import pooled_features
+    from bioreason.training.common import base_model
+
+    baselines = pipeline.baseline_metrics
+
+    def baseline_metrics(model, processor, dataset, cells, data, bf16=False):
+        out = baselines(model, processor, dataset, cells, data, bf16=bf16)
+        inner = base_model(model).model
+        features = torch.from_numpy(pooled_features(inner, processor, [dict(r) for r in dataset["train"]], cells))
+        inner.feature_stats = (features.mean(0), features.std(0).clamp(min=1e-6))
+        return out
+
+    encode = BioReasonModel.encode
+
+    def standardized_encode(self, modality, values, mask):
+        emb, emb_mask = encode(self, modality, values, mask)
+        if getattr(self, "feature_stats", None) is not None:
+            mean, std = self.feature_stats
+            emb = (emb - mean.to(emb)) / std.to(emb)
+        return emb, emb_mask
+
+    pipeline.baseline_metrics = baseline_metrics
+    BioReasonModel.encode = standardized_encode
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("overrides", nargs="?", default="{}")
-    parser.add_argument("--variant", choices=["projector-lr-10x", "rms-scaled"])
+    parser.add_argument("--variant", choices=["projector-lr-10x", "rms-scaled", "standardized"])
     args = parser.parse_args()
     if args.variant == "projector-lr-10x":
         projector_lr(10.0)
     elif args.variant == "rms-scaled":
         rms_scaled()
+    elif args.variant == "standardized":
+        standardized()
     keep = ("n", "accuracy", "per_class_f1", "reliance")
     pipeline.strip = lambda metrics: {k: v for k, v in metrics.items() if k in keep}
     over = json.loads(args.overrides)
