@@ -553,6 +553,8 @@ def test_runs_that_agree_up_to_a_stage_share_it(tmp_path, task, model_dir, monke
     assert {**shared, "seconds": 0} == {**plain["stages"][0], "seconds": 0}
     assert "shared_from" not in first["stages"][0] and second["stages"][1]["name"] == "grpo"
     assert second["stages"][1]["id"] == plain["stages"][1]["id"]
+    stored = sorted(name for name in os.listdir(tmp_path / "stages") if not name.endswith(".lock"))
+    assert [name.split("-")[0] for name in stored] == ["sft"]  # the runs' last stage (GRPO) is not kept
     final, expected = weights(tmp_path / "second" / "final"), weights(tmp_path / "plain" / "final")
     assert final.keys() == expected.keys()
     for key, value in expected.items():

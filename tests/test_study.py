@@ -168,6 +168,7 @@ def test_runs_that_differ_only_in_rl_share_one_sft(tiny_setup, tmp_path):
     assert first == second
     table = study.harvest(out)
     assert table["sft_id_accuracy"].nunique() == 1 and set(table["axis_grpo.lora_r"]) == {2, 4}
+    assert not os.path.exists(os.path.join(out, "stage_cache"))  # removed once every run finished
 
 
 def test_local_jobs_run_side_by_side_with_a_share_of_the_cores(tiny_setup, tmp_path):

@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -188,6 +189,8 @@ def run_study(config_path: str, out: str, executor: str = "local", slurm: dict |
     else:
         raise ValueError(f"executor must be 'local' or 'submitit', got {executor!r}")
     table = harvest(out)
+    if not failures:  # every run finished: the shared stages (a merged model each) have served their purpose
+        shutil.rmtree(os.path.join(out, "stage_cache"), ignore_errors=True)
     return {"runs": len(runs), "ran": len(todo), "failed": failures, "harvested": len(table)}
 
 

@@ -283,7 +283,7 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
                 model, record = _train_stage(p, model_args, data, stage, model, processor, precision,
                                              evaluate, curve, budgets[stage])
                 stages.append(record)
-                if entry:
+                if entry and stage != p.stages[-1]:  # a run's last stage serves no later stage of another run
                     entry.store(model, processor, record, curve[first_point:])
         kill_point("stage-trained")
         state.finish_stage(stage, model, processor, stages=stages, curve=curve)  # stages[-1] is this stage

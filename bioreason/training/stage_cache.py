@@ -6,7 +6,8 @@ the settings of that stage and the ones before it; the second run can load it in
 halves a CPU study's SFT time. An entry is keyed by a hash of exactly those settings (`prefix_key`) and holds the merged
 model and the stage's record; `record.json` is written last, so an entry without it is not served. An exclusive
 `flock` per entry makes a second run wait for the first one's training instead of repeating it; the OS releases it
-however a process ends.
+however a process ends. A run stores every stage but its last (no later stage of another run starts from it), and
+`bioreason study run` removes the folder once every run has finished: each entry is a whole merged model.
 """
 
 from __future__ import annotations
