@@ -169,6 +169,11 @@ def test_runs_that_differ_only_in_rl_share_one_sft(tiny_setup, tmp_path):
     table = study.harvest(out)
     assert table["sft_id_accuracy"].nunique() == 1 and set(table["axis_grpo.lora_r"]) == {2, 4}
     assert not os.path.exists(os.path.join(out, "stage_cache"))  # removed once every run finished
+    seconds = dict(zip(table["run"], table["train_seconds"], strict=True))
+    shared_run = sorted(sft)[1]
+    with open(os.path.join(out, "runs", shared_run, "metrics.json"), encoding="utf-8") as fh:
+        grpo_seconds = json.load(fh)["stages"][1]["seconds"]
+    assert seconds[shared_run] == pytest.approx(grpo_seconds)  # the shared SFT counts for the run that trained it
 
 
 def test_local_jobs_run_side_by_side_with_a_share_of_the_cores(tiny_setup, tmp_path):

@@ -244,7 +244,9 @@ def harvest(out: str):
             row[f"{split}_reliance"] = final[split].get("reliance")
             for baseline_name, baseline in metrics.get("baselines", {}).items():  # the same records as the scores
                 row[f"{baseline_name}_{split}_accuracy"] = baseline.get(split, {}).get("accuracy")
-        row["train_seconds"] = sum(s["seconds"] for s in metrics["stages"] if s["name"] != "base")
+        # the time this run trained: a stage it loaded from the stage cache was trained (and counted) by another run
+        row["train_seconds"] = sum(s["seconds"] for s in metrics["stages"]
+                                   if s["name"] != "base" and "shared_from" not in s)
         rows.append(row)
         curve += curve_rows(run_dir, name, metrics)
     table = pd.DataFrame(rows)
