@@ -15,6 +15,7 @@ strand).
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from typing import Any
 
 import torch
@@ -45,6 +46,10 @@ class KmerFeaturizer(Featurizer):
         self.k = int(spec["k"])
         self.index = kmer_index(self.k, bool(spec.get("canonical", False)))
         self.width = max(self.index.values()) + 1
+        # each column's share of the 4^k k-mers, what a uniform-base sequence would show (on the CPU: a model built
+        # on the meta device asks for the width)
+        shares = Counter(self.index.values())
+        self.expected = torch.tensor([shares[c] / 4**self.k for c in range(self.width)], device="cpu")
 
     def __call__(self, items):
         seqs = require_strings(items, "dna")
@@ -58,8 +63,7 @@ class KmerFeaturizer(Featurizer):
             if not columns:
                 raise ValueError(f"dna input {i}: no {self.k}-mer without N in its {len(seq)} bases")
             counts = torch.bincount(torch.tensor(columns), minlength=self.width).float()
-            expected = torch.bincount(torch.tensor(list(self.index.values())), minlength=self.width).float()
-            values[i] = counts / len(columns) / (expected / 4**self.k) - 1
+            values[i] = counts / len(columns) / self.expected - 1
         return {"values": values, "mask": torch.ones_like(values, dtype=torch.bool)}
 
     def output_lengths(self, mask: torch.Tensor) -> list[int]:
@@ -80,11 +84,10 @@ class KmerEncoder(Encoder):
         if not isinstance(k, int) or not 1 <= k <= 8:
             raise ValueError(f"the kmer encoder's k must be an integer from 1 to 8, got {k!r}")
         self.options.setdefault("canonical", False)
-        self._width = max(kmer_index(k, self.options["canonical"]).values()) + 1
 
     @property
     def hidden_size(self) -> int:
-        return self._width
+        return self.featurizer_class(self.featurizer_spec()).width
 
     @classmethod
     def from_source(cls, source: str | None, **options: Any) -> KmerEncoder:

@@ -29,7 +29,7 @@ def prefix_key(key: dict, stages: list[str], stage: str, sections: dict, budgets
     before it (so a default spelled out and one left out agree)."""
     done = stages[: stages.index(stage) + 1]
     later_only = {"cpt", "sft", "grpo", "stages", "total_examples", "rl_fraction", "sft_examples", "rl_examples",
-                  "cpt_examples", "evaluate_base", "stage_cache"}
+                  "cpt_examples", "evaluate_base"}
     pipeline = {k: v for k, v in key["pipeline"].items() if k not in later_only}
     pipeline.update(stages=done, sections={s: sections[s] for s in done}, budgets={s: budgets[s] for s in done})
     prefix = {**key, "pipeline": pipeline, "format": FORMAT}

@@ -10,8 +10,7 @@ the package does not ship, to measure it:
 - `standardized`: the encoder's features standardised per dimension with the train split's mean and standard
   deviation (what the probe's StandardScaler does) before the projector (one modality).
 
-`projector-lr-10x` predates the stage setting `projector_learning_rate` (`"sft": {"projector_learning_rate": ...}`),
-which does the same in the package.
+`projector-lr-10x` sets the package's stage setting `sft.projector_learning_rate` to 10x the SFT learning rate.
 Prints one `RESULT {...}` line with ID / OOD accuracy and per-class F1.
 """
 
@@ -25,28 +24,7 @@ import torch
 
 import bioreason.recipes.pipeline as pipeline
 from bioreason.model.modeling_bioreason import BioReasonModel
-from bioreason.recipes import sft
 from bioreason.training.common import DataArguments, ModelArguments
-
-
-def projector_lr(multiplier: float) -> None:
-    create = sft.BioSFTTrainer.create_optimizer
-
-    def create_optimizer(self, model=None):
-        optimizer = create(self, model)
-        ids = {id(p) for n, p in self.model.named_parameters() if ".projectors." in n}
-        groups = []
-        for group in optimizer.param_groups:
-            mine = [p for p in group["params"] if id(p) in ids]
-            if mine:
-                group["params"] = [p for p in group["params"] if id(p) not in ids]
-                groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": mine,
-                               "lr": group["lr"] * multiplier})
-        for group in groups:
-            optimizer.add_param_group(group)
-        return optimizer
-
-    sft.BioSFTTrainer.create_optimizer = create_optimizer
 
 
 def rms_scaled() -> None:
@@ -91,9 +69,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="?", default="{}")
     parser.add_argument("--variant", choices=["projector-lr-10x", "rms-scaled", "standardized"])
     args = parser.parse_args()
-    if args.variant == "projector-lr-10x":
-        projector_lr(10.0)
-    elif args.variant == "rms-scaled":
+    if args.variant == "rms-scaled":
         rms_scaled()
     elif args.variant == "standardized":
         standardized()
@@ -105,6 +81,8 @@ def main() -> None:
     p = pipeline.PipelineArguments(**{"output_dir": "/tmp/bridge-exp", "stages": ["sft"], "evaluate_base": False,
                                       "save_model": False, "sft_examples": 256,
                                       "sft": {"learning_rate": 5e-4, "lora_r": 16}, "seed": 0, **over})
+    if args.variant == "projector-lr-10x":
+        p.sft = {**p.sft, "projector_learning_rate": 10 * pipeline.resolved_sections(p)["sft"]["learning_rate"]}
     start = time.time()
     metrics = pipeline.run(p, ModelArguments(**{"projector": "resampler", "num_queries": 16, **model}),
                            DataArguments(**{"max_eval_examples": 64, "use_reasoning": False, **data}))
