@@ -51,6 +51,7 @@ def probe(benchmark: str, epochs: int = 40) -> dict:
     x = {s: torch.from_numpy(np.stack([one_hot(r["dna"][0]) for r in dataset[s]])) for s in SPLITS}
     y = {s: torch.tensor([labels.index(a) for a in dataset[s]["answer"]]) for s in SPLITS}
     counts = torch.bincount(y["train"]).float()
+    class_weight = counts.sum() / counts / len(counts)  # each class weighs as much in the loss as the others
     model = SiteScanner(len(labels))
     optimizer = torch.optim.Adam(model.parameters(), 1e-3, weight_decay=1e-4)
     curve = {}
@@ -59,8 +60,7 @@ def probe(benchmark: str, epochs: int = 40) -> dict:
         order = torch.randperm(len(y["train"]))
         for start in range(0, len(order), 32):
             batch = order[start:start + 32]
-            loss = torch.nn.functional.cross_entropy(model(x["train"][batch]), y["train"][batch],
-                                                     weight=counts.sum() / counts / len(counts))
+            loss = torch.nn.functional.cross_entropy(model(x["train"][batch]), y["train"][batch], weight=class_weight)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
