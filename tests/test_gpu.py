@@ -80,3 +80,17 @@ def test_compact_lm_head_on_cuda_matches_full_head():
         mixed = model(**inputs, labels=labels, fused_lm_head=True)
     exact = model(**inputs, labels=labels, fused_lm_head=True)
     assert torch.allclose(exact.loss, full, atol=1e-5) and mixed.log_probs.dtype == torch.float32
+
+
+def test_features_cached_on_cpu_serve_the_model_on_cuda():
+    """The pipeline scores its baselines before the Trainer moves the model to CUDA: entries remembered then must come
+    back on the model's device (seen failing on an H200: "mat1 is on cpu" in the projector, docs/gpu/README.md)."""
+    model, processor = tiny_model("esm2", hidden=64)
+    model.enable_feature_cache()
+    inputs = processor(**prompt())
+    with torch.no_grad():
+        on_cpu = model(**inputs).logits
+        model = model.to("cuda")
+        on_cuda = model(**inputs.to("cuda")).logits
+    assert model.model.feature_cache.hits > 0
+    assert torch.allclose(on_cpu, on_cuda.cpu(), atol=1e-4)

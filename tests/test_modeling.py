@@ -285,3 +285,22 @@ def test_bf16_forward(tmp_path):
     model = model.to(torch.bfloat16)
     out = model(**processor(**prompt_for("enformer")))
     assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits.float()).all()
+
+
+def test_offline_loads_leave_hub_kernels_off_unless_asked(tmp_path, monkeypatch):
+    """transformers kernelizes loaded models by default and, on CUDA, resolves kernel repos on the hub; offline that
+    fails the load (seen on an H200). Offline, our loads pass use_kernels=False unless the caller chose."""
+    from huggingface_hub import constants
+
+    from bioreason.model.modeling_bioreason import offline_kernel_default
+
+    model, _ = tiny_model("esm2")
+    model.save_pretrained(tmp_path)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert offline_kernel_default({"dtype": "auto"}) == {"dtype": "auto", "use_kernels": False}
+    assert offline_kernel_default({"use_kernels": True}) == {"use_kernels": True}
+    loaded = BioReasonForCausalLM.from_pretrained(tmp_path)
+    assert loaded.use_kernels is False
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert offline_kernel_default({"dtype": "auto"}) == {"dtype": "auto"}

@@ -24,7 +24,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Genera
 
 from bioreason.encoders.base import Encoder, get_encoder_class, load_encoder
 from bioreason.model.configuration_bioreason import MODALITIES, BioReasonConfig, placeholder_tokens
-from bioreason.model.modeling_bioreason import BioReasonForCausalLM
+from bioreason.model.modeling_bioreason import BioReasonForCausalLM, offline_kernel_default
 from bioreason.model.processing_bioreason import BioReasonProcessor
 from bioreason.projectors.base import normalize_spec
 
@@ -123,7 +123,8 @@ def load_llm(source: str, dtype: torch.dtype | None = None, **kwargs: Any) -> tu
         if not os.path.exists(source):
             raise FileNotFoundError(f"GGUF file not found: {source}")
         source = _gguf_to_plain(source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32,
+                                                 **offline_kernel_default(kwargs))
     tokenizer = AutoTokenizer.from_pretrained(source)
     return model, tokenizer
 

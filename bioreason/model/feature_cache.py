@@ -116,10 +116,12 @@ class FeatureCache:
         return os.path.join(self.directory, key[:2], f"{key}.safetensors")
 
     def _get(self, key: str, device: torch.device) -> Entry | None:
+        """The entry on `device`: an entry remembered from a pass on another device (the baselines run before the
+        Trainer moves the model to CUDA) is moved, not handed back where it was computed."""
         entry = self._memory.get(key)
         if entry is not None:
             self._memory.move_to_end(key)
-            return entry
+            return entry[0].to(device), entry[1].to(device)
         if self.directory is None:
             return None
         entry = self._read(key, device)

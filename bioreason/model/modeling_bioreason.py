@@ -27,6 +27,20 @@ from bioreason.projectors.base import build_projector
 MODALITY_KWARGS = tuple(f"{m}_{k}" for m in MODALITIES for k in ("values", "mask"))
 
 
+def offline_kernel_default(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`from_pretrained` kwargs with `use_kernels=False` when the hub is offline and the caller did not choose.
+
+    transformers 5.25 kernelizes every loaded model by default, and on CUDA that resolves `kernels-community/*` repos
+    on the hub: offline, with no local copy, loading fails ("Version 2 of 'kernels-community/rotary' is not available
+    in the local cache"; seen on an H200, docs/gpu/README.md). The kernels are an optimisation; the torch path computes
+    the same function."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE and "use_kernels" not in kwargs:
+        return {**kwargs, "use_kernels": False}
+    return kwargs
+
+
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
     """requires_grad on floating-point parameters only: quantized (uint8) LLM weights can never require grad."""
     for param in module.parameters():
@@ -45,8 +59,9 @@ class BioReasonPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any):
-        """Loading replaces the parameters, so the saved freeze policy is applied again afterwards."""
-        model = super().from_pretrained(*args, **kwargs)
+        """Loading replaces the parameters, so the saved freeze policy is applied again afterwards. Offline, hub
+        kernels are off unless asked for (`offline_kernel_default`)."""
+        model = super().from_pretrained(*args, **offline_kernel_default(kwargs))
         model.apply_freeze_policy()
         return model
 
