@@ -9,7 +9,7 @@
     bioreason run {cpt,sft,grpo,pipeline} --help     (every config field: type, default, help)
     bioreason push RUN_DIR REPO_ID [--private] [--license L] [--dry-run --out DIR]
     bioreason card RUN_DIR [--repo-id ID] [--license L]
-    bioreason eval --model DIR --data DATASET_DIR [--splits id_test,ood_test] [--mode likelihood|generate] --out F
+    bioreason eval --model DIR --data DATASET_DIR [--splits validation,id_test,ood_test] [--max-examples N] --out F
     bioreason encoder init nucleotide_transformer OUT [--hidden-size N] [--layers N] [--heads N] [--seed S]
     bioreason cache {info,clear} [--dir DIR]
     bioreason study {plan CONFIG | run CONFIG --out DIR [--executor local|submitit] [--jobs N] | report DIR}
@@ -115,7 +115,8 @@ def cmd_data_build(args: argparse.Namespace) -> int:
             reasoning_column=args.reasoning_column, question=args.question,
             label_set=args.label_set.split(",") if args.label_set else None, split_column=args.split_column,
             ood_values=args.ood_values.split(",") if args.ood_values else None,
-            id_test_fraction=args.id_test_fraction, seed=args.seed, max_length=args.max_length,
+            id_test_fraction=args.id_test_fraction, validation_fraction=args.validation_fraction, seed=args.seed,
+            max_length=args.max_length,
             skip_unlabeled=args.skip_unlabeled, drop_leaked=args.drop_leaked, use_raw=args.use_raw,
             gene_vocab=args.gene_vocab,
             policy=AlphabetPolicy(iupac=args.iupac, ambiguous=args.ambiguous, lowercase=args.lowercase),
@@ -294,14 +295,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
     from bioreason.evaluation.evaluate import evaluate_model
+    from bioreason.evaluation.intervals import format_score
 
     results = evaluate_model(args.model, args.data, splits=args.splits.split(","), mode=args.mode,
                              max_examples=args.max_examples, ontology=args.ontology, bf16=args.bf16,
-                             baselines=args.baselines, reliance=args.baselines)
+                             baselines=args.baselines, reliance=args.baselines, normalization=args.normalization)
     with open(args.out, "w", encoding="utf-8") as fh:
         json.dump(results, fh, indent=2)
     for split, metrics in results["splits"].items():
-        print(f"{split}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float)))
+        print(f"{split} (n={metrics.get('n', 0)}): " + ", ".join(
+            f"{k} {format_score(metrics, k)}" for k in ("accuracy", "macro_f1", "reliance", "reliance_cross_label")
+            if metrics.get(k) is not None))
     for name, baseline in results.get("baselines", {}).items():
         print(f"{name} baseline: " + ", ".join(f"{split} accuracy {m['accuracy']:.3f}" for split, m in baseline.items()
                                                if isinstance(m, dict) and "accuracy" in m))
@@ -399,14 +403,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column")
     p.add_argument("--id-column", default="id")
     p.add_argument("--sequence-column", default="sequence")
-    p.add_argument("--group-column", help="records sharing this value never straddle train / id_test")
+    p.add_argument("--group-column", help="records sharing this value never straddle train / validation / id_test")
     p.add_argument("--reasoning-column", help="a column of reasoning traces for SFT")
     p.add_argument("--question", help="question template: <MODALITY> (e.g. <protein>) marks where the input goes "
                    "(prepended when absent), {labels} becomes the label set; default: built from --label-column")
     p.add_argument("--label-set", help="the closed answer set, comma-separated (default: the labels seen)")
     p.add_argument("--split-column")
     p.add_argument("--ood-values", help="comma-separated values of --split-column that form ood_test")
-    p.add_argument("--id-test-fraction", type=float, default=0.2)
+    p.add_argument("--id-test-fraction", type=float, default=0.2, help="share of the in-domain groups in id_test")
+    p.add_argument("--validation-fraction", type=float, default=0.1, help="share of the in-domain groups in "
+                   "validation, where configs and checkpoints are chosen (drawn after id_test, by group)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-length", type=int, help="skip (and count) longer sequences")
     p.add_argument("--skip-unlabeled", action="store_true", help="skip (and count) sequences without a label")
@@ -449,9 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="ID / OOD evaluation of a model on a task dataset")
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True, help="a task dataset folder (bioreason data build)")
-    p.add_argument("--splits", default="id_test,ood_test")
+    p.add_argument("--splits", default="validation,id_test,ood_test")
     p.add_argument("--mode", choices=["likelihood", "generate"], default="likelihood")
-    p.add_argument("--max-examples", type=int)
+    p.add_argument("--normalization", choices=["mean", "sum"], default="mean",
+                   help="likelihood scoring: mean (per-token) or summed log-probability of each label")
+    p.add_argument("--max-examples", type=int, help="score a fixed, label-stratified subset of this many records "
+                   "where a split is larger (default: every record)")
     p.add_argument("--ontology", help="an OBO file: multi-label F1 propagates labels up is_a / part_of")
     p.add_argument("--bf16", default="auto", choices=["auto", "true", "false"],
                    help="bf16 autocast: auto (default) where the device computes bf16 natively, else fp32")

@@ -10,9 +10,12 @@ from conftest import tiny_model
 from bioreason.data.balance import balanced_indices
 from bioreason.data.records import make_record
 from bioreason.evaluation.baselines import (
+    correct_of,
+    cross_label_donors,
     derangement,
     majority_label,
     majority_scores,
+    model_predictor,
     pooled_features,
     probe_scores,
     reliance_scores,
@@ -100,29 +103,71 @@ def test_swap_keeps_question_and_answer_and_takes_another_records_inputs():
         assert r["protein"] == recs[perm[i]]["protein"]
 
 
-def test_reliance_is_zero_for_a_model_whose_features_are_zeroed():
+def reader(records_: list[dict]):
+    """A toy model that reads its input perfectly: the label is the dominant residue of the sequence it is given."""
+    def predict(recs):
+        return ["alanine" if r["protein"][0].count("A") > r["protein"][0].count("W") else "tryptophan" for r in recs]
+
+    return predict
+
+
+def ignorer(recs):
+    """A toy model that never looks at its input: always the same answer."""
+    return ["alanine"] * len(recs)
+
+
+def test_cross_label_reliance_is_the_accuracy_of_a_reader_and_zero_for_an_ignorer():
+    recs = records(40, "id_test", 0)
+    predict = reader(recs)
+    real = correct_of(predict(recs), recs)
+    assert real.mean() == 1.0  # the toy reader is right on its own inputs
+    scores = reliance_scores(predict, recs, real, seed=0)
+    # every cross-label donor has the other dominant residue: each swapped answer turns wrong
+    assert scores["accuracy_swapped_cross_label"] == 0.0 and scores["reliance_cross_label"] == pytest.approx(1.0)
+    # any-donor swaps keep a same-label donor right about half the time: reliance is well below the accuracy
+    assert 0.2 < scores["reliance"] < 0.8
+    assert scores["reliance"] == pytest.approx(1.0 - scores["accuracy_swapped"])
+    assert scores["reliance_lo"] <= scores["reliance"] <= scores["reliance_hi"]
+    ignored = reliance_scores(ignorer, recs, correct_of(ignorer(recs), recs), seed=0)
+    assert ignored["reliance"] == 0.0 and ignored["reliance_cross_label"] == 0.0
+    assert ignored["reliance_cross_label_lo"] == ignored["reliance_cross_label_hi"] == 0.0
+
+
+def test_reliance_swaps_inputs_and_a_no_swap_would_be_caught():
+    """What the swapped pass sees: each record's question and answer with another record's input; a cross-label
+    donor always has another answer."""
+    recs = records(12, "id_test", 1)
+    seen = []
+
+    def spy(batch):
+        seen.append(batch)
+        return reader(recs)(batch)
+
+    reliance_scores(spy, recs, [1] * len(recs), seed=3)
+    anything, cross = seen
+    assert all(s["protein"] != r["protein"] and s["answer"] == r["answer"] for s, r in zip(anything, recs, strict=True))
+    donors = cross_label_donors(recs, seed=3)
+    assert all(recs[j]["answer"] != r["answer"] for r, j in zip(recs, donors, strict=True))
+    assert [s["protein"] for s in cross] == [recs[j]["protein"] for j in donors]
+
+
+def test_cross_label_reliance_is_none_where_a_split_has_one_label():
+    recs = [r for r in records(10, "ood_test", 0) if r["answer"] == "alanine"]
+    scores = reliance_scores(reader(recs), recs, [1] * len(recs))
+    assert scores["reliance_cross_label"] is None and "reliance" in scores
+
+
+def test_a_model_whose_features_are_zeroed_relies_on_nothing():
+    from bioreason.evaluation.scoring import correct_vector, evaluate_records
+
     model, processor = tiny_model("esm2")
     with torch.no_grad():
         for param in model.model.projectors["protein"].out.parameters():
             param.zero_()
     recs = records(8, "id_test", 0)
-    from bioreason.evaluation.scoring import evaluate_records
-
-    real = evaluate_records(model, processor, recs, progress=False)["accuracy"]
-    scores = reliance_scores(model, processor, recs, real)
-    assert scores == {"accuracy_swapped": real, "reliance": 0.0}
-
-
-def test_reliance_is_the_accuracy_lost_to_swapped_inputs():
-    """A model whose answer depends on its input: reliance = accuracy(real) - accuracy(swapped), computed here by
-    scoring the swapped records directly."""
-    model, processor = tiny_model("esm2")
-    recs = records(8, "id_test", 0)
-    from bioreason.evaluation.scoring import evaluate_records
-
-    real = evaluate_records(model, processor, recs, progress=False)["accuracy"]
-    swapped = evaluate_records(model, processor, swap_modality_inputs(recs), progress=False)["accuracy"]
-    assert reliance_scores(model, processor, recs, real) == {"accuracy_swapped": swapped, "reliance": real - swapped}
+    real = correct_vector(evaluate_records(model, processor, recs, progress=False)["predictions"])
+    scores = reliance_scores(model_predictor(model, processor), recs, real)
+    assert scores["reliance"] == 0.0 and scores["reliance_cross_label"] == 0.0
 
 
 def test_balanced_indices_draw_labels_in_equal_shares_and_repeat_a_rare_label_only_when_used_up():

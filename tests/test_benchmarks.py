@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -33,7 +34,7 @@ def test_benchmarks_cover_the_three_modalities():
 def test_benchmark_is_valid_split_and_carded(built, name):
     path, summary = built[name]
     assert check_task(path)["splits"] == summary["splits"]
-    for split in ("train", "id_test", "ood_test"):
+    for split in ("train", "validation", "id_test", "ood_test"):
         assert summary["splits"][split]["records"] > 0
     ds = load_from_disk(path)
     label_set = set(ds["train"][0]["label_set"])
@@ -41,9 +42,13 @@ def test_benchmark_is_valid_split_and_carded(built, name):
         assert set(ds[split]["answer"]) <= label_set
     assert set(ds["ood_test"]["answer"]) <= set(ds["train"]["answer"])  # OOD stays answerable
     train_groups, test_groups = set(ds["train"]["group"]), set(ds["id_test"]["group"])
+    validation_groups = set(ds["validation"]["group"])
     assert not train_groups & test_groups
+    assert not validation_groups & (train_groups | test_groups)  # drawn by group, like id_test
+    n_id_groups = len(train_groups | validation_groups | test_groups)  # after the leak check emptied some train groups
+    assert round(n_id_groups * 0.1) <= len(validation_groups) <= round(n_id_groups * 0.1 / 0.95) + 1
     modality = BENCHMARKS[name].modality
-    tested = {tuple(x) for split in ("id_test", "ood_test") for x in ds[split][modality]}
+    tested = {tuple(x) for split in ("validation", "id_test", "ood_test") for x in ds[split][modality]}
     assert not tested & {tuple(x) for x in ds["train"][modality]}
     assert all(r for r in ds["train"]["reasoning"])
     card = open(os.path.join(path, "DATA_CARD.md")).read()
@@ -132,8 +137,16 @@ def test_a_task_opens_by_folder_or_benchmark_name_and_a_benchmark_is_built_once(
     (tmp_path / "antibody_chain-seed0").mkdir()
     (tmp_path / "antibody_chain-seed0" / "partial.arrow").write_text("a killed build")
     dataset, cells = open_task("benchmark:antibody_chain", data_root=str(tmp_path))
-    assert builds == ["antibody_chain"] and set(dataset) == {"train", "id_test", "ood_test"} and cells is None
+    assert builds == ["antibody_chain"] and cells is None
+    assert set(dataset) == {"train", "validation", "id_test", "ood_test"}
     assert not (tmp_path / "antibody_chain-seed0" / "partial.arrow").exists()
     again, _ = open_task("benchmark:antibody_chain", data_root=str(tmp_path))
     by_folder, _ = open_task(str(tmp_path / "antibody_chain-seed0"))
     assert builds == ["antibody_chain"] and len(again["train"]) == len(by_folder["train"]) == len(dataset["train"])
+    # a cached build from before the validation split is a cache of ours: rebuilt, not refused
+    summary = tmp_path / "antibody_chain-seed0" / "summary.json"
+    old = json.loads(summary.read_text())
+    old["splits"].pop("validation")
+    summary.write_text(json.dumps(old))
+    rebuilt, _ = open_task("benchmark:antibody_chain", data_root=str(tmp_path))
+    assert builds == ["antibody_chain", "antibody_chain"] and "validation" in rebuilt

@@ -159,9 +159,10 @@ def build_fasta(tmp_path, seqs=PROTEINS, labels=None, **kw):
 def test_fasta_plus_labels_builds_a_loadable_dataset_dict(tmp_path):
     summary, opts = build_fasta(tmp_path, split_column="source", ood_values=["zoo"], seed=3)
     ds = load_from_disk(opts.out)
-    assert set(ds) == {"train", "id_test", "ood_test"}
+    assert set(ds) == {"train", "validation", "id_test", "ood_test"}
     assert sorted(ds["ood_test"]["id"]) == ["p6", "p7"]
-    assert len(ds["train"]) + len(ds["id_test"]) == 6 and len(ds["id_test"]) == 1
+    assert len(ds["train"]) + len(ds["validation"]) + len(ds["id_test"]) == 6 and len(ds["id_test"]) == 1
+    assert len(ds["validation"]) == 1  # round(6 x 0.1)
     row = ds["train"][0]
     assert row["question"].startswith("<protein>\n") and row["label_set"] == ["globin", "kinase"]
     assert row["protein"] == [PROTEINS[int(row["id"][1:])]]
@@ -318,6 +319,56 @@ def test_h5ad_errors(tmp_path, x, genes, kwargs, match):
         build_task(opts)
 
 
+def test_validation_is_drawn_by_group_after_id_test_and_its_fraction_is_range_checked(tmp_path):
+    seqs = [PROTEINS[i % len(PROTEINS)] + "A" * (i + 1) for i in range(40)]
+    labels = "id,family,grp\n" + "".join(f"p{i},{'globin' if i % 2 else 'kinase'},g{i // 4}\n" for i in range(40))
+    summary, opts = build_fasta(tmp_path, seqs=seqs, labels=labels, group_column="grp", validation_fraction=0.2,
+                                id_test_fraction=0.2)
+    ds = load_from_disk(opts.out)
+    groups = {split: set(ds[split]["group"]) for split in ("train", "validation", "id_test")}
+    assert len(groups["validation"]) == 2 and len(groups["id_test"]) == 2  # 10 groups x 0.2 each
+    assert not (groups["train"] & groups["validation"] or groups["train"] & groups["id_test"]
+                or groups["validation"] & groups["id_test"])
+    assert summary["splits"]["validation"]["records"] == 8
+    # id_test is the one it was before validation existed: the same permutation, id_test drawn first
+    (tmp_path / "v0").mkdir()
+    (tmp_path / "bad").mkdir()
+    _, without = build_fasta(tmp_path / "v0", seqs=seqs, labels=labels, group_column="grp", validation_fraction=0.0,
+                             id_test_fraction=0.2)
+    assert set(load_from_disk(without.out)["id_test"]["id"]) == set(ds["id_test"]["id"])
+    for kwargs, match in (({"validation_fraction": 1.5}, "--validation-fraction must be a number in"),
+                          ({"validation_fraction": float("nan")}, "--validation-fraction must be"),
+                          ({"id_test_fraction": -0.1}, "--id-test-fraction must be"),
+                          ({"id_test_fraction": 0.6, "validation_fraction": 0.5}, "leave no in-domain groups")):
+        with pytest.raises(BioReasonDataError, match=match):
+            build_fasta(tmp_path / "bad", **kwargs)
+
+
+def test_a_dataset_built_before_the_validation_split_gets_the_rebuild_command(tmp_path):
+    from datasets import DatasetDict
+
+    from bioreason.data.tasks import open_task
+
+    _, opts = build_fasta(tmp_path, split_column="source", ood_values=["zoo"])
+    ds = load_from_disk(opts.out)
+    old = str(tmp_path / "old")
+    DatasetDict({s: ds[s] for s in ("train", "id_test", "ood_test")}).save_to_disk(old)
+    with pytest.raises(BioReasonDataError, match="built before the validation split existed.*bioreason data build"):
+        check_task(old)
+    with pytest.raises(BioReasonDataError, match="built before the validation split existed"):
+        open_task(old)
+
+
+def test_check_refuses_a_group_in_two_in_domain_splits(tmp_path):
+    _, opts = build_fasta(tmp_path, split_column="source", ood_values=["zoo"])
+    ds = load_from_disk(opts.out)
+    moved = ds["id_test"].map(lambda r: {"group": ds["train"][0]["group"]})
+    ds["id_test"] = moved
+    ds.save_to_disk(str(tmp_path / "leaky"))
+    with pytest.raises(BioReasonDataError, match="is in both train and id_test"):
+        check_task(str(tmp_path / "leaky"))
+
+
 def test_check_rejects_a_tampered_dataset(tmp_path):
     _, opts = build_fasta(tmp_path, split_column="source", ood_values=["zoo"])
     ds = load_from_disk(opts.out)
@@ -346,6 +397,8 @@ def test_cli_build_and_check_and_error_without_traceback(tmp_path):
     assert summary["splits"]["ood_test"]["records"] == 2
     proc = run_cli("data", "check", out)
     assert proc.returncode == 0 and "OK" in proc.stdout
+    checked = json.loads(proc.stdout.split("\n", 1)[1])
+    assert set(checked["splits"]) == {"train", "validation", "id_test", "ood_test"}
     bad = write(tmp_path / "bad.fa", "MKT\n")
     proc = run_cli("data", "build", "--modality", "protein", "--fasta", bad, "--labels", csv, "--label-column",
                    "family", "--out", out)

@@ -75,16 +75,55 @@ def test_batched_likelihood_equals_one_record_at_a_time(projector):
     model, processor = tiny_model("esm2", projector=projector)
     model.eval()
     recs = varied_records()
-    batched = likelihood_scores(model, processor, recs)
+    batched = likelihood_scores(model, processor, recs, normalization="sum")
     for record, scores in zip(recs, batched, strict=True):
         reference = single_scores(model, processor, record)
         got = torch.tensor(scores)
         # fp32 sums of ~60 nats from a cached, left-padded prefill vs one full pass: equal to ~1e-5 relative
         assert torch.allclose(got - got[0], reference - reference[0], atol=1e-3), record["id"]
-        assert record["label_set"][int(got.argmax())] == predict_likelihood(model, processor, record)
-    metrics = evaluate_records(model, processor, recs, batch_size=3)
-    assert [p["prediction"] for p in metrics["predictions"]] == [predict_likelihood(model, processor, r)
-                                                                 for r in recs]
+        assert record["label_set"][int(got.argmax())] == predict_likelihood(model, processor, record,
+                                                                            normalization="sum")
+    for normalization in ("sum", "mean"):
+        metrics = evaluate_records(model, processor, recs, batch_size=3, normalization=normalization)
+        assert [p["prediction"] for p in metrics["predictions"]] == [
+            predict_likelihood(model, processor, r, normalization=normalization) for r in recs]
+
+
+def test_mean_normalised_scores_are_the_sums_over_each_labels_own_token_count():
+    import torch
+
+    from bioreason.evaluation.scoring import likelihood_scores
+
+    model, processor = tiny_model("esm2")
+    model.eval()
+    recs = varied_records()
+    sums = likelihood_scores(model, processor, recs, normalization="sum")
+    means = likelihood_scores(model, processor, recs, normalization="mean")
+    for record, s, m in zip(recs, sums, means, strict=True):
+        ratio = torch.tensor(s) / torch.tensor(m)  # the number of scored tokens per label row
+        assert torch.allclose(ratio, ratio.round(), atol=1e-3) and (ratio.round() >= 1).all()
+        if "T cell" in record["label_set"]:  # "T cell" and "T" differ in length: their token counts differ
+            counts = dict(zip(record["label_set"], ratio.round().tolist(), strict=True))
+            assert counts["T cell"] > counts["T"]
+
+
+def test_length_normalisation_picks_a_long_right_label_over_a_short_wrong_one():
+    """A model that gives each of the 6 tokens of the long right label probability 0.5 and the one token of the short
+    wrong label 0.2: summed, the long label loses (6 log 0.5 < log 0.2); per token, it wins. `combine_label_scores` is
+    the rule both scorers apply to a row's token log-probabilities."""
+    import math
+
+    import torch
+
+    from bioreason.evaluation.scoring import combine_label_scores
+
+    logps = torch.tensor([[math.log(0.5)] * 6, [math.log(0.2)] + [0.0] * 5])  # row 0: long right; row 1: short wrong
+    mask = torch.tensor([[True] * 6, [True] + [False] * 5])
+    assert int(combine_label_scores(logps, mask, "sum").argmax()) == 1
+    assert int(combine_label_scores(logps, mask, "mean").argmax()) == 0
+    assert combine_label_scores(logps, mask, "mean").tolist() == pytest.approx([math.log(0.5), math.log(0.2)])
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        combine_label_scores(logps, mask, "max")
 
 
 def test_batched_likelihood_encodes_each_record_once_and_reports_progress(capsys):

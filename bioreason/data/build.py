@@ -1,7 +1,8 @@
 """`bioreason data build`: a user's FASTA + labels, table or .h5ad -> a validated task dataset with honest splits.
 
-Splits: records whose `split_column` value is in `ood_values` go to `ood_test`; the rest are split into `train` and
-`id_test` by a seeded shuffle of their groups (a group never straddles splits; by default each record is its own group).
+Splits: records whose `split_column` value is in `ood_values` go to `ood_test`; the rest are split into `train`,
+`validation` and `id_test` by a seeded shuffle of their groups (a group never straddles splits; by default each record
+is its own group). Configs and checkpoints are chosen on `validation`; the test splits are scored for the record.
 Leakage: an input identical to one in a test split is reported, and removed from `train` with `drop_leaked`.
 Skips happen only through explicit policies (`max_length`, `skip_unlabeled`) and are counted in the summary.
 """
@@ -20,7 +21,14 @@ import numpy as np
 from bioreason.data.alphabets import AlphabetPolicy, clean_sequence
 from bioreason.data.errors import BioReasonDataError
 from bioreason.data.readers import read_fasta, read_h5ad, read_table, require_columns
-from bioreason.data.records import make_record, save_task, summarize, to_dataset_dict
+from bioreason.data.records import (
+    VALIDATION_FRACTION,
+    assign_id_splits,
+    make_record,
+    save_task,
+    summarize,
+    to_dataset_dict,
+)
 
 NOUNS = {"dna": "DNA sequence", "rna": "cell", "protein": "protein"}
 
@@ -44,6 +52,7 @@ class BuildOptions:
     split_column: str | None = None
     ood_values: list[str] | None = None
     id_test_fraction: float = 0.2
+    validation_fraction: float = VALIDATION_FRACTION
     seed: int = 0
     max_length: int | None = None
     skip_unlabeled: bool = False
@@ -236,14 +245,23 @@ def split_records(raws: list[Raw], opts: BuildOptions, source: str, notes: dict)
     else:
         notes["ood_test"] = "empty: no --split-column / --ood-values given"
     rest = [r for r in raws if r.id not in assignment]
-    groups = sorted({r.group or r.id for r in rest})
-    rng = np.random.default_rng(opts.seed)
-    order = [groups[i] for i in rng.permutation(len(groups))]
-    n_test = int(round(len(order) * opts.id_test_fraction))
-    test_groups = set(order[:n_test])
+    id_split = assign_id_splits([r.group or r.id for r in rest], opts.id_test_fraction, opts.validation_fraction,
+                                opts.seed)
     for r in rest:
-        assignment[r.id] = "id_test" if (r.group or r.id) in test_groups else "train"
+        assignment[r.id] = id_split[r.group or r.id]
     return assignment
+
+
+def check_fractions(opts: BuildOptions) -> None:
+    """`--id-test-fraction` and `--validation-fraction` are shares of the in-domain groups: each in [0, 1), together
+    below 1 so that train keeps some."""
+    for name, value in (("--id-test-fraction", opts.id_test_fraction),
+                        ("--validation-fraction", opts.validation_fraction)):
+        if not (isinstance(value, (int, float)) and np.isfinite(value) and 0 <= value < 1):
+            raise BioReasonDataError(None, None, f"{name} must be a number in [0, 1), got {value!r}")
+    if opts.id_test_fraction + opts.validation_fraction >= 1:
+        raise BioReasonDataError(None, None, f"--id-test-fraction {opts.id_test_fraction} + --validation-fraction "
+                                             f"{opts.validation_fraction} leave no in-domain groups for train")
 
 
 def column_phrase(label_column: str) -> tuple[str, bool]:
@@ -276,6 +294,7 @@ def build_task(opts: BuildOptions) -> dict:
     """Build, validate and save; returns the summary."""
     if opts.modality not in NOUNS:
         raise BioReasonDataError(None, None, f"--modality must be one of {sorted(NOUNS)}")
+    check_fractions(opts)
     notes: dict = {"task": opts.task, "modality": opts.modality, "skipped": {}}
     raws, source, cells = read_inputs(opts, notes)
     notes["source"] = os.path.basename(source)

@@ -4,7 +4,8 @@ A record: `id`, modality inputs (`dna` / `protein`: sequence strings; `rna`: cel
 `cells.h5ad`), `question` (with one `<dna>` / `<rna>` / `<protein>` marker per input), `answer`, `reasoning` ("" when
 absent), `label_set` (the closed answer set, [] for open tasks), `task`, `split`, and `group` (what must not straddle
 splits, e.g. the source matrix of a sampled binding site). A task dataset is a `datasets.DatasetDict` with splits
-`train`, `id_test`, `ood_test`, saved with `save_to_disk`, plus `summary.json` (and `cells.h5ad` for rna tasks).
+`train`, `validation`, `id_test`, `ood_test`, saved with `save_to_disk`, plus `summary.json` (and `cells.h5ad` for rna
+tasks).
 """
 
 from __future__ import annotations
@@ -18,9 +19,28 @@ from datasets import DatasetDict, Features, List, Value, load_from_disk
 
 from bioreason.data.errors import BioReasonDataError
 
-SPLITS = ("train", "id_test", "ood_test")
-# The held-out splits every score is reported on, by the short name metrics use ("id" / "ood").
-EVAL_SPLITS = {"id": "id_test", "ood": "ood_test"}
+SPLITS = ("train", "validation", "id_test", "ood_test")
+# The held-out splits every score is reported on, by the short name metrics use. `validation` is where configs,
+# checkpoints and a study's best run are chosen; `id_test` / `ood_test` are scored for the record, never chosen on.
+EVAL_SPLITS = {"validation": "validation", "id": "id_test", "ood": "ood_test"}
+TEST_SPLITS = {"id": "id_test", "ood": "ood_test"}
+VALIDATION_FRACTION = 0.1  # of the in-domain groups, drawn after id_test from the same permutation
+REBUILD_HINT = ("rebuild it: `bioreason data build ... --out DIR` with the options that built it (a bundled "
+                "benchmark: `bioreason data build --benchmark NAME --out DIR`, or delete the folder and "
+                "`benchmark:NAME` rebuilds it on next use)")
+
+
+def assign_id_splits(groups: list[str], id_test_fraction: float, validation_fraction: float,
+                     seed: int) -> dict[str, str]:
+    """In-domain group -> `id_test` / `validation` / `train`: one seeded permutation of the sorted unique groups; the
+    first `round(n x id_test_fraction)` go to id_test, the next `round(n x validation_fraction)` to validation. A
+    group never straddles splits, and id_test is the same set it was before validation existed."""
+    unique = sorted(set(groups))
+    order = [unique[i] for i in np.random.default_rng(seed).permutation(len(unique))]
+    n_test = int(round(len(order) * id_test_fraction))
+    n_val = int(round(len(order) * validation_fraction))
+    return {g: "id_test" if k < n_test else "validation" if k < n_test + n_val else "train"
+            for k, g in enumerate(order)}
 MODALITY_FIELDS = ("dna", "rna", "protein")
 FEATURES = Features({
     "id": Value("string"),
@@ -100,12 +120,16 @@ def check_task(path: str) -> dict:
         dataset = load_from_disk(path)
     except Exception as err:
         raise BioReasonDataError(path, None, f"not a saved task dataset ({type(err).__name__}: {err})") from None
+    if isinstance(dataset, DatasetDict) and set(dataset) == set(SPLITS) - {"validation"}:
+        raise BioReasonDataError(path, None, f"built before the validation split existed (splits {list(dataset)}); "
+                                             + REBUILD_HINT)
     if not isinstance(dataset, DatasetDict) or set(dataset) != set(SPLITS):
         raise BioReasonDataError(path, None, f"expected splits {list(SPLITS)}, found {list(dataset)}")
     missing = set(FEATURES) - set(dataset["train"].features)
     if missing:
         raise BioReasonDataError(path, None, f"records lack fields {sorted(missing)}")
     seen: dict[str, str] = {}
+    group_split: dict[str, str] = {}
     policy = AlphabetPolicy(iupac="keep", ambiguous="keep")
     cells = None
     for split in SPLITS:
@@ -116,6 +140,10 @@ def check_task(path: str) -> dict:
             seen[rid] = split
             if row["split"] != split:
                 raise BioReasonDataError(path, rid, f"split field {row['split']!r} but stored in {split}")
+            if split != "ood_test":  # in-domain splits are drawn by group: a group in two of them leaks
+                first = group_split.setdefault(row["group"], split)
+                if first != split:
+                    raise BioReasonDataError(path, rid, f"group {row['group']!r} is in both {first} and {split}")
             if row["label_set"] and row["answer"] not in row["label_set"]:
                 raise BioReasonDataError(path, rid, f"answer {row['answer']!r} is not in its label_set")
             for modality in MODALITY_FIELDS:

@@ -5,11 +5,13 @@ both open tasks here."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 
-from bioreason.data.records import load_cells
+from bioreason.data.errors import BioReasonDataError
+from bioreason.data.records import REBUILD_HINT, SPLITS, load_cells
 
 BENCHMARK_PREFIX = "benchmark:"
 
@@ -22,13 +24,22 @@ def task_folder(dataset: str, data_root: str = "runs/data", seed: int = 0) -> st
 
     name = dataset[len(BENCHMARK_PREFIX):]
     path = os.path.join(data_root, f"{name}-seed{seed}")
-    if not os.path.exists(os.path.join(path, "summary.json")):
+    if not _current(path):  # absent, or built before the validation split: a cache of ours, so rebuilt
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
         build_benchmark(name, staging, seed=seed)
         replace_dir(staging, path)  # an unfinished older build there is replaced whole
     return path
+
+
+def _current(path: str) -> bool:
+    """A finished benchmark build with every split of `SPLITS` (one built before `validation` existed is not)."""
+    summary = os.path.join(path, "summary.json")
+    if not os.path.exists(summary):
+        return False
+    with open(summary, encoding="utf-8") as fh:
+        return set(json.load(fh).get("splits", {})) == set(SPLITS)
 
 
 def replace_dir(src: str, dst: str) -> None:
@@ -49,7 +60,11 @@ def open_task(dataset: str, data_root: str = "runs/data", seed: int = 0):
 
     path = task_folder(dataset, data_root, seed)
     cells = load_cells(path) if os.path.exists(os.path.join(path, "cells.h5ad")) else None
-    return load_from_disk(path), cells
+    loaded = load_from_disk(path)
+    if "validation" not in loaded:
+        raise BioReasonDataError(path, None, f"built before the validation split existed (splits {list(loaded)}); "
+                                             + REBUILD_HINT)
+    return loaded, cells
 
 
 __all__ = ["open_task", "replace_dir", "task_folder"]

@@ -5,7 +5,12 @@
   It says what the encoder already knows; a model far below it does not read its encoder.
 - `reliance`: the model scored again with every example's modality inputs swapped for another example's of the same
   split (a fixed derangement), reported as accuracy(real) - accuracy(swapped). A model that ignores its encoder scores
-  the same on swapped inputs: reliance near 0.
+  the same on swapped inputs: reliance near 0. A donor of the same label leaves a reading model right, so a model
+  that reads its input fully still scores below its accuracy here;
+- `reliance_cross_label`: the same with every donor drawn from another label. A model that reads its input fully
+  scores about its accuracy (every swap turns a right answer wrong); one that ignores it about 0. This one separates
+  "reads weakly" from "reads fully".
+Both carry a bootstrap 95% interval over records (the per-record difference real - swapped is resampled).
 
 Features come through the model's own encoders (`BioReasonModel.encode`), so the feature cache serves them and a
 probe costs one encoder pass per unique input.
@@ -14,14 +19,18 @@ probe costs one encoder pass per unique input.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
-from bioreason.data.chat import modality_inputs
+from bioreason.data.chat import modality_inputs, normalize_label
 from bioreason.data.records import MODALITY_FIELDS
-from bioreason.evaluation.scoring import classification_metrics, evaluate_records
+from bioreason.evaluation.intervals import mean_interval
+from bioreason.evaluation.scoring import DEFAULT_NORMALIZATION, classification_metrics, evaluate_records
+
+# Answers for a list of records (a model's, or a toy's in tests): what the reliance passes score.
+Predict = Callable[[Sequence[dict]], list[str | None]]
 
 
 def majority_label(answers: Sequence[str]) -> str:
@@ -45,7 +54,8 @@ def majority_scores(train: Sequence[dict], splits: dict[str, Sequence[dict]]) ->
 def _metrics(predictions: Sequence[str], records: Sequence[dict]) -> dict:
     label_set = list(records[0]["label_set"]) if records[0].get("label_set") else sorted({r["answer"] for r in records})
     metrics = classification_metrics(predictions, [r["answer"] for r in records], label_set)
-    return {k: metrics[k] for k in ("n", "accuracy", "macro_f1")}
+    return {k: metrics[k] for k in ("n", "accuracy", "accuracy_lo", "accuracy_hi", "macro_f1", "macro_f1_lo",
+                                    "macro_f1_hi", "prediction_rate")}
 
 
 @torch.no_grad()
@@ -119,22 +129,68 @@ def derangement(n: int, seed: int = 0) -> list[int]:
     return out
 
 
-def swap_modality_inputs(records: Sequence[dict], seed: int = 0) -> list[dict]:
-    """Copies of `records` whose modality inputs come from another record of the list (`derangement`); question,
-    answer and label set stay."""
-    perm = derangement(len(records), seed)
-    return [{**r, **{m: records[j][m] for m in MODALITY_FIELDS if m in records[j]}} for r, j in zip(records, perm,
+def cross_label_donors(records: Sequence[dict], seed: int = 0) -> list[int] | None:
+    """For each record, a seeded random record of another label (whose input it will be given); None when some
+    record's label is the only one in the list (no donor exists)."""
+    labels = [normalize_label(r["answer"]) for r in records]
+    rng = np.random.default_rng(seed)
+    donors = []
+    for label in labels:
+        others = [j for j, other in enumerate(labels) if other != label]
+        if not others:
+            return None
+        donors.append(others[int(rng.integers(len(others)))])
+    return donors
+
+
+def with_inputs_of(records: Sequence[dict], donors: Sequence[int]) -> list[dict]:
+    """Copies of `records` whose modality inputs are those of `records[donors[i]]`; question, answer and label set
+    stay."""
+    return [{**r, **{m: records[j][m] for m in MODALITY_FIELDS if m in records[j]}} for r, j in zip(records, donors,
                                                                                                      strict=True)]
 
 
-def reliance_scores(model, processor, records: Sequence[dict], real_accuracy: float, mode: str = "likelihood",
-                    cells=None, seed: int = 0, desc: str = "reliance") -> dict:
-    """accuracy on swapped inputs and `reliance` = real - swapped."""
+def swap_modality_inputs(records: Sequence[dict], seed: int = 0) -> list[dict]:
+    """Copies of `records` whose modality inputs come from another record of the list (`derangement`)."""
+    return with_inputs_of(records, derangement(len(records), seed))
+
+
+def correct_of(predictions: Sequence[str | None], records: Sequence[dict]) -> np.ndarray:
+    """1 / 0 per record: whether the prediction is the record's answer."""
+    return np.array([int(p is not None and normalize_label(p) == normalize_label(r["answer"]))
+                     for p, r in zip(predictions, records, strict=True)])
+
+
+def model_predictor(model, processor, mode: str = "likelihood", cells=None, desc: str = "reliance",
+                    normalization: str = DEFAULT_NORMALIZATION) -> Predict:
+    """The model's answers for records, scored as `evaluate_records` scores them."""
+    def predict(records: Sequence[dict]) -> list[str | None]:
+        out = evaluate_records(model, processor, records, mode=mode, cells=cells, desc=desc,
+                               normalization=normalization)
+        return [p["prediction"] for p in out["predictions"]]
+
+    return predict
+
+
+def reliance_scores(predict: Predict, records: Sequence[dict], real_correct: Sequence[int], seed: int = 0) -> dict:
+    """`reliance` (any other record's input) and `reliance_cross_label` (another label's), each accuracy(real) -
+    accuracy(swapped) with its bootstrap interval, and the swapped accuracies. `real_correct`: 1 / 0 per record on
+    the real inputs. `reliance_cross_label` is None where a split holds one label only."""
     if len(records) < 2:
         return {}
-    swapped = evaluate_records(model, processor, swap_modality_inputs(records, seed), mode=mode, cells=cells,
-                               desc=desc)
-    return {"accuracy_swapped": swapped["accuracy"], "reliance": real_accuracy - swapped["accuracy"]}
+    real = np.asarray(real_correct, dtype=float)
+    out: dict = {}
+    for name, suffix, donors in (("reliance", "", derangement(len(records), seed)),
+                                 ("reliance_cross_label", "_cross_label", cross_label_donors(records, seed))):
+        if donors is None:
+            out[name] = None
+            continue
+        swapped = correct_of(predict(with_inputs_of(records, donors)), records)
+        difference = real - swapped
+        lo, hi = mean_interval(difference, seed)
+        out.update({f"accuracy_swapped{suffix}": float(swapped.mean()), name: float(difference.mean()),
+                    f"{name}_lo": lo, f"{name}_hi": hi})
+    return out
 
 
 BASELINE_STYLE = {"majority": ":", "probe": "--"}
@@ -150,5 +206,6 @@ def draw_baselines(ax, baselines: dict | None, keys: tuple[tuple[str, str], ...]
                            linewidth=1, label=f"{name} ({key.split('_')[0].upper()})")
 
 
-__all__ = ["baseline_scores", "derangement", "draw_baselines", "majority_label", "majority_scores", "pooled_features",
-           "probe_scores", "reliance_scores", "swap_modality_inputs"]
+__all__ = ["Predict", "baseline_scores", "correct_of", "cross_label_donors", "derangement", "draw_baselines",
+           "majority_label", "majority_scores", "model_predictor", "pooled_features", "probe_scores", "reliance_scores",
+           "swap_modality_inputs", "with_inputs_of"]

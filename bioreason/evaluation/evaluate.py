@@ -12,8 +12,10 @@ from collections.abc import Sequence
 import torch
 
 from bioreason.data.records import EVAL_SPLITS
-from bioreason.evaluation.baselines import baseline_scores, draw_baselines, reliance_scores
+from bioreason.evaluation.baselines import baseline_scores, draw_baselines, model_predictor, reliance_scores
 from bioreason.evaluation.scoring import (
+    DEFAULT_NORMALIZATION,
+    correct_vector,
     evaluate_records,
     multilabel_metrics,
     parse_obo,
@@ -24,10 +26,12 @@ from bioreason.evaluation.scoring import (
 
 def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = tuple(EVAL_SPLITS.values()),
                    mode: str = "likelihood", max_examples: int | None = None, ontology: str | None = None,
-                   bf16: bool | str = "auto", seed: int = 0, baselines: bool = True, reliance: bool = True) -> dict:
-    """Metrics per split and per-example predictions of a saved model on a task (a dataset folder, or
-    `benchmark:NAME`, built under runs/data on first use); with `reliance`, each split's modality reliance; with
-    `baselines`, the majority / probe baselines (`bioreason.evaluation.baselines`) on the same records."""
+                   bf16: bool | str = "auto", seed: int = 0, baselines: bool = True, reliance: bool = True,
+                   normalization: str = DEFAULT_NORMALIZATION) -> dict:
+    """Metrics per split (with 95% intervals and prediction rates) and per-example predictions of a saved model on a
+    task (a dataset folder, or `benchmark:NAME`, built under runs/data on first use); with `reliance`, each test
+    split's modality reliance (both kinds); with `baselines`, the majority / probe baselines
+    (`bioreason.evaluation.baselines`) on the same records."""
     from transformers import AutoModelForCausalLM, AutoProcessor
 
     import bioreason  # noqa: F401
@@ -50,10 +54,12 @@ def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = tuple(
             continue
         scored[split] = records
         with autocast:
-            metrics = evaluate_records(model, processor, records, mode=mode, cells=cells, desc=f"evaluate {split}")
-            if reliance:
-                metrics.update(reliance_scores(model, processor, records, metrics["accuracy"], mode=mode, cells=cells,
-                                               seed=seed, desc=f"reliance {split}"))
+            metrics = evaluate_records(model, processor, records, mode=mode, cells=cells, desc=f"evaluate {split}",
+                                       normalization=normalization)
+            if reliance and split != "validation":
+                predict = model_predictor(model, processor, mode=mode, cells=cells, desc=f"reliance {split}",
+                                          normalization=normalization)
+                metrics.update(reliance_scores(predict, records, correct_vector(metrics["predictions"]), seed=seed))
         predictions = metrics.pop("predictions")
         if parents is not None:
             metrics.update(multilabel_metrics([split_labels(p["prediction"]) for p in predictions],

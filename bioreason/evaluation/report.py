@@ -1,6 +1,8 @@
-"""`report.md` for a pipeline run: a table of ID / OOD metrics per stage with the baselines (majority class, a probe on
-the frozen encoder) as rows and the model's modality reliance as a column, and PNG plots (per-stage bars, and the
-every-N-steps curve when one was recorded) with the baselines drawn as lines."""
+"""`report.md` for a pipeline run: tables of validation / ID / OOD scores per stage with their 95% intervals, the
+baselines (majority class, a probe on the frozen encoder) as rows, the model's reliance on its input, each stage paired
+with the one before it on the same records, and the rate at which each label is predicted; PNG plots (per-stage bars
+with interval error bars, and the every-N-steps validation curve when one was recorded) with the baselines as lines.
+`stage_tables` is shared with the model card, so the two never disagree."""
 
 from __future__ import annotations
 
@@ -12,21 +14,30 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bioreason.evaluation.baselines import draw_baselines  # noqa: E402
+from bioreason.evaluation.intervals import format_difference, format_score  # noqa: E402
+
+SPLIT_NAMES = {"validation": "validation", "id": "ID", "ood": "OOD"}
+
+
+def _bars(ax, stages: list[dict], key: str, offset: float, width: float, label: str) -> None:
+    values = [s.get(key, {}).get("accuracy", 0) for s in stages]
+    errors = [[v - s.get(key, {}).get("accuracy_lo", v) for v, s in zip(values, stages, strict=True)],
+              [s.get(key, {}).get("accuracy_hi", v) - v for v, s in zip(values, stages, strict=True)]]
+    ax.bar([i + offset for i in range(len(stages))], values, width, yerr=errors, capsize=3, label=label)
 
 
 def write_report(out: str, metrics: dict) -> list[str]:
     stages = metrics["stages"]
     names = [s["name"] for s in stages]
     plots = []
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    width = 0.38
-    x = range(len(stages))
-    ax.bar([i - width / 2 for i in x], [s["id"].get("accuracy", 0) for s in stages], width, label="ID (id_test)")
-    ax.bar([i + width / 2 for i in x], [s["ood"].get("accuracy", 0) for s in stages], width, label="OOD (ood_test)")
-    ax.set_xticks(list(x), names)
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title("ID and OOD accuracy after each stage")
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    width = 0.27
+    for k, (key, label) in enumerate((("validation", "validation"), ("id", "ID (id_test)"), ("ood", "OOD (ood_test)"))):
+        _bars(ax, stages, key, (k - 1) * width, width, label)
+    ax.set_xticks(list(range(len(stages))), names)
+    ax.set_ylabel("accuracy (95% interval)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Accuracy after each stage")
     draw_baselines(ax, metrics.get("baselines"))
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -35,33 +46,29 @@ def write_report(out: str, metrics: dict) -> list[str]:
     plots.append("stages.png")
     if metrics.get("curve"):
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        for key, label in (("id", "ID"), ("ood", "OOD")):
-            ax.plot(range(len(metrics["curve"])), [c[key]["accuracy"] for c in metrics["curve"]], marker="o",
-                    label=label)
-        ax.set_xticks(range(len(metrics["curve"])), [f"{c['stage']}:{c['step']}" for c in metrics["curve"]],
-                      rotation=45)
-        ax.set_ylabel("accuracy")
+        points = metrics["curve"]
+        for key in ("validation", "id", "ood"):
+            if any("accuracy" in c.get(key, {}) for c in points):
+                acc = [c.get(key, {}).get("accuracy", float("nan")) for c in points]
+                lo = [c.get(key, {}).get("accuracy_lo", a) for c, a in zip(points, acc, strict=True)]
+                hi = [c.get(key, {}).get("accuracy_hi", a) for c, a in zip(points, acc, strict=True)]
+                ax.errorbar(range(len(points)), acc, yerr=[[a - b for a, b in zip(acc, lo, strict=True)],
+                                                          [b - a for a, b in zip(acc, hi, strict=True)]],
+                            marker="o", capsize=3, label=SPLIT_NAMES[key])
+        ax.set_xticks(range(len(points)), [f"{c['stage']}:{c['step']}" for c in points], rotation=45)
+        ax.set_ylabel("accuracy (95% interval)")
         draw_baselines(ax, metrics.get("baselines"))
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(os.path.join(out, "curve.png"), dpi=120)
         plt.close(fig)
         plots.append("curve.png")
-    rows = [_row(s["name"], s["steps"], s["seconds"], s["id"], s["ood"]) for s in stages]
-    rows += [_row(f"*{name} baseline*", "", "", b.get("id", {}), b.get("ood", {}))
-             for name, b in metrics.get("baselines", {}).items()]
     budget = metrics.get("budget", {})
     text = (
         "# Pipeline report\n\n"
-        + (f"Budget: {budget}\n\n" if budget else "")
-        + "Reliance: accuracy minus accuracy with every example's encoder input swapped for another example's "
-          "(near 0: the model ignores its encoder). Baselines: the train split's majority label; a logistic regression "
-          "on the frozen encoder's mean-pooled features, fit on the train split.\n\n"
-        + "| stage | steps | seconds | ID accuracy | ID macro-F1 | ID reliance | OOD accuracy | OOD macro-F1 | "
-          "OOD reliance |\n"
-        + "|---|---|---|---|---|---|---|---|---|\n"
-        + "\n".join(rows)
-        + "\n\n"
+        + ("| budget | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in budget.items()) + "\n"
+           if budget else "")
+        + stage_tables(metrics)
         + "\n".join(f"![{p}]({p})" for p in plots)
         + "\n"
     )
@@ -70,10 +77,40 @@ def write_report(out: str, metrics: dict) -> list[str]:
     return plots
 
 
-def _row(name: str, steps, seconds, id_metrics: dict, ood_metrics: dict) -> str:
-    def cell(metrics: dict, key: str) -> str:
-        return f"{metrics[key]:.3f}" if key in metrics else "-"
-
-    return (f"| {name} | {steps} | {seconds} | {cell(id_metrics, 'accuracy')} | {cell(id_metrics, 'macro_f1')} | "
-            f"{cell(id_metrics, 'reliance')} | {cell(ood_metrics, 'accuracy')} | {cell(ood_metrics, 'macro_f1')} | "
-            f"{cell(ood_metrics, 'reliance')} |")
+def stage_tables(metrics: dict) -> str:
+    """Markdown: scores with intervals (and the baselines), reliance, paired stage-vs-previous differences and
+    prediction rates, each table with the record counts it rests on."""
+    stages = metrics["stages"]
+    baselines = metrics.get("baselines", {})
+    counts = ", ".join(f"{SPLIT_NAMES[k]} n={stages[0].get(k, {}).get('n', 0)}" for k in SPLIT_NAMES) if stages else ""
+    rows = [f"| {s['name']} | {s.get('steps', '')} | {s.get('seconds', '')} | "
+            + " | ".join(format_score(s.get(k, {}), m) for k in SPLIT_NAMES for m in ("accuracy", "macro_f1")) + " |"
+            for s in stages]
+    rows += [f"| *{name} baseline* | | | "
+             + " | ".join(format_score(b.get(k, {}), m) for k in SPLIT_NAMES for m in ("accuracy", "macro_f1")) + " |"
+             for name, b in baselines.items()]
+    text = (f"Scores with 95% intervals (accuracy: Wilson; macro-F1: bootstrap over records); {counts}. Configs and "
+            "checkpoints are chosen on validation; the test splits are for the record.\n\n"
+            "| stage | steps | seconds | validation accuracy | validation macro-F1 | ID accuracy | ID macro-F1 | "
+            "OOD accuracy | OOD macro-F1 |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n")
+    reliance = [f"| {s['name']} | " + " | ".join(format_score(s.get(k, {}), m) for k in ("id", "ood")
+                                                 for m in ("reliance", "reliance_cross_label")) + " |" for s in stages]
+    text += ("Reliance: accuracy minus accuracy with each record's input swapped for another record's (near 0: the "
+             "model ignores its input). Cross-label: the donor always has another label, so a model that reads its "
+             "input fully scores about its accuracy. Intervals: bootstrap over records.\n\n"
+             "| stage | ID reliance | ID cross-label | OOD reliance | OOD cross-label |\n|---|---|---|---|---|\n"
+             + "\n".join(reliance) + "\n\n")
+    paired = [f"| {s['name']} vs {s['vs_previous'][next(iter(s['vs_previous']))]['stage']} | "
+              + " | ".join(format_difference(s["vs_previous"][k]) if k in s["vs_previous"] else "-"
+                           for k in SPLIT_NAMES) + " |"
+              for s in stages if s.get("vs_previous")]
+    if paired:
+        text += ("Each stage against the one before it, on the same records: the accuracy difference with its paired "
+                 "bootstrap 95% interval and the exact McNemar p-value.\n\n"
+                 "| comparison | validation | ID | OOD |\n|---|---|---|---|\n" + "\n".join(paired) + "\n\n")
+    rates = [f"| {s['name']} | " + " | ".join(
+        ", ".join(f"{label} {rate:.2f}" for label, rate in s.get(k, {}).get("prediction_rate", {}).items()) or "-"
+        for k in SPLIT_NAMES) + " |" for s in stages]
+    text += ("How often each label is predicted (a collapse to one answer shows here).\n\n"
+             "| stage | validation | ID | OOD |\n|---|---|---|---|\n" + "\n".join(rates) + "\n\n")
+    return text

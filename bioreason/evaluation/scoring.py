@@ -1,11 +1,15 @@
 """In-domain / out-of-domain evaluation of a BioReason model on a task dataset.
 
 Two scorers over the closed `label_set`:
-- `likelihood`: the label whose `<answer>label</answer>` continuation has the highest summed log-probability after the
-  prompt and an empty think block (cheap, no sampling, robust for small models);
+- `likelihood`: the label whose `<answer>label</answer>` continuation has the highest log-probability after the
+  prompt and an empty think block (cheap, no sampling, robust for small models). `normalization` says how a row's
+  token log-probabilities combine: `mean` (per token; the default) or `sum`. A sum favours labels of fewer tokens
+  before the model reads anything ("bHLH" over "C2H2 zinc finger"); docs/EVALUATION.md has the measurement;
 - `generate`: greedy generation parsed by `bioreason.data.chat.parse_answer` (the parser rewards use), which also
   gives the answer-format rate.
-Metrics: accuracy, macro-F1 and per-class F1 over the label set (an unparseable answer counts as wrong).
+Metrics: accuracy (95% Wilson interval), macro-F1 (95% bootstrap interval), per-class F1 and the rate at which each
+label is predicted (a collapse to one answer shows at a glance) over the label set; an unparseable answer counts as
+wrong. Held-out splits are scored whole, or as a fixed, label-stratified subset (`sample_split`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,17 @@ import torch
 from bioreason.data.chat import modality_inputs, normalize_label, parse_answer, to_messages
 
 EMPTY_THINK = "<think>\n\n</think>\n<answer>"
+NORMALIZATIONS = ("mean", "sum")
+DEFAULT_NORMALIZATION = "mean"
+
+
+def combine_label_scores(logps: torch.Tensor, mask: torch.Tensor, normalization: str) -> torch.Tensor:
+    """One score per label row from its token log-probabilities `[rows, T]` over the scored positions `mask`: their
+    sum, or their mean (`normalization="mean"`), which does not favour labels of fewer tokens."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {list(NORMALIZATIONS)}, got {normalization!r}")
+    total = (logps * mask).sum(-1)
+    return total / mask.sum(-1).clamp(min=1) if normalization == "mean" else total
 
 
 def prompt_text(processor, record: dict) -> str:
@@ -27,7 +42,7 @@ def prompt_text(processor, record: dict) -> str:
 
 
 @torch.no_grad()
-def predict_likelihood(model, processor, record: dict, cells=None) -> str:
+def predict_likelihood(model, processor, record: dict, cells=None, normalization: str = DEFAULT_NORMALIZATION) -> str:
     """One record at a time, every label row through the whole model and a full-vocabulary log-softmax at every
     position: the reference that `likelihood_scores` (batched, prompt once per record) is tested and benchmarked
     against."""
@@ -37,13 +52,14 @@ def predict_likelihood(model, processor, record: dict, cells=None) -> str:
     repeated = {m: v * len(labels) for m, v in items.items()}
     texts = [prefix + label + "</answer>" for label in labels]
     batch = processor(text=texts, padding_side="right", **repeated).to(model.device)
-    n_prefix = processor(text=[prefix], padding_side="right", **items)["input_ids"].shape[1]
+    rows = [ids[m.bool()].tolist() for ids, m in zip(batch["input_ids"], batch["attention_mask"], strict=True)]
+    # the first scored token: where the label rows start to differ (a token merged across the boundary included)
+    first = max(min(_common_prefix(rows), min(len(r) for r in rows) - 1), 1)
     logits = model(**batch).logits.float()
     logps = torch.log_softmax(logits[:, :-1], -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
     mask = batch["attention_mask"][:, 1:].bool().clone()
-    mask[:, : n_prefix - 2] = False  # score the continuation (and a token merged across the boundary, if any)
-    scores = (logps * mask).sum(-1)
-    return labels[int(scores.argmax())]
+    mask[:, : first - 1] = False  # logps[:, k] is token k + 1's
+    return labels[int(combine_label_scores(logps, mask, normalization).argmax())]
 
 
 def batch_items(records: Sequence[dict], cells=None) -> dict[str, list]:
@@ -76,20 +92,24 @@ def _pad_rows(rows: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor
 
 
 @torch.no_grad()
-def likelihood_scores(model, processor, records: Sequence[dict], cells=None) -> list[list[float]]:
-    """For each record, the summed log-probability of each label's `label</answer>` continuation after its prompt and
-    an empty think block, with the records in one batch and no prompt work repeated.
+def likelihood_scores(model, processor, records: Sequence[dict], cells=None,
+                      normalization: str = DEFAULT_NORMALIZATION) -> list[list[float]]:
+    """For each record, the mean (or summed, `normalization="sum"`) log-probability of each label's `label</answer>`
+    continuation after its prompt and an empty think block, with the records in one batch and no prompt work
+    repeated.
 
     Three passes share one KV cache: the text every prompt of the batch starts with (system prompt and the start of
     the user turn, up to the first modality token) runs once; each record's own prompt (its encoder features and
     question) runs once, left-padded after it; each label row runs only its continuation on a copy of its record's
     cache. The LM head projects only the scored positions, in fp32 (`bioreason.model.lm_head.token_logprobs`). A
-    row's score sums the tokens after the longest token prefix the record's label rows share, so labels compare on what
-    differs (a token merged across the prompt / label boundary is scored). Argmax and score differences equal
-    `predict_likelihood`'s."""
+    row's score combines the tokens after the longest token prefix the record's label rows share, so labels compare on
+    what differs (a token merged across the prompt / label boundary is scored). Scores equal `predict_likelihood`'s
+    (up to float error) under either normalization."""
     from bioreason.model.lm_head import token_logprobs
     from bioreason.model.rollout import generation_position_ids
 
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {list(NORMALIZATIONS)}, got {normalization!r}")
     for r in records:
         if not r.get("label_set"):
             raise ValueError(f"record {r.get('id')!r} has no label_set: likelihood scoring ranks a closed set of "
@@ -140,7 +160,8 @@ def likelihood_scores(model, processor, records: Sequence[dict], cells=None) -> 
     scored = cont_mask[:, 1:].bool()
     head = model.get_output_embeddings()
     logps = token_logprobs(hidden[:, :-1][scored], head.weight, head.bias, cont_ids[:, 1:][scored])["log_probs"]
-    per_row = logps.new_zeros(scored.shape).masked_scatter(scored, logps).sum(-1).tolist()
+    per_token = logps.new_zeros(scored.shape).masked_scatter(scored, logps)
+    per_row = combine_label_scores(per_token, scored, normalization).tolist()
     return [per_row[firsts[i]: firsts[i] + len(labels)] for i, labels in enumerate(label_sets)]
 
 
@@ -153,8 +174,13 @@ def predict_generate(model, processor, records: Sequence[dict], cells=None, max_
     return processor.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def classification_metrics(predictions: Sequence[str | None], golds: Sequence[str], label_set: Sequence[str]) -> dict:
-    """Accuracy, macro-F1 and per-class F1 (`None` predictions are wrong for every class)."""
+def classification_metrics(predictions: Sequence[str | None], golds: Sequence[str], label_set: Sequence[str],
+                           seed: int = 0) -> dict:
+    """Accuracy with its Wilson interval, macro-F1 with its bootstrap interval (`seed`), per-class F1, and
+    `prediction_rate`: the share of records given each label (`None` predictions, wrong for every class, are counted
+    under "(none)")."""
+    from bioreason.evaluation.intervals import macro_f1_interval, wilson_interval
+
     golds_n = [normalize_label(g) for g in golds]
     preds_n = [normalize_label(p) if p is not None else None for p in predictions]
     per_class = {}
@@ -165,19 +191,38 @@ def classification_metrics(predictions: Sequence[str | None], golds: Sequence[st
         fn = sum(p != lab and g == lab for p, g in zip(preds_n, golds_n, strict=True))
         per_class[label] = 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
     present = [lab for lab in label_set if normalize_label(lab) in golds_n]
+    n = len(golds_n)
+    hits = sum(p == g for p, g in zip(preds_n, golds_n, strict=True))
+    ids = {normalize_label(lab): i for i, lab in enumerate(label_set)}
+    gold_ids = np.array([ids.get(g, -2) for g in golds_n], dtype=int)
+    pred_ids = np.array([ids.get(p, -1) if p is not None else -1 for p in preds_n], dtype=int)
+    accuracy_lo, accuracy_hi = wilson_interval(hits, n)
+    macro_lo, macro_hi = macro_f1_interval(pred_ids, gold_ids, len(label_set), seed=seed)
+    rates = {label: sum(p == normalize_label(label) for p in preds_n) / n if n else 0.0 for label in label_set}
+    other = 1.0 - sum(rates.values()) if n else 0.0
+    if other > 1e-12:
+        rates["(none)"] = other
     return {
-        "n": len(golds_n),
-        "accuracy": float(np.mean([p == g for p, g in zip(preds_n, golds_n, strict=True)])) if golds_n else 0.0,
+        "n": n,
+        "accuracy": hits / n if n else 0.0, "accuracy_lo": accuracy_lo, "accuracy_hi": accuracy_hi,
         "macro_f1": float(np.mean([per_class[lab] for lab in present])) if present else 0.0,
+        "macro_f1_lo": macro_lo, "macro_f1_hi": macro_hi,
         "per_class_f1": per_class,
+        "prediction_rate": rates,
     }
+
+
+def correct_vector(predictions: Sequence[dict]) -> list[int]:
+    """1 / 0 per record of `evaluate_records`' predictions: the input of paired comparisons and reliance."""
+    return [int(p["prediction"] is not None and normalize_label(p["prediction"]) == normalize_label(p["answer"]))
+            for p in predictions]
 
 
 def evaluate_records(model, processor, records: Sequence[dict], mode: str = "likelihood", cells=None,
                      batch_size: int = 8, max_new_tokens: int = 64, desc: str = "evaluate",
-                     progress: bool = True) -> dict:
+                     progress: bool = True, normalization: str = DEFAULT_NORMALIZATION) -> dict:
     """Metrics and per-example predictions for a list of records, `batch_size` records at a time, with a progress
-    bar over examples (`desc` names it)."""
+    bar over examples (`desc` names it). `normalization`: how likelihood scoring combines a label's tokens."""
     from tqdm.auto import tqdm
 
     if mode not in ("likelihood", "generate"):
@@ -191,7 +236,8 @@ def evaluate_records(model, processor, records: Sequence[dict], mode: str = "lik
             for start in range(0, len(records), batch_size):
                 chunk = records[start: start + batch_size]
                 if mode == "likelihood":
-                    for record, scores in zip(chunk, likelihood_scores(model, processor, chunk, cells), strict=True):
+                    scored = likelihood_scores(model, processor, chunk, cells, normalization=normalization)
+                    for record, scores in zip(chunk, scored, strict=True):
                         predictions.append(list(record["label_set"])[max(range(len(scores)), key=scores.__getitem__)])
                 else:
                     parsed = [parse_answer(t) for t in predict_generate(model, processor, chunk, cells,
@@ -211,10 +257,23 @@ def evaluate_records(model, processor, records: Sequence[dict], mode: str = "lik
 
 
 def sample_split(dataset, split: str, max_examples: int | None, seed: int = 0) -> list[dict]:
+    """The records of `split` to score: all of them, or, where the split holds more than `max_examples`, a fixed
+    label-stratified subset of that size (each label keeps its share, largest remainders first; seeded), in the
+    split's order. The same `seed` gives the same records to every model, so their scores pair."""
     ds = dataset[split]
-    if max_examples is not None and len(ds) > max_examples:
-        ds = ds.shuffle(seed=seed).select(range(max_examples))
-    return [dict(r) for r in ds]
+    if max_examples is None or len(ds) <= max_examples:
+        return [dict(r) for r in ds]
+    answers = ds["answer"]
+    by_label: dict[str, list[int]] = {}
+    for i, answer in enumerate(answers):
+        by_label.setdefault(answer, []).append(i)
+    exact = {label: len(rows) * max_examples / len(ds) for label, rows in by_label.items()}
+    take = {label: int(share) for label, share in exact.items()}
+    for label in sorted(exact, key=lambda lab: (-(exact[lab] - take[lab]), lab))[: max_examples - sum(take.values())]:
+        take[label] += 1
+    rng = np.random.default_rng(seed)
+    chosen = sorted(i for label in sorted(by_label) for i in rng.permutation(by_label[label])[: take[label]])
+    return [dict(r) for r in ds.select(chosen)]
 
 
 # Multi-label tasks with an ontology (GO-style) -----------------------------------------------------------------------
@@ -266,5 +325,6 @@ def multilabel_metrics(predictions: Sequence[set[str]], golds: Sequence[set[str]
     return {"multilabel_micro_f1": micro, "multilabel_example_f1": float(np.mean(per_example)) if per_example else 0.0}
 
 
-__all__ = ["classification_metrics", "evaluate_records", "likelihood_scores", "multilabel_metrics", "parse_obo",
+__all__ = ["DEFAULT_NORMALIZATION", "NORMALIZATIONS", "classification_metrics", "combine_label_scores",
+           "correct_vector", "evaluate_records", "likelihood_scores", "multilabel_metrics", "parse_obo",
            "predict_generate", "predict_likelihood", "propagate", "sample_split", "split_labels"]

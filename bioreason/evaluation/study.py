@@ -194,7 +194,10 @@ def run_study(config_path: str, out: str, executor: str = "local", slurm: dict |
     return {"runs": len(runs), "ran": len(todo), "failed": failures, "harvested": len(table)}
 
 
-CURVE_COLUMNS = ["run", "stage", "step", "examples", "id_accuracy", "ood_accuracy", "id_reliance", "ood_reliance"]
+CURVE_SPLITS = ("validation", "id", "ood")
+CURVE_COLUMNS = ["run", "stage", "step", "examples",
+                 *(f"{split}_{m}" for split in CURVE_SPLITS for m in ("accuracy", "reliance"))]
+SCORED = ("accuracy", "macro_f1", "reliance", "reliance_cross_label")  # with their _lo / _hi where a run has them
 
 
 def curve_rows(run_dir: str, name: str, metrics: dict) -> list[dict]:
@@ -211,13 +214,14 @@ def curve_rows(run_dir: str, name: str, metrics: dict) -> list[dict]:
                 "grpo": grpo["per_device_train_batch_size"] // grpo["num_generations"],
                 "cpt": pipeline["cpt"]["per_device_train_batch_size"]}
     return [{"run": name, "stage": p["stage"], "step": p["step"], "examples": p["step"] * per_step.get(p["stage"], 1),
-             **{f"{split}_{m}": p.get(split, {}).get(m) for split in ("id", "ood") for m in ("accuracy", "reliance")}}
+             **{f"{split}_{m}": p.get(split, {}).get(m) for split in CURVE_SPLITS for m in ("accuracy", "reliance")}}
             for p in points]
 
 
 def harvest(out: str):
-    """One row per finished run: its axes and key config values, then ID / OOD metrics after each stage and final;
-    the runs' periodic evaluations go to `curve.csv`, one row a point."""
+    """One row per finished run: its axes and key config values, then validation / ID / OOD metrics after each stage
+    and final, each with its 95% interval (`*_lo`, `*_hi`); the runs' periodic evaluations go to `curve.csv`, one row
+    a point. A study's best run is chosen on `validation_accuracy`."""
     import pandas as pd
 
     rows, curve = [], []
@@ -232,18 +236,16 @@ def harvest(out: str):
             axes = json.load(fh)
         row = {"run": name, **{f"axis_{k}": v for k, v in axes.items()}, **metrics.get("budget", {})}
         row["stages"] = "+".join(s["name"] for s in metrics["stages"] if s["name"] != "base")
-        for stage in metrics["stages"]:
-            for split in ("id", "ood"):
-                for metric in ("accuracy", "macro_f1", "reliance"):
-                    if metric in stage.get(split, {}):
-                        row[f"{stage['name']}_{split}_{metric}"] = stage[split][metric]
         final = [s for s in metrics["stages"] if s["name"] != "base"][-1]
-        for split in ("id", "ood"):
-            row[f"{split}_accuracy"] = final[split].get("accuracy")
-            row[f"{split}_macro_f1"] = final[split].get("macro_f1")
-            row[f"{split}_reliance"] = final[split].get("reliance")
+        for prefix, stage in [*((f"{s['name']}_", s) for s in metrics["stages"]), ("", final)]:
+            for split in ("validation", "id", "ood"):
+                for key in (f"{m}{end}" for m in SCORED for end in ("", "_lo", "_hi")):
+                    if key in stage.get(split, {}):
+                        row[f"{prefix}{split}_{key}"] = stage[split][key]
+        for split in ("validation", "id", "ood"):
             for baseline_name, baseline in metrics.get("baselines", {}).items():  # the same records as the scores
-                row[f"{baseline_name}_{split}_accuracy"] = baseline.get(split, {}).get("accuracy")
+                for end in ("", "_lo", "_hi"):
+                    row[f"{baseline_name}_{split}_accuracy{end}"] = baseline.get(split, {}).get(f"accuracy{end}")
         # the time this run trained: a stage it loaded from the stage cache was trained (and counted) by another run
         row["train_seconds"] = sum(s["seconds"] for s in metrics["stages"]
                                    if s["name"] != "base" and "shared_from" not in s)

@@ -9,6 +9,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 
 from bioreason.data.records import EVAL_SPLITS
+from bioreason.evaluation.report import stage_tables
 
 TEMPLATES = Path(__file__).resolve().parent / "model_cards"
 MODALITY_TAGS = {"dna": "genomics", "rna": "transcriptomics", "protein": "proteomics"}
@@ -83,7 +84,7 @@ def trained_card(model, metrics: dict, dataset_name: str, repo_id: str = "path/t
         EvalResult(task_type="text-classification", dataset_type=dataset_name, dataset_name=f"{dataset_name} ({key})",
                    dataset_split=split, metric_type=metric, metric_value=float(final[key][metric]))
         for key, split in splits
-        for metric in ("accuracy", "macro_f1", "reliance") if metric in final.get(key, {})
+        for metric in ("accuracy", "macro_f1", "reliance") if final.get(key, {}).get(metric) is not None
     ]
     results += [  # the baselines as their own metric names, so the Hub's leaderboard shows the model beside them
         EvalResult(task_type="text-classification", dataset_type=dataset_name, dataset_name=f"{dataset_name} ({key})",
@@ -100,6 +101,6 @@ def trained_card(model, metrics: dict, dataset_name: str, repo_id: str = "path/t
         llm_type=model.config.text_config.model_type, llm_source=llm_description(model, base_model),
         parts=_parts(model),
         dataset=dataset_name, stages=metrics["stages"], budget=metrics.get("budget"),
-        precision=metrics.get("precision"), baselines=metrics.get("baselines"),
-        eval_note=f"{final.get('id', {}).get('n', '?')} / {final.get('ood', {}).get('n', '?')} examples",
+        precision=metrics.get("precision"), baselines=metrics.get("baselines"), tables=stage_tables(metrics),
+        eval_note=" / ".join(f"{final.get(key, {}).get('n', '?')}" for key in EVAL_SPLITS) + " records",
     )

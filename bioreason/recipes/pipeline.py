@@ -24,6 +24,7 @@ import torch
 from accelerate import PartialState
 from transformers import TrainerCallback, set_seed
 
+from bioreason.data.records import EVAL_SPLITS
 from bioreason.model.precision import AUTO, Precision, choose_bf16
 from bioreason.recipes import cpt, grpo, sft
 from bioreason.training.common import (
@@ -101,7 +102,8 @@ class PipelineArguments:
     seed: int = field(default=0, metadata={"help": "seed of every stage (LoRA init, data order, sampling)"})
     bf16: str = field(default=AUTO, metadata={"help": BF16_HELP})
     eval_every_steps: int = field(default=0, metadata={
-        "help": "also score ID / OOD every N optimizer steps (the curve in metrics.json); 0 = off"})
+        "help": "also score the validation split every N optimizer steps (the curve in metrics.json, where "
+                "checkpoints are chosen); 0 = off"})
     evaluate_base: bool = field(default=True, metadata={"help": "score the model before any stage"})
     resume: bool = field(default=True, metadata={
         "help": "continue a killed run in output_dir after its last finished stage (a finished run is not redone); "
@@ -185,8 +187,9 @@ def resolved_sections(p: PipelineArguments) -> dict:
 
 
 class PeriodicEval(TrainerCallback):
-    """Evaluates ID / OOD every N optimizer steps; the points form the curve in metrics.json. The last step is left to
-    the stage's own evaluation, which the pipeline adds to the curve (scoring the same model twice costs time)."""
+    """Evaluates the validation split every N optimizer steps; the points form the curve in metrics.json. The last
+    step is left to the stage's own evaluation, which the pipeline adds to the curve (scoring the same model twice
+    costs time)."""
 
     def __init__(self, every: int, evaluate, stage: str, curve: list):
         self.every, self.evaluate, self.stage, self.curve = every, evaluate, stage, curve
@@ -212,9 +215,31 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+SHOWN = ("n", "accuracy", "accuracy_lo", "accuracy_hi", "macro_f1", "macro_f1_lo", "macro_f1_hi", "format_rate",
+         "prediction_rate", "accuracy_swapped", "reliance", "reliance_lo", "reliance_hi",
+         "accuracy_swapped_cross_label", "reliance_cross_label", "reliance_cross_label_lo", "reliance_cross_label_hi")
+
+
 def strip(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items()
-            if k in ("n", "accuracy", "macro_f1", "format_rate", "accuracy_swapped", "reliance")}
+    """What a stage record shows of a split's metrics (per-class F1 and per-record vectors stay out)."""
+    return {k: v for k, v in metrics.items() if k in SHOWN}
+
+
+def stage_record(name: str, evaluated: dict, previous: dict | None, **fields) -> dict:
+    """A stage's record: its scores per held-out split, `correct` (1 / 0 per record, the same records for every
+    stage) and `vs_previous`, the paired comparison with the stage before it on each split."""
+    from bioreason.evaluation.intervals import paired_comparison
+
+    record = {"name": name, **{key: strip(evaluated.get(key, {})) for key in EVAL_SPLITS}, **fields,
+              "correct": {key: list(evaluated[key]["correct"]) for key in EVAL_SPLITS
+                          if "correct" in evaluated.get(key, {})}}
+    if previous is not None:
+        record["vs_previous"] = {
+            key: {"stage": previous["name"], **paired_comparison(previous["correct"][key], record["correct"][key],
+                                                                 seed=0)}
+            for key in record["correct"] if key in previous.get("correct", {})
+            and len(previous["correct"][key]) == len(record["correct"][key])}
+    return record
 
 
 def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -> dict:
@@ -250,13 +275,15 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
         state.update(baselines=baselines)
     print("baselines: " + baseline_line(baselines), flush=True)
 
-    def evaluate(m):
-        metrics = evaluate_splits(m, processor, dataset, cells, data, bf16=precision.bf16)
+    def evaluate(m):  # the periodic curve: validation only, where checkpoints and configs are chosen
+        metrics = evaluate_splits(m, processor, dataset, cells, data, bf16=precision.bf16, keys=("validation",),
+                                  reliance=())
         return {k: strip(v) for k, v in metrics.items()}
 
     if p.evaluate_base and "base" not in state.done:
         start = time.time()
-        stages.append({"name": "base", **evaluate(model), "steps": 0, "seconds": round(time.time() - start, 1)})
+        evaluated = evaluate_splits(model, processor, dataset, cells, data, bf16=precision.bf16)
+        stages.append(stage_record("base", evaluated, None, steps=0, seconds=round(time.time() - start, 1)))
         state.update(stages=stages)
     n_sft, n_rl = stage_budgets(p)
     cache = StageCache(p.stage_cache) if p.stage_cache else None
@@ -281,7 +308,7 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
             else:
                 first_point = len(curve)
                 model, record = _train_stage(p, model_args, data, stage, model, processor, precision,
-                                             evaluate, curve, budgets[stage])
+                                             evaluate, curve, budgets[stage], stages[-1] if stages else None)
                 stages.append(record)
                 if entry and stage != p.stages[-1]:  # a run's last stage serves no later stage of another run
                     entry.store(model, processor, record, curve[first_point:])
@@ -313,7 +340,7 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
 
 
 def _train_stage(p: PipelineArguments, model_args: ModelArguments, data: DataArguments, stage: str, model,
-                 processor, precision: Precision, evaluate, curve: list, budget: int):
+                 processor, precision: Precision, evaluate, curve: list, budget: int, previous: dict | None):
     """Train one stage from `model`; returns the merged model and the stage's record (appending its curve points)."""
     set_seed(p.seed)  # each stage starts from the seed, so a resumed stage draws what the uninterrupted one drew
     stage_data = replace(data, max_train_examples=budget)
@@ -336,11 +363,10 @@ def _train_stage(p: PipelineArguments, model_args: ModelArguments, data: DataArg
     result.pop("processor")
     if hasattr(model, "merge_and_unload"):  # hand-off: merge this stage's adapter before the next one starts
         model = model.merge_and_unload()
-    record = {"name": stage, "id": strip(result.get("id", {})), "ood": strip(result.get("ood", {})),
-              "steps": result["steps"], "seconds": result["seconds"],
-              **({"mean_reward": result["mean_reward"]} if "mean_reward" in result else {})}
+    record = stage_record(stage, result, previous, steps=result["steps"], seconds=result["seconds"],
+                          **({"mean_reward": result["mean_reward"]} if "mean_reward" in result else {}))
     if p.eval_every_steps:
-        curve.append({"stage": stage, "step": result["steps"], "id": record["id"], "ood": record["ood"]})
+        curve.append({"stage": stage, "step": result["steps"], "validation": record["validation"]})
     return model, record
 
 
@@ -375,10 +401,20 @@ def verify_run_folder(path: str, stages: tuple[str, ...] = ("cpt", "sft", "grpo"
     names = [s["name"] for s in metrics["stages"] if s["name"] != "base"]
     if tuple(names) != tuple(stages):
         raise ValueError(f"{path}: stages {names}, expected {list(stages)}")
-    for stage in metrics["stages"]:
-        missing = {"name", "id", "ood", "steps", "seconds"} - set(stage)
-        if missing or "accuracy" not in stage["id"] or "accuracy" not in stage["ood"]:
-            raise ValueError(f"{path}: stage {stage.get('name')} lacks {sorted(missing) or 'ID/OOD accuracy'}")
+    for i, stage in enumerate(metrics["stages"]):
+        missing = {"name", "validation", "id", "ood", "steps", "seconds"} - set(stage)
+        if missing:
+            raise ValueError(f"{path}: stage {stage.get('name')} lacks {sorted(missing)}")
+        for key in EVAL_SPLITS:
+            need = {"n", "prediction_rate",
+                    *(f"{m}{end}" for m in ("accuracy", "macro_f1") for end in ("", "_lo", "_hi"))}
+            if key != "validation":  # reliance is measured on the test splits
+                need |= {f"{m}{end}" for m in ("reliance", "reliance_cross_label") for end in ("", "_lo", "_hi")}
+            absent = need - set(stage[key])
+            if absent and stage[key].get("n"):
+                raise ValueError(f"{path}: stage {stage['name']} {key} lacks {sorted(absent)}")
+        if i and not {"validation", "id", "ood"} <= set(stage.get("vs_previous", {})):
+            raise ValueError(f"{path}: stage {stage['name']} lacks its paired comparison with the stage before")
     missing = {"majority", "probe"} - set(metrics.get("baselines", {}))
     if missing:
         raise ValueError(f"{path}: metrics.json lacks the {sorted(missing)} baseline(s)")

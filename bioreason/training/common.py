@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
-from bioreason.data.records import EVAL_SPLITS
+from bioreason.data.records import EVAL_SPLITS, TEST_SPLITS
 from bioreason.data.tasks import replace_dir
-from bioreason.evaluation.scoring import evaluate_records, sample_split
+from bioreason.evaluation.scoring import DEFAULT_NORMALIZATION, evaluate_records, sample_split
 from bioreason.model.precision import AUTO, Precision, choose_bf16
 from bioreason.training.faults import kill_point
 
@@ -73,10 +73,15 @@ class DataArguments:
     balance_labels: bool = field(default=True, metadata={
         "help": "draw train records with every label in equal shares (rare labels repeat); a closed label set only. "
                 "Without it SFT learns the label prior before the encoder (docs/BRIDGE.md)"})
-    max_eval_examples: int | None = field(default=64, metadata={
-        "help": "records scored per split (id_test, ood_test); null scores all"})
+    max_eval_examples: int | None = field(default=None, metadata={
+        "help": "records scored per held-out split (validation, id_test, ood_test): null (default) scores every "
+                "record; N scores a fixed, label-stratified subset of N where a split is larger (the shipped configs "
+                "use at least 200)"})
     eval_mode: str = field(default="likelihood", metadata={
         "help": "likelihood: the label with the highest log-likelihood; generate: parse generated answers"})
+    likelihood_normalization: str = field(default=DEFAULT_NORMALIZATION, metadata={
+        "help": "likelihood scoring: mean (per-token log-probability of a label's answer) or sum (favours labels "
+                "of fewer tokens; docs/EVALUATION.md)"})
     use_reasoning: bool = field(default=True, metadata={
         "help": "train on the records' reasoning text before the answer, where they have one"})
     task_seed: int = field(default=0, metadata={
@@ -245,41 +250,48 @@ def autocast_for(model, bf16: bool) -> torch.autocast:
     return torch.autocast(device_type=next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def evaluate_splits(model, processor, dataset, cells, data: DataArguments, bf16: bool = False) -> dict:
-    """Metrics (without per-example predictions) on id_test and ood_test subsets; `bf16` runs them under bf16
-    autocast (on CPUs with AMX / AVX-512-BF16 that is several times faster than fp32)."""
+def evaluate_splits(model, processor, dataset, cells, data: DataArguments, bf16: bool = False,
+                    keys: tuple[str, ...] = tuple(EVAL_SPLITS), reliance: tuple[str, ...] = tuple(TEST_SPLITS)) -> dict:
+    """`{key: metrics}` on the held-out splits `keys` (validation, id, ood): accuracy and macro-F1 with intervals,
+    prediction rates, and `correct` (1 / 0 per record, in `eval_splits` order, for paired comparisons); on the
+    `reliance` keys also both reliance figures. `bf16` runs them under bf16 autocast (on CPUs with AMX /
+    AVX-512-BF16 that is several times faster than fp32)."""
     kill_point("evaluate")
     with autocast_for(model, bf16):
-        return _evaluate_splits(model, processor, dataset, cells, data)
+        return _evaluate_splits(model, processor, dataset, cells, data, keys, reliance)
 
 
-def eval_splits(dataset, data: DataArguments) -> dict[str, list[dict]]:
-    """`{"id": records, "ood": records}`: the id_test / ood_test examples every score of a run is computed on."""
-    return {key: sample_split(dataset, split, data.max_eval_examples, seed=data.task_seed)
-            for key, split in EVAL_SPLITS.items()}
+def eval_splits(dataset, data: DataArguments, keys: tuple[str, ...] = tuple(EVAL_SPLITS)) -> dict[str, list[dict]]:
+    """`{"validation": records, "id": records, "ood": records}`: the examples every score of a run is computed on
+    (whole splits, or the fixed label-stratified subsets of `max_eval_examples`)."""
+    return {key: sample_split(dataset, EVAL_SPLITS[key], data.max_eval_examples, seed=data.task_seed)
+            for key in keys}
 
 
-def _evaluate_splits(model, processor, dataset, cells, data: DataArguments) -> dict:
-    from bioreason.evaluation.baselines import reliance_scores
+def _evaluate_splits(model, processor, dataset, cells, data: DataArguments, keys: tuple[str, ...],
+                     reliance: tuple[str, ...]) -> dict:
+    from bioreason.evaluation.baselines import model_predictor, reliance_scores
+    from bioreason.evaluation.scoring import correct_vector
 
     out = {}
-    for key, records in eval_splits(dataset, data).items():
+    for key, records in eval_splits(dataset, data, keys).items():
         if not records:
             out[key] = {"n": 0}
             continue
         split = EVAL_SPLITS[key]
         metrics = evaluate_records(base_model(model), processor, records, mode=data.eval_mode, cells=cells,
-                                   desc=f"evaluate {split}")
-        metrics.pop("predictions")
-        metrics.update(reliance_scores(base_model(model), processor, records, metrics["accuracy"],
-                                       mode=data.eval_mode, cells=cells, seed=data.task_seed,
-                                       desc=f"reliance {split}"))
+                                   desc=f"evaluate {split}", normalization=data.likelihood_normalization)
+        metrics["correct"] = correct_vector(metrics.pop("predictions"))
+        if key in reliance:
+            predict = model_predictor(base_model(model), processor, mode=data.eval_mode, cells=cells,
+                                      desc=f"reliance {split}", normalization=data.likelihood_normalization)
+            metrics.update(reliance_scores(predict, records, metrics["correct"], seed=data.task_seed))
         out[key] = metrics
     return out
 
 
 def baseline_metrics(model, processor, dataset, cells, data: DataArguments, bf16: bool = False) -> dict:
-    """`{"majority": {...}, "probe": {...}}` on the same ID / OOD examples as the model's scores; the probe is fit
+    """`{"majority": {...}, "probe": {...}}` on the same held-out examples as the model's scores; the probe is fit
     on the whole train split, on the model's encoders (through its feature cache, under the run's autocast so
     training hits the same entries)."""
     from bioreason.evaluation.baselines import baseline_scores

@@ -41,8 +41,8 @@ def reasoning(seq: str) -> str:
     modality="protein",
     source="ANARCI 2026.2.13.2 germline table (IMGT V genes), anarci/germlines.py",
     license="BSD-3-Clause (ANARCI); germline sequences from IMGT",
-    split_rule="ID = human + mouse V genes, split 80/20 into train / id_test by unique sequence; OOD = rat, rabbit, "
-               "rhesus, pig, alpaca and cow V genes (ood_test)",
+    split_rule="ID = human + mouse V genes, split 70/10/20 into train / validation / id_test by unique sequence; "
+               "OOD = rat, rabbit, rhesus, pig, alpaca and cow V genes (ood_test)",
 )
 def build(out: str, seed: int) -> tuple[list[dict], dict]:
     table = load_germlines()["V"]
@@ -56,10 +56,10 @@ def build(out: str, seed: int) -> tuple[list[dict], dict]:
                 if len(seq) >= 60 and set(seq) <= set("ACDEFGHIKLMNPQRSTVWYX"):
                     rows.append((f"{species}|{gene}", species, name, seq))
     id_seqs = [seq for _, species, _, seq in rows if species in ID_SPECIES]
-    test_groups = split_groups(id_seqs, 0.2, seed)
+    id_split = split_groups(id_seqs, 0.2, seed)
     records = []
     for rid, species, name, seq in rows:
-        split = "ood_test" if species not in ID_SPECIES else ("id_test" if seq in test_groups else "train")
+        split = "ood_test" if species not in ID_SPECIES else id_split[seq]
         records.append(make_record(rid, "antibody_chain", split, "protein", [seq], question, name, labels,
                                    reasoning=reasoning(seq), group=seq))
     return records, {"source_rows": len(rows)}

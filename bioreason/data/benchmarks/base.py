@@ -7,9 +7,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
-from bioreason.data.records import make_record, save_task, summarize, to_dataset_dict
+from bioreason.data.records import (
+    VALIDATION_FRACTION,
+    assign_id_splits,
+    make_record,
+    save_task,
+    summarize,
+    to_dataset_dict,
+)
 
 BENCHMARKS: dict[str, Benchmark] = {}
 
@@ -39,11 +44,10 @@ def package_dir(name: str) -> str:
     return spec.submodule_search_locations[0]
 
 
-def split_groups(groups: list[str], fraction: float, seed: int) -> set[str]:
-    """The groups that go to id_test: a seeded permutation of the sorted unique groups."""
-    unique = sorted(set(groups))
-    order = np.random.default_rng(seed).permutation(len(unique))
-    return {unique[i] for i in order[: int(round(len(unique) * fraction))]}
+def split_groups(groups: list[str], fraction: float, seed: int) -> dict[str, str]:
+    """In-domain group -> split: `fraction` of the groups to id_test, `VALIDATION_FRACTION` to validation, the rest
+    to train (`bioreason.data.records.assign_id_splits`, which `data build` uses too)."""
+    return assign_id_splits(groups, fraction, VALIDATION_FRACTION, seed)
 
 
 def drop_leaks(records: list[dict], modality: str) -> int:

@@ -3,9 +3,9 @@
 Each example is a 48 bp sequence (1000 bp in `jaspar_tf_class_1kb`, the long-context variant that measures token
 compression: one Nucleotide Transformer token per 6 bp is ~170 positions there): a binding site sampled from a real
 JASPAR 2026 CORE position-frequency matrix (pseudocount 0.5 per base), placed at a seeded random offset in uniform
-random background. Five classes that exist across kingdoms. In-domain: vertebrate matrices, split into train / id_test
-by matrix (a matrix never straddles splits); out-of-domain: plant, fungal, insect, nematode and urochordate matrices
-of the same classes.
+random background. Five classes that exist across kingdoms. In-domain: vertebrate matrices, split into train /
+validation / id_test by matrix (a matrix never straddles splits); out-of-domain: plant, fungal, insect, nematode
+and urochordate matrices of the same classes.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def consensus(counts: np.ndarray) -> str:
     modality="dna",
     source="JASPAR 2026 CORE position-frequency matrices, shipped in pyjaspar 4.0.0 (pyjaspar/data/JASPAR2026.sqlite)",
     license="CC BY 4.0 (JASPAR data); pyjaspar GPL-3.0",
-    split_rule="ID = vertebrate matrices, 80/20 train / id_test by matrix; OOD = plant, fungal, insect, nematode and "
-               "urochordate matrices of the same 5 classes; 2 sampled 48 bp sequences per matrix",
+    split_rule="ID = vertebrate matrices, 70/10/20 train / validation / id_test by matrix; OOD = plant, fungal, "
+               "insect, nematode and urochordate matrices of the same 5 classes; 2 sampled 48 bp sequences per matrix",
 )
 def build(out: str, seed: int) -> tuple[list[dict], dict]:
     return build_sites(out, seed, LENGTH)
@@ -90,11 +90,11 @@ def build_sites(out: str, seed: int, length: int) -> tuple[list[dict], dict]:
     question = ("<dna>\nThis DNA sequence contains a transcription-factor binding site. Which structural class does "
                 f"the binding factor belong to? Answer with one of: {', '.join(labels)}.")
     vertebrate = [m["matrix"] for m in matrices if m["tax"] == "vertebrates"]
-    test_groups = split_groups(vertebrate, 0.2, seed)
+    id_split = split_groups(vertebrate, 0.2, seed)
     rng = np.random.default_rng(seed)
     records = []
     for m in matrices:
-        split = ("ood_test" if m["tax"] != "vertebrates" else "id_test" if m["matrix"] in test_groups else "train")
+        split = ("ood_test" if m["tax"] != "vertebrates" else id_split[m["matrix"]])
         probs = (m["counts"] + 0.5) / (m["counts"] + 0.5).sum(1, keepdims=True)
         cons = consensus(m["counts"])
         for k in range(SITES_PER_MATRIX):

@@ -4,7 +4,8 @@
 The 10 `bulk_labels` are coarsened to 6 lineages (T cell, B cell, NK cell, monocyte, dendritic cell, progenitor).
 Out-of-domain: the cells of Louvain clusters 5, 6 and 9 - mixed clusters whose cells sit away from the main cluster
 of their lineage - which is still answerable because every lineage in them also occurs in training and the question
-lists the label set. In-domain: the other clusters, split 80/20 into train / id_test by cell.
+lists the label set. In-domain: the other clusters, split 70/10/20 into train / validation / id_test
+by cell.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ OOD_CLUSTERS = {"5", "6", "9"}
     source="scanpy.datasets.pbmc68k_reduced() (bundled in the scanpy wheel; 10x Genomics PBMC 68k subset)",
     license="BSD-3-Clause (scanpy); data CC BY 4.0 (10x Genomics)",
     split_rule="OOD = Louvain clusters 5, 6, 9 (cells away from their lineage's main cluster); ID = other clusters, "
-               "80/20 train / id_test by cell; 6 lineages coarsened from bulk_labels",
+               "70/10/20 train / validation / id_test by cell; 6 lineages coarsened from bulk_labels",
 )
 def build(out: str, seed: int) -> tuple[list[dict], dict]:
     import scanpy as sc
@@ -47,11 +48,11 @@ def build(out: str, seed: int) -> tuple[list[dict], dict]:
     question = (f"<rna>\nThis is a blood cell's gene expression profile. Which immune lineage is it? Answer with one "
                 f"of: {', '.join(labels)}.")
     id_cells = [c for c, cl in zip(cells.obs_names, cells.obs["louvain"], strict=True) if cl not in OOD_CLUSTERS]
-    test = split_groups(id_cells, 0.2, seed)
+    id_split = split_groups(id_cells, 0.2, seed)
     records = []
     for i, cell in enumerate(cells.obs_names):
         cluster = str(cells.obs["louvain"].iloc[i])
-        split = "ood_test" if cluster in OOD_CLUSTERS else "id_test" if cell in test else "train"
+        split = "ood_test" if cluster in OOD_CLUSTERS else id_split[cell]
         top = genes[np.argsort(z[i])[::-1][:5]]
         why = f"Relative to the average cell in this dataset, its most over-expressed genes are {', '.join(top)}."
         records.append(make_record(str(cell), "pbmc_cell_type", split, "rna", [str(cell)], question,

@@ -36,21 +36,21 @@ def reasoning(seq: str) -> str:
     modality="protein",
     source="modlAMP 4.3.3 data: AMPvsUniProt.csv (ID), ACP_CancPPD_vs_TM.csv (OOD)",
     license="BSD-3-Clause (modlAMP)",
-    split_rule="ID = antimicrobial vs UniProt peptides, 80/20 train / id_test by unique sequence; OOD = anticancer "
-               "peptides vs transmembrane segments",
+    split_rule="ID = antimicrobial vs UniProt peptides, 70/10/20 train / validation / id_test by unique sequence; "
+               "OOD = anticancer peptides vs transmembrane segments",
 )
 def build(out: str, seed: int) -> tuple[list[dict], dict]:
     records = []
     id_rows = read_modlamp("AMPvsUniProt.csv")
     ood_rows = read_modlamp("ACP_CancPPD_vs_TM.csv")
     skipped = 0
-    test_groups = split_groups([s for s, _ in id_rows], 0.2, seed)
+    id_split = split_groups([s for s, _ in id_rows], 0.2, seed)
     for prefix, rows, ood in (("amp", id_rows, False), ("acp", ood_rows, True)):
         for i, (seq, label) in enumerate(rows):
             if not seq or not set(seq) <= set("ACDEFGHIKLMNPQRSTVWY"):
                 skipped += 1  # non-standard residues: counted, reported in the summary
                 continue
-            split = "ood_test" if ood else ("id_test" if seq in test_groups else "train")
+            split = "ood_test" if ood else id_split[seq]
             records.append(make_record(f"{prefix}_{i}", "peptide_activity", split, "protein", [seq], QUESTION,
                                        LABELS[0] if label == 1 else LABELS[1], LABELS, reasoning(seq), group=seq))
     return records, {"skipped": {"non_standard_residues": skipped}}
