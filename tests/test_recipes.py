@@ -284,7 +284,13 @@ def test_verify_run_folder_rejects_an_incomplete_run(tmp_path):
                                                                    "seconds": 1}]}))
     with pytest.raises(ValueError, match=r"stages \['sft'\], expected \['cpt', 'sft', 'grpo'\]"):
         verify_run_folder(str(tmp_path))
-    with pytest.raises(ValueError, match="lacks ID/OOD accuracy"):
+    with pytest.raises(ValueError, match=r"stage sft lacks \['validation'\]"):
+        verify_run_folder(str(tmp_path), stages=("sft",))
+    scored = {"n": 10, "accuracy": 0.5, "accuracy_lo": 0.2, "accuracy_hi": 0.8, "macro_f1": 0.4, "macro_f1_lo": 0.1,
+              "macro_f1_hi": 0.7, "prediction_rate": {"a": 1.0}}
+    stage = {"name": "sft", "validation": scored, "id": scored, "ood": scored, "steps": 1, "seconds": 1}
+    (tmp_path / "metrics.json").write_text(json.dumps({"stages": [stage]}))
+    with pytest.raises(ValueError, match=r"stage sft id lacks \['reliance', 'reliance_cross_label'"):
         verify_run_folder(str(tmp_path), stages=("sft",))
 
 
@@ -315,21 +321,32 @@ def test_pipeline_run_folder(tmp_path, task, model_dir):
 
     metrics = verify_run_folder(str(out))
     assert [s["name"] for s in metrics["stages"]] == ["base", "cpt", "sft", "grpo"]
-    for stage in metrics["stages"]:
-        assert {"id", "ood", "steps", "seconds"} <= set(stage)
-        assert stage["id"]["n"] == 3 and stage["ood"]["n"] == 3
+    for i, stage in enumerate(metrics["stages"]):
+        assert {"validation", "id", "ood", "steps", "seconds"} <= set(stage)
+        assert stage["id"]["n"] == 3 and stage["ood"]["n"] == 3 and stage["validation"]["n"] > 0
         for split in ("id", "ood"):  # every scored stage says how much it reads its encoder
             assert stage[split]["reliance"] == pytest.approx(stage[split]["accuracy"] -
                                                              stage[split]["accuracy_swapped"])
+            assert stage[split]["accuracy_lo"] <= stage[split]["accuracy"] <= stage[split]["accuracy_hi"]
+            assert sum(stage["correct"][split]) == round(stage[split]["accuracy"] * 3)
+        if i:  # each stage paired with the one before it, on the same records
+            before = metrics["stages"][i - 1]
+            for split in ("validation", "id", "ood"):
+                paired = stage["vs_previous"][split]
+                assert paired["stage"] == before["name"]
+                assert paired["difference"] == pytest.approx(stage[split]["accuracy"] - before[split]["accuracy"])
     for name in ("majority", "probe"):  # the baselines, scored on the same 3 + 3 records
         assert metrics["baselines"][name]["id"]["n"] == 3 and metrics["baselines"][name]["ood"]["n"] == 3
-    assert "*probe baseline*" in (out / "report.md").read_text() and "ID reliance" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "*probe baseline*" in report and "ID reliance" in report and "ID cross-label" in report
+    assert "| sft vs cpt |" in report and "McNemar" in report
     assert metrics["budget"]["sft_examples"] == 4 and metrics["budget"]["rl_examples"] == 4
     assert metrics["curve"] and {c["stage"] for c in metrics["curve"]} == {"cpt", "sft", "grpo"}
     for stage in metrics["stages"][1:]:  # one point a step; the last is the stage's own evaluation, not a rerun
         points = [c for c in metrics["curve"] if c["stage"] == stage["name"]]
         assert [c["step"] for c in points] == list(range(1, stage["steps"] + 1))
-        assert points[-1]["ood"] == stage["ood"] and points[-1]["id"] == stage["id"]
+        assert points[-1]["validation"] == stage["validation"]
+        assert all(set(c) == {"stage", "step", "validation"} for c in points)  # checkpoints are chosen on validation
     assert metrics["precision"]["bf16"] is False and metrics["precision"]["requested"] == "false"
     assert json.loads((out / "run_config.json").read_text())["precision"] == metrics["precision"]
     assert "Precision: fp32" in (out / "README.md").read_text()
@@ -408,6 +425,8 @@ def test_benchmark_pipeline_configs_parse_into_the_pipeline_fields(path):
     check_sections(p, model_args)
     assert data.dataset.split(":", 1)[1] in BENCHMARKS and data.balance_labels and p.bf16 == "auto"
     assert "sft" in p.stages and p.sft_examples and p.sft["lora_r"] > p.grpo["lora_r"]
+    # scored on whole splits, or a fixed label-stratified subset of at least 200 records (the evaluation protocol)
+    assert data.max_eval_examples is None or data.max_eval_examples >= 200
 
 
 @pytest.mark.parametrize("path", STUDY_CONFIGS, ids=os.path.basename)
@@ -421,7 +440,9 @@ def test_every_study_run_config_is_a_valid_pipeline_config(path, tmp_path):
     for run in study.plan(path):
         config = tmp_path / "run.yaml"
         config.write_text(yaml.safe_dump(run.config))
-        check_sections(*parse_arguments(ARGUMENTS, ["--config", str(config)])[:2])
+        p, model_args, data = parse_arguments(ARGUMENTS, ["--config", str(config)])
+        check_sections(p, model_args)
+        assert data.max_eval_examples is None or data.max_eval_examples >= 200
 
 
 def pipeline_args(tmp_path, text: str, *overrides: str):

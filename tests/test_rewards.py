@@ -64,3 +64,28 @@ def test_length_and_registry():
     assert set(REWARDS) == {"correctness", "format", "multilabel_f1", "length"}
     with pytest.raises(ValueError, match=r"Unknown reward 'substring'; available: \['correctness'"):
         get_reward("substring")
+
+
+def test_rl_stops_after_consecutive_steps_where_every_rollout_is_right():
+    from transformers import TrainerControl, TrainerState
+
+    from bioreason.training.solved_stop import StopWhenSolved
+
+    def log(callback, step, zero_std, correct):
+        state, control = TrainerState(), TrainerControl()
+        state.global_step = step
+        callback.on_log(None, state, control, logs={"frac_reward_zero_std": zero_std,
+                                                    "rewards/correctness/mean": correct})
+        return control.should_training_stop
+
+    stop = StopWhenSolved(patience=2)
+    assert not log(stop, 1, 1.0, 1.0)  # solved once
+    assert not log(stop, 2, 0.5, 0.9)  # some groups still learn: the count restarts
+    assert not log(stop, 3, 1.0, 0.0)  # every group without advantage but all wrong: keep sampling
+    assert not log(stop, 4, 1.0, 1.0)
+    assert log(stop, 5, 1.0, 1.0)
+    assert stop.record() == {"zero_advantage_steps": 4, "stopped_early": stop.record()["stopped_early"]}
+    assert "at step 5" in stop.record()["stopped_early"]
+    never = StopWhenSolved(patience=0)
+    assert not any(log(never, k, 1.0, 1.0) for k in range(1, 6))
+    assert never.record() == {"zero_advantage_steps": 5}

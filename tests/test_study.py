@@ -209,12 +209,15 @@ def test_eval_cli_and_curve(tiny_setup, tmp_path):
     result = json.loads(result_path.read_text())
     for split in ("id_test", "ood_test"):
         assert result["splits"][split]["n"] == 4 and len(result["predictions"][split]) == 4
-        assert {"accuracy", "macro_f1", "per_class_f1", "reliance", "accuracy_swapped"} <= set(result["splits"][split])
+        assert {"accuracy", "accuracy_lo", "accuracy_hi", "macro_f1", "per_class_f1", "reliance", "accuracy_swapped",
+                "reliance_cross_label", "prediction_rate"} <= set(result["splits"][split])
         assert result["splits"][split]["reliance"] == pytest.approx(
             result["splits"][split]["accuracy"] - result["splits"][split]["accuracy_swapped"])
         for name in ("majority", "probe"):
             assert result["baselines"][name][split]["n"] == 4
-    assert "majority baseline: id_test accuracy" in proc.stdout and "probe baseline: id_test accuracy" in proc.stdout
+    assert "majority baseline: validation accuracy" in proc.stdout
+    assert "probe baseline: validation accuracy" in proc.stdout
+    assert "id_test (n=4): accuracy" in proc.stdout and "[" in proc.stdout  # the n and the interval are printed
     proc = subprocess.run([sys.executable, "-m", "bioreason.cli", "eval-curve", "--models", str(root / "model"),
                            str(root / "model"), "--labels", "1", "2", "--data", str(root / "data"), "--max-examples",
                            "2", "--out", str(tmp_path / "curve")], capture_output=True, text=True, timeout=300)

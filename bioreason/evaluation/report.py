@@ -21,8 +21,8 @@ SPLIT_NAMES = {"validation": "validation", "id": "ID", "ood": "OOD"}
 
 def _bars(ax, stages: list[dict], key: str, offset: float, width: float, label: str) -> None:
     values = [s.get(key, {}).get("accuracy", 0) for s in stages]
-    errors = [[v - s.get(key, {}).get("accuracy_lo", v) for v, s in zip(values, stages, strict=True)],
-              [s.get(key, {}).get("accuracy_hi", v) - v for v, s in zip(values, stages, strict=True)]]
+    errors = [[max(0.0, v - s.get(key, {}).get("accuracy_lo", v)) for v, s in zip(values, stages, strict=True)],
+              [max(0.0, s.get(key, {}).get("accuracy_hi", v) - v) for v, s in zip(values, stages, strict=True)]]
     ax.bar([i + offset for i in range(len(stages))], values, width, yerr=errors, capsize=3, label=label)
 
 
@@ -52,8 +52,8 @@ def write_report(out: str, metrics: dict) -> list[str]:
                 acc = [c.get(key, {}).get("accuracy", float("nan")) for c in points]
                 lo = [c.get(key, {}).get("accuracy_lo", a) for c, a in zip(points, acc, strict=True)]
                 hi = [c.get(key, {}).get("accuracy_hi", a) for c, a in zip(points, acc, strict=True)]
-                ax.errorbar(range(len(points)), acc, yerr=[[a - b for a, b in zip(acc, lo, strict=True)],
-                                                          [b - a for a, b in zip(acc, hi, strict=True)]],
+                ax.errorbar(range(len(points)), acc, yerr=[[max(0.0, a - b) for a, b in zip(acc, lo, strict=True)],
+                                                          [max(0.0, b - a) for a, b in zip(acc, hi, strict=True)]],
                             marker="o", capsize=3, label=SPLIT_NAMES[key])
         ax.set_xticks(range(len(points)), [f"{c['stage']}:{c['step']}" for c in points], rotation=45)
         ax.set_ylabel("accuracy (95% interval)")
@@ -93,6 +93,12 @@ def stage_tables(metrics: dict) -> str:
             "checkpoints are chosen on validation; the test splits are for the record.\n\n"
             "| stage | steps | seconds | validation accuracy | validation macro-F1 | ID accuracy | ID macro-F1 | "
             "OOD accuracy | OOD macro-F1 |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n")
+    rl_notes = [f"- {s['name']}: {s['zero_advantage_steps']} of {s.get('steps')} steps had no group with a reward "
+                "spread (no advantage, no gradient)"
+                + (f"; stopped early: {s['stopped_early']}" if s.get("stopped_early") else "")
+                for s in stages if "zero_advantage_steps" in s]
+    if rl_notes:
+        text += "\n".join(rl_notes) + "\n\n"
     reliance = [f"| {s['name']} | " + " | ".join(format_score(s.get(k, {}), m) for k in ("id", "ood")
                                                  for m in ("reliance", "reliance_cross_label")) + " |" for s in stages]
     text += ("Reliance: accuracy minus accuracy with each record's input swapped for another record's (near 0: the "

@@ -219,7 +219,7 @@ def correct_vector(predictions: Sequence[dict]) -> list[int]:
 
 
 def evaluate_records(model, processor, records: Sequence[dict], mode: str = "likelihood", cells=None,
-                     batch_size: int = 8, max_new_tokens: int = 64, desc: str = "evaluate",
+                     batch_size: int = 16, max_new_tokens: int = 64, desc: str = "evaluate",
                      progress: bool = True, normalization: str = DEFAULT_NORMALIZATION) -> dict:
     """Metrics and per-example predictions for a list of records, `batch_size` records at a time, with a progress
     bar over examples (`desc` names it). `normalization`: how likelihood scoring combines a label's tokens."""

@@ -35,6 +35,7 @@ class CPTRecipeArguments:
     text_files: list[str] | None = field(default=None, metadata={
         "help": "text mode: .txt (one document per blank-line block), .jsonl or .parquet files"})
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint-N in output_dir"})
+    evaluate: bool = field(default=True, metadata={"help": "align: score the held-out splits after training"})
 
 
 def load_text_corpus(files: list[str]):
@@ -64,8 +65,8 @@ def run(recipe: CPTRecipeArguments, model_args: ModelArguments, data: DataArgume
                              llm_trainable=False)
         if model is not None:
             model.set_trainable(encoders=False, projectors=True, llm=False)
-        result = sft.run(sft.SFTRecipeArguments(target="describe", resume=recipe.resume), model_args, data, config,
-                         model=model, processor=processor, callbacks=callbacks)
+        result = sft.run(sft.SFTRecipeArguments(target="describe", resume=recipe.resume, evaluate=recipe.evaluate),
+                         model_args, data, config, model=model, processor=processor, callbacks=callbacks)
         return result
     if recipe.mode != "text" or not recipe.text_files:
         raise ValueError("cpt mode must be 'align', or 'text' with text_files")

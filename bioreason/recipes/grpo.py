@@ -30,6 +30,7 @@ from bioreason.training.common import (
 from bioreason.training.faults import fault_callbacks
 from bioreason.training.grpo_trainer import BioGRPOTrainer, grpo_dataset
 from bioreason.training.rewards import get_reward
+from bioreason.training.solved_stop import StopWhenSolved
 
 
 @dataclass
@@ -39,6 +40,9 @@ class GRPORecipeArguments:
     share_prompts: bool = field(default=True, metadata={
         "help": "compute each prompt once per group in generation and the log-prob passes (same loss)"})
     evaluate: bool = field(default=True, metadata={"help": "score ID / OOD after training"})
+    stop_when_solved: int = field(default=2, metadata={
+        "help": "end the stage after this many consecutive steps in which every rollout is right (every group "
+                "without advantage: no gradient to learn from); 0 = never"})
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint-N in output_dir"})
 
 
@@ -59,14 +63,15 @@ def run(recipe: GRPORecipeArguments, model_args: ModelArguments, data: DataArgum
     if model is None:
         model, processor = load_model(model_args)
     # Train
+    solved = StopWhenSolved(recipe.stop_when_solved)
     trainer = BioGRPOTrainer(model=model, args=config, train_dataset=train, processor=processor, cells=cells,
                              reward_funcs=[get_reward(name) for name in recipe.rewards],
-                             callbacks=[*(callbacks or []), *fault_callbacks()],
+                             callbacks=[*(callbacks or []), *fault_callbacks(), solved],
                              share_prompts=recipe.share_prompts)
     start = time.time()
     trainer.train(resume_from_checkpoint=resume_checkpoint(config, recipe.resume))
     result = {"steps": trainer.state.global_step, "seconds": round(time.time() - start, 1),
-              "precision": precision_record(config)}
+              "precision": precision_record(config), **solved.record()}
     rewards = [log.get("reward") for log in trainer.state.log_history if "reward" in log]
     if rewards:
         result["mean_reward"] = float(sum(rewards) / len(rewards))

@@ -24,7 +24,7 @@ import torch
 from accelerate import PartialState
 from transformers import TrainerCallback, set_seed
 
-from bioreason.data.records import EVAL_SPLITS
+from bioreason.data.records import EVAL_SPLITS, TEST_SPLITS
 from bioreason.model.precision import AUTO, Precision, choose_bf16
 from bioreason.recipes import cpt, grpo, sft
 from bioreason.training.common import (
@@ -105,6 +105,9 @@ class PipelineArguments:
         "help": "also score the validation split every N optimizer steps (the curve in metrics.json, where "
                 "checkpoints are chosen); 0 = off"})
     evaluate_base: bool = field(default=True, metadata={"help": "score the model before any stage"})
+    reliance: str = field(default="all", metadata={
+        "help": "which stages measure their reliance on the input (two more scoring passes over each test split): "
+                "all (base too), last (the final stage only), none"})
     resume: bool = field(default=True, metadata={
         "help": "continue a killed run in output_dir after its last finished stage (a finished run is not redone); "
                 "false starts over"})
@@ -280,9 +283,13 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
                                   reliance=())
         return {k: strip(v) for k, v in metrics.items()}
 
+    def score(m, stage: str) -> dict:  # after a stage: every held-out split, reliance where the setting asks
+        return evaluate_splits(m, processor, dataset, cells, data, bf16=precision.bf16,
+                               reliance=reliance_keys(p, stage))
+
     if p.evaluate_base and "base" not in state.done:
         start = time.time()
-        evaluated = evaluate_splits(model, processor, dataset, cells, data, bf16=precision.bf16)
+        evaluated = score(model, "base")
         stages.append(stage_record("base", evaluated, None, steps=0, seconds=round(time.time() - start, 1)))
         state.update(stages=stages)
     n_sft, n_rl = stage_budgets(p)
@@ -308,7 +315,7 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
             else:
                 first_point = len(curve)
                 model, record = _train_stage(p, model_args, data, stage, model, processor, precision,
-                                             evaluate, curve, budgets[stage], stages[-1] if stages else None)
+                                             evaluate, score, curve, budgets[stage], stages[-1] if stages else None)
                 stages.append(record)
                 if entry and stage != p.stages[-1]:  # a run's last stage serves no later stage of another run
                     entry.store(model, processor, record, curve[first_point:])
@@ -340,34 +347,46 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
 
 
 def _train_stage(p: PipelineArguments, model_args: ModelArguments, data: DataArguments, stage: str, model,
-                 processor, precision: Precision, evaluate, curve: list, budget: int, previous: dict | None):
+                 processor, precision: Precision, evaluate, score, curve: list, budget: int,
+                 previous: dict | None):
     """Train one stage from `model`; returns the merged model and the stage's record (appending its curve points)."""
     set_seed(p.seed)  # each stage starts from the seed, so a resumed stage draws what the uninterrupted one drew
     stage_data = replace(data, max_train_examples=budget)
     callbacks = [PeriodicEval(p.eval_every_steps, evaluate, stage, curve)] if p.eval_every_steps else []
     config, stage_model, recipe = stage_arguments(p, model_args, stage, precision)
-    if stage == "cpt":
-        result = cpt.run(cpt.CPTRecipeArguments(mode="align"), stage_model, stage_data, config, model=model,
-                         processor=processor, callbacks=callbacks)
+    if stage == "cpt":  # the stage scripts train; the pipeline scores every stage the same way, below
+        result = cpt.run(cpt.CPTRecipeArguments(mode="align", evaluate=False), stage_model, stage_data, config,
+                         model=model, processor=processor, callbacks=callbacks)
     elif stage == "sft":
         apply_freeze_policy(model, stage_model)
         model = _adapt(model, stage_model)
-        result = sft.run(sft.SFTRecipeArguments(), stage_model, stage_data, config, model=model,
+        result = sft.run(sft.SFTRecipeArguments(evaluate=False), stage_model, stage_data, config, model=model,
                          processor=processor, callbacks=callbacks)
     else:
         apply_freeze_policy(model, stage_model)
         model = _adapt(model, stage_model)
-        result = grpo.run(recipe, stage_model, stage_data, config, model=model, processor=processor,
-                          callbacks=callbacks)
+        result = grpo.run(replace(recipe, evaluate=False), stage_model, stage_data, config, model=model,
+                          processor=processor, callbacks=callbacks)
     model = result.pop("model")
     result.pop("processor")
+    if PartialState().is_main_process:
+        result.update(score(model, stage))
     if hasattr(model, "merge_and_unload"):  # hand-off: merge this stage's adapter before the next one starts
         model = model.merge_and_unload()
     record = stage_record(stage, result, previous, steps=result["steps"], seconds=result["seconds"],
-                          **({"mean_reward": result["mean_reward"]} if "mean_reward" in result else {}))
+                          **{k: result[k] for k in ("mean_reward", "zero_advantage_steps", "stopped_early")
+                             if k in result})
     if p.eval_every_steps:
         curve.append({"stage": stage, "step": result["steps"], "validation": record["validation"]})
     return model, record
+
+
+def reliance_keys(p: PipelineArguments, stage: str) -> tuple[str, ...]:
+    """The test splits on which `stage` (or "base") measures its reliance, by the `reliance` setting."""
+    if p.reliance not in ("all", "last", "none"):
+        raise ValueError(f"pipeline: reliance must be all, last or none, not {p.reliance!r}")
+    wanted = p.reliance == "all" or (p.reliance == "last" and p.stages and stage == p.stages[-1])
+    return tuple(TEST_SPLITS) if wanted else ()
 
 
 def baseline_line(baselines: dict) -> str:
@@ -408,7 +427,8 @@ def verify_run_folder(path: str, stages: tuple[str, ...] = ("cpt", "sft", "grpo"
         for key in EVAL_SPLITS:
             need = {"n", "prediction_rate",
                     *(f"{m}{end}" for m in ("accuracy", "macro_f1") for end in ("", "_lo", "_hi"))}
-            if key != "validation":  # reliance is measured on the test splits
+            if key != "validation" and (i == len(metrics["stages"]) - 1 or "reliance" in stage[key]):
+                # reliance is measured on the test splits: after the last stage always, elsewhere by `reliance`
                 need |= {f"{m}{end}" for m in ("reliance", "reliance_cross_label") for end in ("", "_lo", "_hi")}
             absent = need - set(stage[key])
             if absent and stage[key].get("n"):
