@@ -150,3 +150,13 @@ def test_a_task_opens_by_folder_or_benchmark_name_and_a_benchmark_is_built_once(
     summary.write_text(json.dumps(old))
     rebuilt, _ = open_task("benchmark:antibody_chain", data_root=str(tmp_path))
     assert builds == ["antibody_chain", "antibody_chain"] and "validation" in rebuilt
+
+
+def test_an_unknown_or_escaping_benchmark_name_creates_no_folder(tmp_path):
+    from bioreason.data.tasks import open_task
+
+    root = tmp_path / "a" / "b"
+    for name in ("nope", "../../escaped"):
+        with pytest.raises(ValueError, match="Unknown benchmark"):
+            open_task(f"benchmark:{name}", data_root=str(root))
+    assert not (tmp_path / "a").exists() and not list(tmp_path.iterdir())

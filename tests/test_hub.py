@@ -257,3 +257,21 @@ def test_cli_dry_run_and_card(run_dir, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bioreason.cli", "card", run_dir, "--license", "apache-2.0"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "license: apache-2.0" in proc.stdout and "model-index" in proc.stdout
+
+
+def test_a_symlinked_file_in_the_model_folder_is_refused_not_uploaded(run_dir, tmp_path):
+    """A link would copy (and upload) whatever it points to, e.g. a private file outside the run."""
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"token": "hf_private"}')
+    os.remove(os.path.join(run_dir, "final", "tokenizer.json"))
+    os.symlink(secret, os.path.join(run_dir, "final", "tokenizer.json"))
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        hub.export_folder(run_dir, str(tmp_path / "out"), repo_id="me/antibody")
+
+
+def test_published_eval_results_name_a_local_dataset_by_its_folder_only(run_dir, tmp_path):
+    (tmp_path / "run" / "run_config.json").write_text(json.dumps({"dataset": "/home/alice/private/cells-v2/"}))
+    out = hub.export_folder(run_dir, str(tmp_path / "out"), repo_id="me/antibody")
+    published = "".join(open(os.path.join(d, f)).read() for d, _, fs in os.walk(out) for f in fs
+                        if f.endswith((".yaml", ".md")))
+    assert "/home/alice" not in published and "cells-v2" in published

@@ -20,9 +20,11 @@ def task_folder(dataset: str, data_root: str = "runs/data", seed: int = 0) -> st
     """The folder a dataset name stands for, building a bundled benchmark there first if needed."""
     if not dataset.startswith(BENCHMARK_PREFIX):
         return dataset
-    from bioreason.data.benchmarks import build_benchmark
+    from bioreason.data.benchmarks import BENCHMARKS, build_benchmark
 
     name = dataset[len(BENCHMARK_PREFIX):]
+    if name not in BENCHMARKS:  # before any folder is made: `benchmark:../..` must not create one outside data_root
+        raise ValueError(f"Unknown benchmark {name!r}; available: {sorted(BENCHMARKS)}")
     path = os.path.join(data_root, f"{name}-seed{seed}")
     if not _current(path):  # absent, or built before the validation split: a cache of ours, so rebuilt
         parent = os.path.dirname(os.path.abspath(path))

@@ -127,7 +127,10 @@ def export_folder(run_dir: str, out: str, repo_id: str = "user/model", license: 
         if name.endswith(PICKLE_SUFFIXES):
             continue  # never published: weights travel as safetensors only
         if ALLOWED.match(name):
-            shutil.copy2(os.path.join(source, name), os.path.join(out, name))
+            path = os.path.join(source, name)
+            if os.path.islink(path):  # a link would upload whatever it points to, inside the folder or not
+                raise ValueError(f"{path} is a symbolic link: copy the file it points to into {source} to publish it")
+            shutil.copy2(path, os.path.join(out, name), follow_symlinks=False)
     if not any(n.endswith(".safetensors") for n in os.listdir(out)):
         raise ValueError(f"{source}: no safetensors weights to publish")
     # Remote code: a self-contained copy of the classes, wired through auto_map
@@ -154,7 +157,12 @@ def _run_config(run_dir: str) -> dict:
 
 
 def _dataset_name(run_dir: str) -> str:
-    return _run_config(run_dir).get("dataset", "unknown")
+    """The dataset as published: `benchmark:NAME` as is; a local folder by its last component only (an absolute path
+    names the user's machine, not a dataset anyone else can find)."""
+    dataset = str(_run_config(run_dir).get("dataset", "unknown"))
+    if dataset.startswith("benchmark:"):
+        return dataset
+    return os.path.basename(os.path.normpath(dataset)) or "unknown"
 
 
 def render_card(model, metrics: dict | None, repo_id: str, license: str | None = None,

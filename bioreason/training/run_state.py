@@ -96,6 +96,16 @@ class RunState:
             write_json(os.path.join(self.dir, "state.json"), self.data)
         PartialState().wait_for_everyone()
 
+    def _inside(self, name: str) -> str:
+        """`output_dir/name` for a model folder named in state.json, refusing a name that leaves the run folder (an
+        absolute path, `..`): state.json is a file a user can edit, and the run deletes what it names."""
+        root = os.path.realpath(self.output_dir)
+        path = os.path.realpath(os.path.join(root, name))
+        if os.path.isabs(name) or os.path.commonpath([root, path]) != root or path == root:
+            raise ValueError(f"{self.output_dir}/state.json names the model folder {name!r}, which is not inside the "
+                             "run folder; delete state.json (or the run folder) to start over")
+        return path
+
     def load_model(self, model_args, path: str | None = None):
         """The model to continue from: `path` (a stage shared by another run) when given, else the last finished
         stage's, else the run's starting model."""
@@ -104,7 +114,7 @@ class RunState:
         from bioreason.training.common import load_model
 
         if path is None and self.data["model"] is not None:
-            path = os.path.join(self.output_dir, self.data["model"])
+            path = self._inside(self.data["model"])
         if path is None:  # each stage adds its own adapter
             return load_model(replace(model_args, use_peft=False))
         return load_model(replace(model_args, use_peft=False, model_name_or_path=path))
@@ -120,11 +130,13 @@ class RunState:
             save_final(model, processor, os.path.join(self.output_dir, name), merge_lora=False)
         self.update(stages=stages, curve=curve, model=name)
         if previous and previous != name and PartialState().is_main_process:
-            shutil.rmtree(os.path.join(self.output_dir, previous), ignore_errors=True)
+            shutil.rmtree(self._inside(previous), ignore_errors=True)
 
     def finish(self, metrics: dict) -> None:
         """Mark the run finished (a rerun returns `metrics`) and delete the stage models."""
-        model, self.data["model"] = self.data["model"], None
+        model = self.data["model"]
+        folder = self._inside(model) if model else None  # checked before anything is written or deleted
+        self.data["model"] = None
         self.update(finished=True, metrics=metrics)
-        if model and PartialState().is_main_process:
-            shutil.rmtree(os.path.join(self.output_dir, model), ignore_errors=True)
+        if folder and PartialState().is_main_process:
+            shutil.rmtree(folder, ignore_errors=True)
