@@ -51,23 +51,49 @@ def stage(metrics: dict, name: str) -> dict:
 
 
 QUICKSTART_ROWS = {"base (": "base", "CPT (": "cpt", "SFT (": "sft", "GRPO (": "grpo"}
+PROTOCOL = os.path.join(ROOT, "docs", "measurements", "protocol")
+
+
+def quickstart_metrics() -> dict:
+    with open(os.path.join(PROTOCOL, "quickstart_metrics.json"), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def with_interval(metrics: dict, key: str, cell: str) -> bool:
+    """A cell "0.990 [0.96, 1.00]" is the value to 3 decimals and its interval to 2 ("-" where it is absent)."""
+    if metrics.get(key) is None:
+        return cell == "-"
+    value, lo, hi = re.fullmatch(r"([\d.-]+) \[([\d.-]+), ([\d.-]+)\]", cell).groups()
+    return (shown(metrics[key], value) and abs(float(lo) - metrics[f"{key}_lo"]) <= 0.005 + 1e-9
+            and abs(float(hi) - metrics[f"{key}_hi"]) <= 0.005 + 1e-9)
 
 
 @pytest.mark.parametrize("label", QUICKSTART_ROWS)
 def test_the_quickstart_table_is_its_committed_metrics(label):
-    metrics = artifact("quickstart_bf16_metrics.json")
-    s = stage(metrics, QUICKSTART_ROWS[label])
-    _, steps, seconds, id_acc, ood_acc, id_rel, ood_rel = table_row(label)
+    s = stage(quickstart_metrics(), QUICKSTART_ROWS[label])
+    _, steps, seconds, val, id_acc, ood_acc, id_rel, ood_rel = table_row(label)
     assert int(steps) == s["steps"] and float(seconds) == s["seconds"]
-    assert shown(s["id"]["accuracy"], id_acc) and shown(s["ood"]["accuracy"], ood_acc)
-    assert shown(s["id"]["reliance"], id_rel) and shown(s["ood"]["reliance"], ood_rel)
+    for metrics, cell in ((s["validation"], val), (s["id"], id_acc), (s["ood"], ood_acc)):
+        assert with_interval(metrics, "accuracy", cell), (label, cell)
+    assert with_interval(s["id"], "reliance_cross_label", id_rel) and with_interval(s["ood"], "reliance_cross_label",
+                                                                                     ood_rel)
 
 
 @pytest.mark.parametrize("name", ["majority", "probe"])
 def test_the_quickstart_baselines_are_its_committed_metrics(name):
-    baseline = artifact("quickstart_bf16_metrics.json")["baselines"][name]
+    baseline = quickstart_metrics()["baselines"][name]
     cells = table_row(f"*{name} baseline*")
-    assert shown(baseline["id"]["accuracy"], cells[3]) and shown(baseline["ood"]["accuracy"], cells[4])
+    for key, cell in zip(("validation", "id", "ood"), cells[3:6], strict=True):
+        assert with_interval(baseline[key], "accuracy", cell), (name, cell)
+
+
+def test_the_quickstart_paired_differences_are_its_committed_metrics():
+    from bioreason.evaluation.intervals import format_difference
+
+    text = readme()
+    for s in quickstart_metrics()["stages"]:
+        for key, comparison in s.get("vs_previous", {}).items():
+            assert format_difference(comparison) in text, (s["name"], key)
 
 
 BENCHMARK_ROWS = {"`antibody_chain`": "quickstart_bf16_metrics.json",

@@ -71,21 +71,25 @@ def test_rl_stops_after_consecutive_steps_where_every_rollout_is_right():
 
     from bioreason.training.solved_stop import StopWhenSolved
 
+    state = TrainerState()  # one state for the stage, as the Trainer keeps it; its log history survives a resume
+
     def log(callback, step, zero_std, correct):
-        state, control = TrainerState(), TrainerControl()
+        control = TrainerControl()
         state.global_step = step
-        callback.on_log(None, state, control, logs={"frac_reward_zero_std": zero_std,
-                                                    "rewards/correctness/mean": correct})
+        logs = {"frac_reward_zero_std": zero_std, "rewards/correctness/mean": correct, "step": step}
+        state.log_history.append(logs)
+        callback.on_log(None, state, control, logs=logs)
         return control.should_training_stop
 
     stop = StopWhenSolved(patience=2)
     assert not log(stop, 1, 1.0, 1.0)  # solved once
     assert not log(stop, 2, 0.5, 0.9)  # some groups still learn: the count restarts
     assert not log(stop, 3, 1.0, 0.0)  # every group without advantage but all wrong: keep sampling
-    assert not log(stop, 4, 1.0, 1.0)
-    assert log(stop, 5, 1.0, 1.0)
-    assert stop.record() == {"zero_advantage_steps": 4, "stopped_early": stop.record()["stopped_early"]}
-    assert "at step 5" in stop.record()["stopped_early"]
+    resumed = StopWhenSolved(patience=2)  # a stage resumed from a checkpoint: a new callback, the same history
+    assert not log(resumed, 4, 1.0, 1.0)
+    assert log(resumed, 5, 1.0, 1.0)
+    assert resumed.record()["zero_advantage_steps"] == 4 and "at step 5" in resumed.record()["stopped_early"]
     never = StopWhenSolved(patience=0)
+    state.log_history.clear()
     assert not any(log(never, k, 1.0, 1.0) for k in range(1, 6))
     assert never.record() == {"zero_advantage_steps": 5}

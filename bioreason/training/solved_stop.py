@@ -13,30 +13,32 @@ from __future__ import annotations
 from transformers import TrainerCallback
 
 
+def _solved(log: dict) -> bool:
+    return float(log["frac_reward_zero_std"]) >= 1.0 and float(log.get("rewards/correctness/mean", 0.0)) >= 1.0
+
+
 class StopWhenSolved(TrainerCallback):
-    """Reads each GRPO log: `frac_reward_zero_std` (share of groups without advantage) and the correctness
-    reward's mean (`rewards/correctness/mean`, 1 when every rollout is right)."""
+    """Reads the GRPO logs in `state.log_history` (restored with a checkpoint, so a resumed stage counts as the
+    uninterrupted one did): `frac_reward_zero_std` (share of groups without advantage) and the correctness reward's
+    mean (`rewards/correctness/mean`, 1 when every rollout is right)."""
 
     def __init__(self, patience: int):
         self.patience = patience
-        self.solved_in_a_row = 0
-        self.zero_advantage_steps = 0
+        self.history: list[dict] = []
         self.stopped_at: int | None = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "frac_reward_zero_std" not in logs:
-            return
-        no_signal = float(logs["frac_reward_zero_std"]) >= 1.0
-        self.zero_advantage_steps += int(no_signal)
-        solved = no_signal and float(logs.get("rewards/correctness/mean", 0.0)) >= 1.0
-        self.solved_in_a_row = self.solved_in_a_row + 1 if solved else 0
-        if self.patience and self.solved_in_a_row >= self.patience:
+        self.history = [log for log in state.log_history if "frac_reward_zero_std" in log]
+        if logs and "frac_reward_zero_std" in logs and (not self.history or self.history[-1] is not logs):
+            self.history.append(logs)  # a log handed over before it reached the history
+        recent = self.history[-self.patience:] if self.patience else []
+        if self.patience and len(recent) == self.patience and all(_solved(log) for log in recent):
             control.should_training_stop = True
             self.stopped_at = state.global_step
 
     def record(self) -> dict:
         """What the stage reports: steps without any advantage, and where it stopped early (if it did)."""
-        out = {"zero_advantage_steps": self.zero_advantage_steps}
+        out = {"zero_advantage_steps": sum(float(log["frac_reward_zero_std"]) >= 1.0 for log in self.history)}
         if self.stopped_at is not None:
             out["stopped_early"] = (f"every rollout right for {self.patience} steps in a row (no advantage to "
                                     f"learn from) at step {self.stopped_at}")
