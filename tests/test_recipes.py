@@ -317,6 +317,9 @@ def test_pipeline_run_folder(tmp_path, task, model_dir):
     proc = subprocess.run([sys.executable, "-m", "bioreason.cli", "run", "pipeline", "--config", str(config),
                            "sft.learning_rate=0.01"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # nothing printed that is not about this run: no library deprecation or offline-kernel warnings
+    for noise in ("FutureWarning", "gemm_4bit_forward", "Skipping publisher trust check"):
+        assert noise not in proc.stderr, noise
     from bioreason.recipes.pipeline import verify_run_folder
 
     metrics = verify_run_folder(str(out))

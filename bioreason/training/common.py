@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,10 @@ from bioreason.data.tasks import replace_dir
 from bioreason.evaluation.scoring import DEFAULT_NORMALIZATION, evaluate_records, sample_split
 from bioreason.model.precision import AUTO, Precision, choose_bf16
 from bioreason.training.faults import kill_point
+
+# TRL 1.16 reads `model.is_gradient_checkpointing`, which transformers 5.25 deprecates: a warning about TRL's code on
+# every GRPO step, not about the user's run (TRL's own fix will remove the call)
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 BF16_HELP = ("auto (default): bf16 autocast where the device computes bf16 natively (CUDA with bf16, a CPU with "
              "AMX-BF16 / AVX512-BF16), fp32 elsewhere; true / false force it")
@@ -99,6 +104,12 @@ class AutoPrecisionMixin:
         device = "cpu" if self.use_cpu or not torch.cuda.is_available() else "cuda"
         self.precision = choose_bf16(self.bf16, device)
         self.bf16 = self.precision.bf16
+        # TRL's configs default the deprecated `gradient_checkpointing` to True, so transformers 5 warned on every run
+        # about a field nobody set: resolve it into `activation_checkpointing` here (same behaviour, no warning)
+        if getattr(self, "activation_checkpointing", False) is None and self.gradient_checkpointing is not None:
+            self.activation_checkpointing = self.gradient_checkpointing
+            self.activation_checkpointing_kwargs = (getattr(self, "activation_checkpointing_kwargs", None)
+                                                    or self.gradient_checkpointing_kwargs)
         super().__post_init__()
 
 
