@@ -48,7 +48,7 @@ def test_backbone_axis_sets_the_llm(tmp_path):
 
 
 def fake_run(out, name, axes, sft_ood, grpo_ood, sft_examples=32, rl_examples=8, ranks=(16, 4), majority_id=0.5,
-             curve=()):
+             curve=(), correct=None, validation=None):
     run_dir = os.path.join(out, "runs", name)
     os.makedirs(run_dir)
     with open(os.path.join(run_dir, "run_config.json"), "w") as fh:
@@ -60,6 +60,10 @@ def fake_run(out, name, axes, sft_ood, grpo_ood, sft_examples=32, rl_examples=8,
               {"name": "grpo", "id": {"accuracy": 0.7, "macro_f1": 0.6}, "ood": {"accuracy": grpo_ood,
                                                                                  "macro_f1": 0.6},
                "steps": 4, "seconds": 20.0}]
+    for stage, vectors in zip(stages, correct or (), strict=False):  # per-record correctness: {split: [0/1 ...]}
+        stage["correct"] = vectors
+    for stage, acc in zip(stages, validation or (), strict=False):
+        stage["validation"] = {"accuracy": acc, "accuracy_lo": acc - 0.1, "accuracy_hi": acc + 0.05}
     budget = {"sft_examples": sft_examples, "sft_epochs": 1, "rl_examples": rl_examples, "sft_lora_r": ranks[0],
               "grpo_lora_r": ranks[1]}
     with open(os.path.join(run_dir, "metrics.json"), "w") as fh:
@@ -104,6 +108,33 @@ def test_harvest_and_report(tmp_path, monkeypatch):
     assert row["probe_id_accuracy"] == 0.95 and row["majority_ood_accuracy"] == 0.5
     assert "1 of 4 runs end SFT at or below the majority class" in report
     assert "majority ID 0.575 / OOD 0.500; probe ID 0.950 / OOD 0.900" in report  # (0.8 + 3 x 0.5) / 4
+
+
+def test_the_study_ranks_on_validation_and_states_rl_as_a_paired_difference(tmp_path):
+    out = str(tmp_path)
+    # two runs, 4 OOD records each: run a: SFT 1100 -> GRPO 1110; run b: SFT 0100 -> GRPO 1101
+    fake_run(out, "a", {"seed": 0}, 0.5, 0.75, correct=[{"ood": [1, 1, 0, 0]}, {"ood": [1, 1, 1, 0]}],
+             validation=[0.6, 0.9])
+    fake_run(out, "b", {"seed": 1}, 0.25, 0.75, correct=[{"ood": [0, 1, 0, 0]}, {"ood": [1, 1, 0, 1]}],
+             validation=[0.6, 0.7])
+    fake_run(out, "c", {"seed": 2}, 0.9, 0.9, validation=[0.5, 0.5])  # best on OOD, worst on validation
+    table = study.harvest(out).set_index("run")
+    assert table.loc["a", "validation_accuracy"] == 0.9 and table.loc["a", "validation_accuracy_lo"] == 0.8
+    assert table.loc["a", "sft_validation_accuracy"] == 0.6
+    report = open(write_study_report(out)).read()
+    ranked = report.split("Top runs by final validation accuracy")[1]
+    assert ranked.index("| a |") < ranked.index("| b |") < ranked.index("| c |")
+    # pooled over the runs' 8 records: GRPO right where SFT was wrong 3 times, the reverse 0 times
+    pairs = study_report_pairs(out)
+    assert pairs["ood"]["difference"] == 3 / 8 and (pairs["ood"]["a_only"], pairs["ood"]["b_only"]) == (0, 3)
+    assert "RL after SFT, paired on the same records" in report and "ood +0.375 [" in report
+    assert f"p={2 / 8:.2g}" in report  # McNemar: 2 x (1/2)^3
+
+
+def study_report_pairs(out):
+    from bioreason.evaluation.study_report import stage_pairs
+
+    return stage_pairs(out, "sft", "grpo")
 
 
 def test_pareto_front_by_hand():

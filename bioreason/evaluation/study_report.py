@@ -5,7 +5,8 @@ Plots: ID vs OOD scatter with the Pareto front; accuracy against SFT budget (aft
 curve (final accuracy against RL's share of the training examples); a heatmap of final OOD accuracy over
 (SFT LoRA rank, RL LoRA rank) pairs. Plots whose axes did not vary in the study are skipped and said so. Every accuracy
 plot carries the majority-class and probe baselines (the mean over runs of the `majority_*` / `probe_*` columns) as
-lines; the report counts the runs that end at the majority class.
+lines; the report counts the runs that end at the majority class, ranks runs on validation, and states RL's effect as a
+paired difference on the same records with its interval (`stage_pairs`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,34 @@ def _line_plot(out: str, name: str, lines: list, xlabel: str, ylabel: str, basel
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     return _save(fig, out, name)
+
+
+def stage_pairs(out: str, before: str, after: str) -> dict[str, dict]:
+    """`{split: paired comparison}` of stage `after` against stage `before` over every finished run that has both,
+    on the same records (the runs' per-record `correct` vectors in their metrics.json): each run's records are
+    concatenated, so the interval resamples (run, record) pairs, and McNemar counts their discordant pairs. Runs that
+    predate the per-record vectors are skipped."""
+    import json
+
+    from bioreason.evaluation.intervals import paired_comparison
+
+    a: dict[str, list[int]] = {}
+    b: dict[str, list[int]] = {}
+    runs_dir = os.path.join(out, "runs")
+    for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
+        path = os.path.join(runs_dir, name, "metrics.json")
+        if not os.path.exists(os.path.join(runs_dir, name, "DONE")) or not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as fh:
+            stages = {s["name"]: s for s in json.load(fh)["stages"]}
+        if before not in stages or after not in stages:
+            continue
+        for split, correct in stages[after].get("correct", {}).items():
+            previous = stages[before].get("correct", {}).get(split)
+            if previous is not None and len(previous) == len(correct):
+                a.setdefault(split, []).extend(previous)
+                b.setdefault(split, []).extend(correct)
+    return {split: paired_comparison(a[split], b[split]) for split in a if a[split]}
 
 
 def write_study_report(out: str) -> str:
@@ -150,7 +179,14 @@ def write_study_report(out: str) -> str:
         notes.append("LoRA ranks did not vary: no rank heatmap.")
 
     rl_effect = ""
-    if {"sft_ood_accuracy", "grpo_ood_accuracy"} <= set(table):
+    paired = stage_pairs(out, "sft", "grpo")
+    if paired:
+        from bioreason.evaluation.intervals import format_difference
+
+        rl_effect = ("RL after SFT, paired on the same records over the runs (accuracy difference, 95% interval, "
+                     "McNemar p): " + "; ".join(f"{split} {format_difference(c)}" for split, c in paired.items())
+                     + ".\n\n")
+    elif {"sft_ood_accuracy", "grpo_ood_accuracy"} <= set(table):
         diff = (table["grpo_ood_accuracy"] - table["sft_ood_accuracy"]).dropna()
         diff_id = (table["grpo_id_accuracy"] - table["sft_id_accuracy"]).dropna()
         rl_effect = (f"RL after SFT changed OOD accuracy by {diff.mean():+.3f} on average (better in {(diff > 0).sum()}"
