@@ -76,8 +76,8 @@ def test_rl_stops_after_consecutive_steps_where_every_rollout_is_right():
     def log(callback, step, zero_std, correct):
         control = TrainerControl()
         state.global_step = step
-        logs = {"frac_reward_zero_std": zero_std, "rewards/correctness/mean": correct, "step": step}
-        state.log_history.append(logs)
+        logs = {"frac_reward_zero_std": zero_std, "rewards/correctness/mean": correct}
+        state.log_history.append({**logs, "step": step})  # as Trainer.log does: a copy with the step, then on_log
         callback.on_log(None, state, control, logs=logs)
         return control.should_training_stop
 

@@ -28,9 +28,8 @@ class StopWhenSolved(TrainerCallback):
         self.stopped_at: int | None = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        # the Trainer appends each log (with its step) to the history before it calls on_log
         self.history = [log for log in state.log_history if "frac_reward_zero_std" in log]
-        if logs and "frac_reward_zero_std" in logs and (not self.history or self.history[-1] is not logs):
-            self.history.append(logs)  # a log handed over before it reached the history
         recent = self.history[-self.patience:] if self.patience else []
         if self.patience and len(recent) == self.patience and all(_solved(log) for log in recent):
             control.should_training_stop = True
