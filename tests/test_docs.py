@@ -50,7 +50,7 @@ def stage(metrics: dict, name: str) -> dict:
     return next(s for s in metrics["stages"] if s["name"] == name)
 
 
-QUICKSTART_ROWS = {"base (": "base", "CPT (": "cpt", "SFT (": "sft", "GRPO (": "grpo"}
+QUICKSTART_ROWS = {"CPT (": "cpt", "SFT (": "sft", "GRPO (": "grpo"}
 PROTOCOL = os.path.join(ROOT, "docs", "measurements", "protocol")
 
 
