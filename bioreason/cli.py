@@ -21,6 +21,7 @@ are read from a FASTA file (every record, in order).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -372,6 +373,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bioreason", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true", help="on an error, show the whole traceback instead of one "
+                        "line (also BIOREASON_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("compose", help="build a model folder from an LLM and encoders")
@@ -525,13 +528,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.command != "run" or any("=" not in e or e.startswith("-") for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
+    debug = args.debug or os.environ.get("BIOREASON_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
     except BioReasonDataError as err:  # bad input data: one line, no traceback
+        if debug:
+            raise
         print(f"bioreason: data error: {err}", file=sys.stderr)
         return 1
     except (ValueError, OSError, ImportError) as err:  # OSError: missing files, unreachable hub
-        print(f"bioreason: error: {err}", file=sys.stderr)
+        if debug:  # the one line hides where an error deep in TRL or transformers came from
+            raise
+        print(f"bioreason: error: {err} (--debug shows the traceback)", file=sys.stderr)
         return 2
 
 

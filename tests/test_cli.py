@@ -61,3 +61,17 @@ def test_print_config_of_a_pipeline_shows_each_stage_section_with_its_defaults(c
     assert resolved["sft"]["lora_r"] == 64 and resolved["sft"]["learning_rate"] == 0.0005  # override, then the file
     assert resolved["grpo"]["beta"] == 0.04 and resolved["grpo"]["lora_r"] == 4
     assert resolved["grpo"]["projectors_trainable"] is False and resolved["cpt"]["per_device_train_batch_size"] == 8
+
+
+def test_an_error_is_one_line_unless_debug_asks_for_the_traceback(tmp_path, capsys, monkeypatch):
+    from bioreason.cli import main
+
+    missing = str(tmp_path / "nothing.yaml")
+    assert main(["run", "sft", "--config", missing]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--debug shows the traceback" in err and "nothing.yaml" in err
+    with pytest.raises(OSError, match="nothing.yaml"):
+        main(["--debug", "run", "sft", "--config", missing])
+    monkeypatch.setenv("BIOREASON_DEBUG", "1")
+    with pytest.raises(OSError, match="nothing.yaml"):
+        main(["run", "sft", "--config", missing])
