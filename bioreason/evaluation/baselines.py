@@ -27,7 +27,7 @@ import torch
 from bioreason.data.chat import modality_inputs, normalize_label
 from bioreason.data.records import MODALITY_FIELDS
 from bioreason.evaluation.intervals import mean_interval
-from bioreason.evaluation.scoring import DEFAULT_NORMALIZATION, classification_metrics, evaluate_records
+from bioreason.evaluation.scoring import DEFAULT_NORMALIZATION, classification_metrics, evaluate_records, is_correct
 
 # Answers for a list of records (a model's, or a toy's in tests): what the reliance passes score.
 Predict = Callable[[Sequence[dict]], list[str | None]]
@@ -157,8 +157,7 @@ def swap_modality_inputs(records: Sequence[dict], seed: int = 0) -> list[dict]:
 
 def correct_of(predictions: Sequence[str | None], records: Sequence[dict]) -> np.ndarray:
     """1 / 0 per record: whether the prediction is the record's answer."""
-    return np.array([int(p is not None and normalize_label(p) == normalize_label(r["answer"]))
-                     for p, r in zip(predictions, records, strict=True)])
+    return np.array([is_correct(p, r["answer"]) for p, r in zip(predictions, records, strict=True)])
 
 
 def model_predictor(model, processor, mode: str = "likelihood", cells=None, desc: str = "reliance",

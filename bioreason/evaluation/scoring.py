@@ -212,10 +212,14 @@ def classification_metrics(predictions: Sequence[str | None], golds: Sequence[st
     }
 
 
+def is_correct(prediction: str | None, answer: str) -> int:
+    """1 when a prediction is the answer (after label normalisation), else 0; an unparsed answer (None) is wrong."""
+    return int(prediction is not None and normalize_label(prediction) == normalize_label(answer))
+
+
 def correct_vector(predictions: Sequence[dict]) -> list[int]:
     """1 / 0 per record of `evaluate_records`' predictions: the input of paired comparisons and reliance."""
-    return [int(p["prediction"] is not None and normalize_label(p["prediction"]) == normalize_label(p["answer"]))
-            for p in predictions]
+    return [is_correct(p["prediction"], p["answer"]) for p in predictions]
 
 
 def evaluate_records(model, processor, records: Sequence[dict], mode: str = "likelihood", cells=None,
