@@ -28,8 +28,13 @@ def records():
 def test_scorers_run_and_report(mode):
     model, processor = tiny_model("esm2")
     m = evaluate_records(model, processor, records(), mode=mode, max_new_tokens=4)
-    assert m["n"] == 3 and 0.0 <= m["accuracy"] <= 1.0
-    assert len(m["predictions"]) == 3
+    assert m["n"] == 3 and len(m["predictions"]) == 3
+    # the reported accuracy is the share of predictions equal to the answers, and its rates are those predictions'
+    right = sum(p["prediction"] == p["answer"] for p in m["predictions"])
+    assert m["accuracy"] == pytest.approx(right / 3)
+    assert m["accuracy_lo"] <= m["accuracy"] <= m["accuracy_hi"]
+    for label in ("heavy", "kappa"):
+        assert m["prediction_rate"][label] == pytest.approx(sum(p["prediction"] == label for p in m["predictions"]) / 3)
     if mode == "likelihood":
         assert all(p["prediction"] in {"heavy", "kappa"} for p in m["predictions"])
     else:
