@@ -113,6 +113,12 @@ class BioGRPOTrainer(AtomicCheckpointMixin, ProjectorLearningRateMixin, GRPOTrai
             self._rows, self._modality_rows = None, None
 
     def _tokenize_prompts(self, prompts: list):
+        # the batch's dataset rows come from `_generate_and_score_completions`, which TRL calls around this method:
+        # refuse to guess if TRL's call order changes (the contract `check_trl_contract` pins)
+        if self._rows is None or len(self._rows) != len(prompts):
+            raise RuntimeError(f"_tokenize_prompts got {len(prompts)} prompts with "
+                               f"{'no dataset rows' if self._rows is None else f'{len(self._rows)} dataset rows'}: "
+                               "TRL no longer calls it inside _generate_and_score_completions (see TRL_CONTRACT)")
         texts = [self.processing_class.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
                  for p in prompts]
         items: dict[str, list] = {}
@@ -140,6 +146,10 @@ class BioGRPOTrainer(AtomicCheckpointMixin, ProjectorLearningRateMixin, GRPOTrai
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **image_inputs):
         rows = self._modality_rows or {}
+        for key, value in rows.items():  # rows set by `_compute_loss` / generation must be this batch's, row for row
+            if value.shape[0] != input_ids.size(0):
+                raise RuntimeError(f"{key} holds {value.shape[0]} rows for {input_ids.size(0)} sequences: the "
+                                   "modality rows are not this batch's (see TRL_CONTRACT)")
         batch_size = batch_size or input_ids.size(0)
         logps, entropies = [], []
         for start in range(0, input_ids.size(0), batch_size):
