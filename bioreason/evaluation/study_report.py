@@ -139,8 +139,11 @@ def write_study_report(out: str) -> str:
     if sft_curve is not None:
         sft_curve = sft_curve[sft_curve["stage"] == "sft"]
     if sft_curve is not None and sft_curve["examples"].nunique() > 1:
-        grouped = sft_curve.groupby("examples")[["id_accuracy", "ood_accuracy"]].mean()
-        lines = [(grouped["id_accuracy"], "o-", "ID"), (grouped["ood_accuracy"], "o-", "OOD")]
+        # the curve scores validation (where checkpoints are chosen); runs from before the split have ID / OOD
+        names = {"validation_accuracy": "validation", "id_accuracy": "ID", "ood_accuracy": "OOD"}
+        present = [c for c in names if c in sft_curve and sft_curve[c].notna().any()]
+        grouped = sft_curve.groupby("examples")[present].mean()
+        lines = [(grouped[c], "o-", names[c]) for c in present]
         plots.append(_line_plot(out, "accuracy_during_sft.png", lines, "SFT examples seen",
                                 "accuracy (mean over runs evaluated there)", baselines))
     else:
