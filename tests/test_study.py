@@ -248,6 +248,10 @@ def test_eval_cli_and_curve(tiny_setup, tmp_path):
             assert result["baselines"][name][split]["n"] == 4
     assert "majority baseline: validation accuracy" in proc.stdout
     assert "probe baseline: validation accuracy" in proc.stdout
+    assert "scoring validation 4 of " in proc.stdout  # how many records it scores, said first
+    # the encoder ran once per unique input: the two reliance passes per test split reuse the scoring pass's features
+    assert result["feature_cache"]["encoded_items"] <= 3 * 4  # at most the 12 scored records' inputs
+    assert result["feature_cache"]["hits"] >= 2 * 2 * 4  # both swaps of both test splits read only cached inputs
     assert "id_test (n=4): accuracy" in proc.stdout and "[" in proc.stdout  # the n and the interval are printed
     proc = subprocess.run([sys.executable, "-m", "bioreason.cli", "eval-curve", "--models", str(root / "model"),
                            str(root / "model"), "--labels", "1", "2", "--data", str(root / "data"), "--max-examples",

@@ -39,6 +39,8 @@ def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = tuple(
     from bioreason.model.precision import choose_bf16
 
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    # frozen encoders run once per unique input: the reliance passes score the same inputs in another order
+    cache = model.enable_feature_cache()
     precision = choose_bf16(bf16, model.device.type)
     processor = AutoProcessor.from_pretrained(model_dir)
     dataset, cells = open_task(data_dir)
@@ -47,6 +49,10 @@ def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = tuple(
                      "splits": {}, "predictions": {}}
     scored: dict[str, list[dict]] = {}
     autocast = torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=precision.bf16)
+    sizes = {split: len(dataset[split]) for split in splits}
+    print("scoring " + ", ".join(f"{split} {min(n, max_examples or n)} of {n}" for split, n in sizes.items())
+          + (" records (--max-examples N scores a fixed, label-stratified subset of a larger split)"
+             if max_examples is None and max(sizes.values(), default=0) > 1000 else " records"), flush=True)
     for split in splits:
         records = sample_split(dataset, split, max_examples, seed=seed)
         if not records:
@@ -66,6 +72,7 @@ def evaluate_model(model_dir: str, data_dir: str, splits: Sequence[str] = tuple(
                                               [split_labels(r["answer"]) for r in records], parents))
         results["splits"][split] = metrics
         results["predictions"][split] = predictions
+    results["feature_cache"] = cache.stats()
     if baselines and scored and "train" in dataset and parents is None:
         with autocast:
             results["baselines"] = baseline_scores(model, processor, [dict(r) for r in dataset["train"]], scored,
