@@ -135,6 +135,7 @@ def quickstart_model():
 
 def task(name: str):
     """A bundled benchmark, built once under runs/data (as the recipes do)."""
-    from bioreason.training.common import DataArguments, load_task
+    from bioreason.training.arguments import DataArguments
+    from bioreason.training.task import load_task
 
     return load_task(DataArguments(dataset=f"benchmark:{name}"))

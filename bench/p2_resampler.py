@@ -38,7 +38,8 @@ def warm_cache(model, processor, records, cache_dir: str) -> None:
 
 def run() -> Result:
     from bioreason.evaluation.scoring import evaluate_records, sample_split
-    from bioreason.training.common import DataArguments, train_records
+    from bioreason.training.arguments import DataArguments
+    from bioreason.training.task import train_records
 
     encoder = nucleotide_transformer_500m_shape()
     dataset, _ = task(DATASET)

@@ -31,14 +31,10 @@ SHORT = 96  # the length reward's target in characters: 32-token samples straddl
 
 def grpo_steps(model, processor, share: bool, out: str) -> dict:
     from bioreason.training.adaptation import apply_lora
-    from bioreason.training.common import (
-        BioGRPOConfig,
-        DataArguments,
-        ModelArguments,
-        enable_feature_cache,
-        train_records,
-    )
+    from bioreason.training.arguments import BioGRPOConfig, DataArguments, ModelArguments
     from bioreason.training.grpo_trainer import BioGRPOTrainer, grpo_dataset
+    from bioreason.training.prepare import enable_feature_cache
+    from bioreason.training.task import train_records
 
     torch.manual_seed(0)
     model = copy.deepcopy(model)

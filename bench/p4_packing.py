@@ -31,7 +31,8 @@ def token_counts(collate, records: list[dict], batch_size: int) -> tuple[int, in
 
 
 def records() -> list[dict]:
-    from bioreason.training.common import DataArguments, train_records
+    from bioreason.training.arguments import DataArguments
+    from bioreason.training.task import train_records
 
     dataset, _ = task(DATASET)
     return list(train_records(dataset, DataArguments(dataset=f"benchmark:{DATASET}", max_train_examples=EXAMPLES)))

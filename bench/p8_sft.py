@@ -26,8 +26,9 @@ def baseline(model, processor, out: str) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from bioreason.training.adaptation import apply_lora
+    from bioreason.training.arguments import DataArguments
     from bioreason.training.collator import RecordCollator
-    from bioreason.training.common import DataArguments, train_records
+    from bioreason.training.task import train_records
 
     model = copy.deepcopy(model)
     model.disable_feature_cache()

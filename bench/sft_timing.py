@@ -54,7 +54,8 @@ def sft(model, processor, dataset: str, examples: int, epochs: int, batch_size: 
     """SFT (LoRA on the LLM, projector in full, encoder frozen) of a copy of `model`; returns timings and the model."""
     from bioreason.recipes import sft as sft_recipe
     from bioreason.training.adaptation import apply_lora
-    from bioreason.training.common import BioSFTConfig, DataArguments, ModelArguments, enable_feature_cache
+    from bioreason.training.arguments import BioSFTConfig, DataArguments, ModelArguments
+    from bioreason.training.prepare import enable_feature_cache
 
     model = copy.deepcopy(model)
     model.set_trainable(encoders=False, projectors=True, llm=True)

@@ -216,7 +216,7 @@ def resolved_config(recipe: str, config: str, overrides: list[str]) -> str:
 
     import yaml
 
-    from bioreason.training.common import RENAMED, parse_arguments
+    from bioreason.training.config import RENAMED, parse_arguments
 
     parts = parse_arguments(recipe_module(recipe).ARGUMENTS, recipe_argv(config, overrides),
                             renamed=getattr(recipe_module(recipe), "RENAMED", RENAMED))

@@ -185,7 +185,8 @@ def test_balanced_indices_draw_labels_in_equal_shares_and_repeat_a_rare_label_on
 def test_train_records_balance_a_closed_label_set_unless_switched_off():
     from datasets import Dataset, DatasetDict
 
-    from bioreason.training.common import DataArguments, train_records
+    from bioreason.training.arguments import DataArguments
+    from bioreason.training.task import train_records
 
     rows = records(3, "train", 0) + [r for r in records(12, "train", 1) if r["answer"] == "alanine"]
     dataset = DatasetDict({"train": Dataset.from_list(rows)})

@@ -96,3 +96,20 @@ def test_subpackages_import_only_upstream():
     backwards = sorted((a, b) for a, targets in imports(mods).items() for b in targets
                        if subpackage(a) != subpackage(b) and ORDER.index(subpackage(b)) > ORDER.index(subpackage(a)))
     assert backwards == []
+
+
+def test_training_modules_stay_small_and_one_module_prepares_models():
+    """`bioreason/training/` keeps each concern in a module of its own (none over ~350 lines), and the freeze policy
+    and LoRA are applied in one place, `training/prepare.py`, that every path calls (stage scripts, the pipeline,
+    CPT alignment): no other module of the package calls `apply_lora`, `apply_freeze_policy` or `set_trainable`."""
+    for path in (PACKAGE / "training").glob("*.py"):
+        assert len(path.read_text(encoding="utf-8").splitlines()) <= 350, path.name
+    owners = {PACKAGE / "training" / "prepare.py", PACKAGE / "training" / "adaptation.py"}
+    for path in PACKAGE.rglob("*.py"):
+        if path in owners or path.parent.name == "model":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                assert name not in ("apply_lora", "apply_freeze_policy", "set_trainable"), (
+                    f"{path.relative_to(PACKAGE)}:{node.lineno} calls {name}: go through training.prepare")

@@ -234,7 +234,8 @@ def test_lora_keeps_a_trainable_encoder_training_and_merges_it_back():
 
 def test_a_trainable_by_design_encoder_can_be_frozen_and_stays_frozen_under_lora(tmp_path):
     from bioreason.training.adaptation import apply_lora
-    from bioreason.training.common import ModelArguments, apply_freeze_policy
+    from bioreason.training.arguments import ModelArguments
+    from bioreason.training.prepare import apply_freeze_policy
 
     model, processor = tiny_model("expression")
     apply_freeze_policy(model, ModelArguments(encoders_trainable=False))
@@ -249,13 +250,12 @@ def test_a_trainable_by_design_encoder_can_be_frozen_and_stays_frozen_under_lora
 
 
 def test_rl_stage_can_leave_the_projectors_as_sft_left_them():
-    from bioreason.recipes.pipeline import _adapt
-    from bioreason.training.common import ModelArguments, apply_freeze_policy
+    from bioreason.training.arguments import ModelArguments
+    from bioreason.training.prepare import prepare_model
 
     model, processor = tiny_model("esm2")
-    stage = ModelArguments(use_peft=True, lora_r=4, projectors_trainable=False)
-    apply_freeze_policy(model, stage)
-    peft_model = _adapt(model, stage)
+    stage = ModelArguments(use_peft=True, lora_r=4, projectors_trainable=False, feature_cache="off")
+    peft_model = prepare_model(model, stage)
     moved = {n for n, v in _step(peft_model, processor(**prompt_for("esm2"))).items() if v}
     assert moved and all("lora_" in n for n in moved)  # the LLM's adapters only
 

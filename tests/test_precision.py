@@ -72,7 +72,7 @@ def test_bad_bf16_values_are_errors(bad):
 
 
 def test_recipe_configs_resolve_auto_by_hardware(fake_cpu, tmp_path):
-    from bioreason.training.common import BioGRPOConfig, BioSFTConfig, precision_record
+    from bioreason.training.arguments import BioGRPOConfig, BioSFTConfig, precision_record
 
     for cls in (BioSFTConfig, BioGRPOConfig):
         fake_cpu(AVX2_EPYC)

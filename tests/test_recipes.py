@@ -151,7 +151,65 @@ def test_grpo_keeps_the_encoder_in_the_loop(tmp_path, task, model_dir, monkeypat
     assert changed(before, after, "model.projectors.")  # gradients reached the projector through the RL loss
     assert not changed(before, after, "model.encoders.")
     assert not changed(before, after, "model.language_model.")
-    assert result["steps"] == 2
+    assert result["steps"] == 2 and result["world_size"] == 1  # one skeleton: GRPO records what SFT records
+
+
+def test_a_model_handed_to_a_stage_script_is_prepared_like_a_loaded_one(tmp_path, task, model_dir):
+    """`sft.run(model=...)` (how the pipeline hands a model on) applies the stage's freeze policy and LoRA through
+    the same `prepare_model` as a loaded model: the LLM adapts through rank-4 LoRA, a frozen encoder stays frozen,
+    and the projectors follow `projectors_trainable`."""
+    from transformers import AutoProcessor
+    from trl import SFTConfig
+
+    from bioreason.recipes import sft
+    from bioreason.training.arguments import DataArguments, ModelArguments
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model.set_trainable(encoders=True, projectors=True, llm=True)  # what an earlier stage may have left
+    stage = ModelArguments(use_peft=True, lora_r=4, projectors_trainable=False, encoders_trainable=False,
+                           feature_cache="off")
+    config = SFTConfig(output_dir=str(tmp_path / "out"), max_steps=1, per_device_train_batch_size=2,
+                       use_cpu=True, bf16=False, report_to="none", save_strategy="no")
+    result = sft.run(sft.SFTRecipeArguments(evaluate=False), stage, DataArguments(dataset=task, max_train_examples=2),
+                     config, model=model, processor=processor)
+    trained = result["model"]
+    assert trained.peft_config["default"].r == 4
+    trainable = [n for n, p in trained.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)  # no encoder, no projector, no full LLM weight
+    assert result["world_size"] == 1 and result["steps"] == 1
+    with pytest.raises(ValueError, match="merge"):  # an adapter on top of an adapter is refused
+        sft.run(sft.SFTRecipeArguments(evaluate=False), stage, DataArguments(dataset=task, max_train_examples=2),
+                config, model=trained, processor=processor)
+
+
+def test_section_settings_parse_without_a_temporary_file(tmp_path, monkeypatch):
+    """One config path: the file is read once and the overrides fold into it in memory (no temporary YAML is
+    written); a dotted override works without a file too, and an unknown key names the nearest setting."""
+    import tempfile
+
+    from bioreason.recipes.pipeline import ARGUMENTS
+    from bioreason.training.config import parse_arguments
+
+    def no_temporary_files(*args, **kwargs):
+        raise AssertionError("a temporary file was written")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", no_temporary_files)
+    monkeypatch.setattr(tempfile, "mkstemp", no_temporary_files)
+    config = tmp_path / "p.yaml"
+    config.write_text("sft:\n  lora_r: 8\ngrpo.lora_r: 2\nenv:\n  BIOREASON_TEST_ENV: set-by-config\n")
+    monkeypatch.delenv("BIOREASON_TEST_ENV", raising=False)
+    p, _, data = parse_arguments(ARGUMENTS, ["--config", str(config), "--sft.learning_rate", "1e-3",
+                                             "--max_eval_examples", "200"])
+    assert p.sft == {"lora_r": 8, "learning_rate": 1e-3} and p.grpo == {"lora_r": 2}
+    assert data.max_eval_examples == 200 and os.environ["BIOREASON_TEST_ENV"] == "set-by-config"
+    p, _, _ = parse_arguments(ARGUMENTS, ["--sft.lora_r", "64"])
+    assert p.sft == {"lora_r": 64}
+    with pytest.raises(ValueError, match="`lora_rank` is not a setting.*did you mean"):
+        parse_arguments(ARGUMENTS, ["--lora_rank", "8"])
+    config.write_text("max_eval_exampels: 200\n")
+    with pytest.raises(ValueError, match=f"{config}: `max_eval_exampels`.*max_eval_examples"):
+        parse_arguments(ARGUMENTS, ["--config", str(config)])
 
 
 class Kill(TrainerCallback):
@@ -236,7 +294,7 @@ def test_a_failed_final_save_keeps_the_previous_final(tmp_path, model_dir):
 
     from transformers import AutoProcessor
 
-    from bioreason.training.common import save_final
+    from bioreason.training.run_io import save_final
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     processor = AutoProcessor.from_pretrained(model_dir)
@@ -378,7 +436,7 @@ def test_a_model_handed_to_the_next_stage_is_prepared_again_with_autocast():
     from accelerate.state import AcceleratorState
 
     from bioreason.training.adaptation import apply_lora
-    from bioreason.training.common import base_model, release_from_trainer
+    from bioreason.training.prepare import base_model, release_from_trainer
 
     def prepare(model) -> tuple[bool, list[bool]]:
         """(did the accelerator wrap this model's forward, autocast state seen by the LLM in one forward)"""
@@ -422,7 +480,7 @@ def test_benchmark_pipeline_configs_parse_into_the_pipeline_fields(path):
     bundled benchmark."""
     from bioreason.data.benchmarks import BENCHMARKS
     from bioreason.recipes.pipeline import ARGUMENTS, check_sections
-    from bioreason.training.common import parse_arguments
+    from bioreason.training.config import parse_arguments
 
     p, model_args, data = parse_arguments(ARGUMENTS, ["--config", path])
     check_sections(p, model_args)
@@ -438,7 +496,7 @@ def test_every_study_run_config_is_a_valid_pipeline_config(path, tmp_path):
 
     from bioreason.evaluation import study
     from bioreason.recipes.pipeline import ARGUMENTS, check_sections
-    from bioreason.training.common import parse_arguments
+    from bioreason.training.config import parse_arguments
 
     for run in study.plan(path):
         config = tmp_path / "run.yaml"
@@ -450,7 +508,7 @@ def test_every_study_run_config_is_a_valid_pipeline_config(path, tmp_path):
 
 def pipeline_args(tmp_path, text: str, *overrides: str):
     from bioreason.recipes.pipeline import ARGUMENTS
-    from bioreason.training.common import parse_arguments
+    from bioreason.training.config import parse_arguments
 
     config = tmp_path / "p.yaml"
     config.write_text(text)
@@ -498,7 +556,7 @@ def test_a_misplaced_stage_setting_is_refused_before_any_work(tmp_path, text, me
 ])
 def test_a_pipeline_key_of_the_old_flat_dialect_is_refused_with_its_new_name(tmp_path, override, message):
     from bioreason.recipes.pipeline import ARGUMENTS, RENAMED
-    from bioreason.training.common import parse_arguments
+    from bioreason.training.config import parse_arguments
 
     config = tmp_path / "p.yaml"
     config.write_text("seed: 0\n")
@@ -510,7 +568,7 @@ def test_a_pipeline_key_of_the_old_flat_dialect_is_refused_with_its_new_name(tmp
 
 
 def test_dotted_keys_nest_into_sections_and_differences_name_the_setting():
-    from bioreason.training.common import nest_dotted
+    from bioreason.training.config import nest_dotted
     from bioreason.training.run_state import differences
 
     nested = nest_dotted({"sft": {"lora_r": 8, "learning_rate": 0.1}, "sft.lora_r": 16, "seed": 1},
@@ -589,7 +647,7 @@ def test_a_stage_is_shared_only_by_runs_that_agree_up_to_it():
     """The SFT key ignores every later setting and the RL budget; it follows SFT's own settings and budget, and a
     default spelled out equals the default left out."""
     from bioreason.recipes.pipeline import PipelineArguments, resolved_sections, stage_budgets
-    from bioreason.training.common import DataArguments, ModelArguments
+    from bioreason.training.arguments import DataArguments, ModelArguments
     from bioreason.training.run_state import config_key
     from bioreason.training.stage_cache import prefix_key
 

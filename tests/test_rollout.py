@@ -126,8 +126,9 @@ def grpo_step(out_dir, share: bool, monkeypatch) -> dict:
     from trl import GRPOConfig
 
     from bioreason.training import grpo_trainer
-    from bioreason.training.common import ModelArguments, enable_feature_cache
+    from bioreason.training.arguments import ModelArguments
     from bioreason.training.grpo_trainer import BioGRPOTrainer, grpo_dataset
+    from bioreason.training.prepare import enable_feature_cache
 
     shared_passes = []
 

@@ -7,25 +7,15 @@ their reasoning text as the description), so a freshly composed model learns to 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 
-from transformers import set_seed
 from trl import SFTConfig
 
 from bioreason.recipes import sft
-from bioreason.training.common import (
-    BioSFTConfig,
-    DataArguments,
-    ModelArguments,
-    load_model,
-    precision_record,
-    recipe_arguments,
-    recipe_main,
-    resume_checkpoint,
-)
+from bioreason.training.arguments import BioSFTConfig, DataArguments, ModelArguments, recipe_arguments
 from bioreason.training.faults import fault_callbacks
 from bioreason.training.sft_trainer import BioSFTTrainer
+from bioreason.training.stage import recipe_main, run_stage
 
 
 @dataclass
@@ -60,32 +50,28 @@ def load_text_corpus(files: list[str]):
 def run(recipe: CPTRecipeArguments, model_args: ModelArguments, data: DataArguments,
         config: SFTConfig, model=None, processor=None, callbacks=None) -> dict:
     if recipe.mode == "align":
-        # only the projectors learn; the collator trains on the description of each input
+        # only the projectors learn (prepare_model applies this policy to a loaded or a handed-on model alike); the
+        # collator trains on the description of each input
         model_args = replace(model_args, use_peft=False, encoders_trainable=False, projectors_trainable=True,
                              llm_trainable=False)
-        if model is not None:
-            model.set_trainable(encoders=False, projectors=True, llm=False)
-        result = sft.run(sft.SFTRecipeArguments(target="describe", resume=recipe.resume, evaluate=recipe.evaluate),
-                         model_args, data, config, model=model, processor=processor, callbacks=callbacks)
-        return result
+        return sft.run(sft.SFTRecipeArguments(target="describe", resume=recipe.resume, evaluate=recipe.evaluate),
+                       model_args, data, config, model=model, processor=processor, callbacks=callbacks)
     if recipe.mode != "text" or not recipe.text_files:
         raise ValueError("cpt mode must be 'align', or 'text' with text_files")
-    set_seed(config.seed)
-    if model is None:
-        model, processor = load_model(model_args)
-    if config.packing:  # TRL packs with restarting position ids: attend per example without a varlen kernel
-        from bioreason.model.packed_attention import use_packed_attention
-
-        use_packed_attention(model)
     config.dataset_text_field = "text"
     config.remove_unused_columns = True
-    trainer = BioSFTTrainer(model=model, args=config, train_dataset=load_text_corpus(recipe.text_files),
-                         processing_class=processor.tokenizer,
-                         callbacks=[*(callbacks or []), *fault_callbacks()])
-    start = time.time()
-    trainer.train(resume_from_checkpoint=resume_checkpoint(config, recipe.resume))
-    return {"steps": trainer.state.global_step, "seconds": round(time.time() - start, 1), "model": trainer.model,
-            "processor": processor, "precision": precision_record(config)}
+
+    def make_trainer(model, processor, train, cells):
+        if config.packing:  # TRL packs with restarting position ids: attend per example without a varlen kernel
+            from bioreason.model.packed_attention import use_packed_attention
+
+            use_packed_attention(model)
+        return BioSFTTrainer(model=model, args=config, train_dataset=train, processing_class=processor.tokenizer,
+                             callbacks=[*(callbacks or []), *fault_callbacks()])
+
+    result, _ = run_stage(recipe, model_args, data, config, make_trainer, model=model, processor=processor,
+                          train=load_text_corpus(recipe.text_files))
+    return result
 
 
 ARGUMENTS = recipe_arguments(CPTRecipeArguments, BioSFTConfig)  # what `bioreason run cpt --help` lists

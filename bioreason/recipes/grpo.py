@@ -7,30 +7,16 @@ columns (`answer`, `label_set`) reach them as keyword lists.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
-from accelerate import PartialState
-from transformers import set_seed
 from trl import GRPOConfig
 
-from bioreason.training.common import (
-    BioGRPOConfig,
-    DataArguments,
-    ModelArguments,
-    evaluate_splits,
-    load_model,
-    load_task,
-    precision_record,
-    recipe_arguments,
-    recipe_main,
-    resume_checkpoint,
-    train_records,
-)
+from bioreason.training.arguments import BioGRPOConfig, DataArguments, ModelArguments, recipe_arguments
 from bioreason.training.faults import fault_callbacks
 from bioreason.training.grpo_trainer import BioGRPOTrainer, grpo_dataset
 from bioreason.training.rewards import get_reward
 from bioreason.training.solved_stop import StopWhenSolved
+from bioreason.training.stage import recipe_main, run_stage
 
 
 @dataclass
@@ -53,32 +39,22 @@ def grpo_config_defaults(config: GRPOConfig) -> GRPOConfig:
 
 def run(recipe: GRPORecipeArguments, model_args: ModelArguments, data: DataArguments,
         config: GRPOConfig, model=None, processor=None, callbacks=None) -> dict:
+    """Train and evaluate; returns what `sft.run` does plus the rewards (`mean_reward`) and the solved-stop record.
+    A warm start passes the SFT folder as model_name_or_path, or the model itself."""
     config = grpo_config_defaults(config)
-    set_seed(config.seed)  # before any random init (LoRA A matrices, projectors): reruns and resumes match
-    # Load data
-    with PartialState().main_process_first():
-        dataset, cells = load_task(data)
-    train = grpo_dataset(train_records(dataset, data))
-    # Load model and processor (a warm start passes the SFT folder as model_name_or_path)
-    if model is None:
-        model, processor = load_model(model_args)
-    # Train
     solved = StopWhenSolved(recipe.stop_when_solved)
-    trainer = BioGRPOTrainer(model=model, args=config, train_dataset=train, processor=processor, cells=cells,
-                             reward_funcs=[get_reward(name) for name in recipe.rewards],
-                             callbacks=[*(callbacks or []), *fault_callbacks(), solved],
-                             share_prompts=recipe.share_prompts)
-    start = time.time()
-    trainer.train(resume_from_checkpoint=resume_checkpoint(config, recipe.resume))
-    result = {"steps": trainer.state.global_step, "seconds": round(time.time() - start, 1),
-              "precision": precision_record(config), **solved.record()}
+
+    def make_trainer(model, processor, train, cells):
+        return BioGRPOTrainer(model=model, args=config, train_dataset=grpo_dataset(train), processor=processor,
+                              cells=cells, reward_funcs=[get_reward(name) for name in recipe.rewards],
+                              callbacks=[*(callbacks or []), *fault_callbacks(), solved],
+                              share_prompts=recipe.share_prompts)
+
+    result, trainer = run_stage(recipe, model_args, data, config, make_trainer, model=model, processor=processor)
+    result.update(solved.record())
     rewards = [log.get("reward") for log in trainer.state.log_history if "reward" in log]
     if rewards:
         result["mean_reward"] = float(sum(rewards) / len(rewards))
-    # Evaluate
-    if recipe.evaluate and trainer.accelerator.is_main_process:
-        result.update(evaluate_splits(trainer.model, processor, dataset, cells, data, bf16=config.bf16))
-    result["model"], result["processor"] = trainer.model, processor
     return result
 
 

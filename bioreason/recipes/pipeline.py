@@ -27,29 +27,15 @@ from transformers import TrainerCallback, set_seed
 from bioreason.data.records import EVAL_SPLITS, TEST_SPLITS
 from bioreason.model.precision import AUTO, Precision, choose_bf16
 from bioreason.recipes import cpt, grpo, sft
-from bioreason.training.common import (
-    BF16_HELP,
-    BioGRPOConfig,
-    BioSFTConfig,
-    DataArguments,
-    ModelArguments,
-    apply_freeze_policy,
-    base_model,
-    baseline_metrics,
-    evaluate_splits,
-    load_task,
-    lora_options,
-    parse_arguments,
-    run_folder,
-    save_final,
-    write_json,
-)
-from bioreason.training.common import (
-    RENAMED as STAGE_RENAMED,
-)
+from bioreason.training.arguments import BF16_HELP, BioGRPOConfig, BioSFTConfig, DataArguments, ModelArguments
+from bioreason.training.config import RENAMED as STAGE_RENAMED
+from bioreason.training.config import parse_arguments
 from bioreason.training.faults import kill_point
+from bioreason.training.prepare import base_model, default_freeze_policy
+from bioreason.training.run_io import run_folder, save_final, write_json
 from bioreason.training.run_state import RunState, config_key
 from bioreason.training.stage_cache import StageCache, prefix_key
+from bioreason.training.task import baseline_metrics, evaluate_splits, load_task
 
 # What each stage runs with unless its section says otherwise (the seed study's shape: a brief SFT at a larger LoRA
 # rank, RL at a smaller one).
@@ -330,8 +316,7 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
     if PartialState().is_main_process:  # metrics.json last: its presence says the run finished
         if p.save_model:
             final = os.path.join(p.output_dir, "final")
-            # the saved freeze policy is the default, not the last stage's
-            apply_freeze_policy(base_model(model), ModelArguments())
+            default_freeze_policy(base_model(model))  # what the saved model trains is the default, not GRPO's
             save_final(base_model(model), processor, final)
             from bioreason.evaluation.report import write_report
 
@@ -357,14 +342,10 @@ def _train_stage(p: PipelineArguments, model_args: ModelArguments, data: DataArg
     if stage == "cpt":  # the stage scripts train; the pipeline scores every stage the same way, below
         result = cpt.run(cpt.CPTRecipeArguments(mode="align", evaluate=False), stage_model, stage_data, config,
                          model=model, processor=processor, callbacks=callbacks)
-    elif stage == "sft":
-        apply_freeze_policy(model, stage_model)
-        model = _adapt(model, stage_model)
+    elif stage == "sft":  # each stage script prepares the model it is given (freeze policy, its own LoRA adapter)
         result = sft.run(sft.SFTRecipeArguments(evaluate=False), stage_model, stage_data, config, model=model,
                          processor=processor, callbacks=callbacks)
     else:
-        apply_freeze_policy(model, stage_model)
-        model = _adapt(model, stage_model)
         result = grpo.run(replace(recipe, evaluate=False), stage_model, stage_data, config, model=model,
                           processor=processor, callbacks=callbacks)
     model = result.pop("model")
@@ -400,15 +381,6 @@ def stage_budgets(p: PipelineArguments) -> tuple[int, int]:
     n_sft = p.sft_examples if p.sft_examples is not None else int(round(p.total_examples * (1 - p.rl_fraction)))
     n_rl = p.rl_examples if p.rl_examples is not None else p.total_examples - n_sft
     return (n_sft if "sft" in p.stages else 0), (n_rl if "grpo" in p.stages else 0)
-
-
-def _adapt(model, stage_model: ModelArguments):
-    """The stage's LoRA adapter (with use_peft), training what the freeze policy left on."""
-    if not stage_model.use_peft:
-        return model
-    from bioreason.training.adaptation import apply_lora
-
-    return apply_lora(model, **lora_options(stage_model))
 
 
 def verify_run_folder(path: str, stages: tuple[str, ...] = ("cpt", "sft", "grpo")) -> dict:

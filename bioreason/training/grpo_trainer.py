@@ -31,12 +31,8 @@ from bioreason.data.chat import modality_inputs, to_messages
 from bioreason.model.lm_head import add_compact_lm_head
 from bioreason.model.modeling_bioreason import MODALITY_KWARGS
 from bioreason.model.rollout import shared_prefix_logps
-from bioreason.training.common import (
-    AtomicCheckpointMixin,
-    ProjectorLearningRateMixin,
-    base_model,
-    release_from_trainer,
-)
+from bioreason.training.mixins import AtomicCheckpointMixin, ProjectorLearningRateMixin
+from bioreason.training.prepare import base_model, release_from_trainer
 
 # The private GRPOTrainer methods the subclass overrides, with the parameters it relies on. TRL has no public hook for
 # inputs other than images (prompt tokenisation and the log-prob pass take image kwargs only; `rollout_func`, marked

@@ -68,7 +68,7 @@ class RunState:
                 shutil.rmtree(os.path.join(output_dir, "resume"), ignore_errors=True)
             state = cls(output_dir, {"format": FORMAT, "config": key, "stages": [], "curve": [], "model": None})
         if PartialState().is_main_process:
-            from bioreason.training.common import remove_staging
+            from bioreason.training.run_io import remove_staging
 
             remove_staging(state.dir)
         return state
@@ -89,7 +89,7 @@ class RunState:
         self._write()
 
     def _write(self) -> None:
-        from bioreason.training.common import write_json
+        from bioreason.training.run_io import write_json
 
         if PartialState().is_main_process:
             os.makedirs(self.dir, exist_ok=True)
@@ -111,7 +111,7 @@ class RunState:
         stage's, else the run's starting model."""
         from dataclasses import replace
 
-        from bioreason.training.common import load_model
+        from bioreason.training.prepare import load_model
 
         if path is None and self.data["model"] is not None:
             path = self._inside(self.data["model"])
@@ -122,7 +122,7 @@ class RunState:
     def finish_stage(self, stage: str, model, processor, stages: list, curve: list) -> None:
         """Save the merged model after `stage`, then the state with the stage's record (last in `stages`), in that
         order: the state never names a model folder that is not whole; the previous stage's model is deleted after."""
-        from bioreason.training.common import save_final
+        from bioreason.training.run_io import save_final
 
         previous = self.data["model"]
         name = os.path.join("resume", f"model-{stage}")

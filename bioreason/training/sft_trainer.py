@@ -7,12 +7,8 @@ from __future__ import annotations
 
 from trl import SFTConfig, SFTTrainer
 
-from bioreason.training.common import (
-    AtomicCheckpointMixin,
-    ProjectorLearningRateMixin,
-    base_model,
-    release_from_trainer,
-)
+from bioreason.training.mixins import AtomicCheckpointMixin, ProjectorLearningRateMixin
+from bioreason.training.prepare import base_model, release_from_trainer
 
 
 class BioSFTTrainer(AtomicCheckpointMixin, ProjectorLearningRateMixin, SFTTrainer):

@@ -83,7 +83,7 @@ class StageEntry:
 
     def store(self, model: Any, processor: Any, record: dict, curve: list) -> None:
         """Save the merged model, then the record that makes the entry valid."""
-        from bioreason.training.common import save_final, write_json
+        from bioreason.training.run_io import save_final, write_json
 
         shutil.rmtree(self.path, ignore_errors=True)  # what an interrupted store left
         save_final(model, processor, self.model_path, merge_lora=False)

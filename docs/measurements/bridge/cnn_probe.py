@@ -15,7 +15,8 @@ import sys
 import numpy as np
 import torch
 
-from bioreason.training.common import DataArguments, load_task
+from bioreason.training.arguments import DataArguments
+from bioreason.training.task import load_task
 
 SPLITS = ("train", "id_test", "ood_test")
 BASES = {"A": 0, "C": 1, "G": 2, "T": 3}

@@ -24,7 +24,7 @@ import torch
 
 import bioreason.recipes.pipeline as pipeline
 from bioreason.model.modeling_bioreason import BioReasonModel
-from bioreason.training.common import DataArguments, ModelArguments
+from bioreason.training.arguments import DataArguments, ModelArguments
 
 
 def rms_scaled() -> None:
@@ -40,7 +40,7 @@ def rms_scaled() -> None:
 
 def standardized() -> None:
     from bioreason.evaluation.baselines import pooled_features
-    from bioreason.training.common import base_model
+    from bioreason.training.prepare import base_model
 
     baselines = pipeline.baseline_metrics
 

@@ -17,7 +17,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from bioreason.training.common import DataArguments, load_task
+from bioreason.training.arguments import DataArguments
+from bioreason.training.task import load_task
 
 SPLITS = ("train", "id_test", "ood_test")
 

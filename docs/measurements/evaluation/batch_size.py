@@ -13,7 +13,9 @@ import torch
 
 from bioreason.evaluation.scoring import evaluate_records, sample_split
 from bioreason.recipes.pipeline import ARGUMENTS
-from bioreason.training.common import load_model, load_task, parse_arguments
+from bioreason.training.config import parse_arguments
+from bioreason.training.prepare import load_model
+from bioreason.training.task import load_task
 
 
 def main() -> None:

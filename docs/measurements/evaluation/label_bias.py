@@ -19,7 +19,9 @@ import torch
 from bioreason.evaluation.scoring import evaluate_records, sample_split
 from bioreason.model.precision import choose_bf16
 from bioreason.recipes.pipeline import ARGUMENTS
-from bioreason.training.common import load_model, load_task, parse_arguments
+from bioreason.training.config import parse_arguments
+from bioreason.training.prepare import load_model
+from bioreason.training.task import load_task
 
 
 def score(model, processor, records, cells, normalization: str) -> dict:

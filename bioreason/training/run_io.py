@@ -1,0 +1,116 @@
+"""The run folder on disk: one process holds it (a lock), saves are atomic (a staging copy renamed into place; a
+failed write, e.g. a full disk, leaves the earlier copy intact and says so in one line), and a resumed run finds its
+newest whole checkpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+
+from bioreason.data.tasks import replace_dir
+from bioreason.training.faults import kill_point
+
+
+def remove_staging(folder: str) -> None:
+    """Delete what a killed save left in `folder`: staging folders (`.tmp-*`, `.staging`) and temporary files
+    (`*.tmp`). Only for a folder this process holds (`run_folder`): another writer's staging would go too."""
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if name.startswith((".tmp-", ".staging")) or name.endswith(".tmp"):
+            path = os.path.join(folder, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+
+
+@contextlib.contextmanager
+def run_folder(output_dir: str):
+    """Hold `output_dir` for this run (on the main process; the others only run inside it): an exclusive lock
+    (released by the OS however the process ends, SIGKILL included), so a second process on the same folder fails at
+    once instead of both writing it; the staging a killed save left there is removed."""
+    import fcntl
+
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        yield
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, ".lock"), "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise OSError(f"{output_dir} is in use by another process (pid {fh.read().strip() or '?'}); "
+                          "wait for it or use another output_dir") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        remove_staging(output_dir)
+        yield
+
+
+def save_failed(err: OSError, what: str, kept: str | None) -> OSError:
+    """The one-line error of a save that failed (a full disk, a quota): what was not written and what is intact."""
+    kept_text = f"{kept} is intact" if kept else "nothing earlier was there"
+    return OSError(err.errno, f"could not write {what} ({err.strerror or err}); its staging files were removed and "
+                              f"{kept_text}")
+
+
+def save_final(model, processor, out: str, merge_lora: bool = True) -> None:
+    """Save a loadable BioReason folder atomically; LoRA adapters are merged so `from_pretrained` needs no PEFT. A
+    failed write (e.g. ENOSPC) removes its staging folder and leaves an earlier `out` as it was."""
+    if merge_lora and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    try:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise save_failed(err, out, out if os.path.exists(out) else None) from err
+    kill_point("final-staged")
+    replace_dir(staging, out)
+
+
+def write_json(path: str, data: dict) -> None:
+    """Write JSON atomically (a temporary file renamed over `path`; on failure `path` keeps its old content)."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
+    except OSError as err:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise save_failed(err, path, path if os.path.exists(path) else None) from err
+    os.replace(tmp, path)
+
+
+def resume_checkpoint(config, resume: bool) -> str | None:
+    """The checkpoint a `resume: true` run continues from: the newest complete `checkpoint-N` in output_dir, or None
+    (a run killed before its first checkpoint starts over rather than failing)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not resume or not os.path.isdir(config.output_dir):
+        return None
+    return get_last_checkpoint(config.output_dir)
+
+
+def end_processes() -> None:
+    """Under torchrun / accelerate: wait for the main process's saves, then close the process group (a rank that
+    exited while its peer still wrote aborted once with gloo: 'terminate called without an active exception')."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+        dist.destroy_process_group()
