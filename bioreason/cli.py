@@ -100,7 +100,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
-    from bioreason.data import AlphabetPolicy, BuildOptions, build_task
+    from bioreason.data import build_task
 
     if args.benchmark:
         from bioreason.data.benchmarks import build_benchmark
@@ -109,21 +109,30 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     else:
         if not args.modality or not args.label_column:
             raise ValueError("--modality and --label-column are required unless --benchmark is given")
-        summary = build_task(BuildOptions(
-            modality=args.modality, label_column=args.label_column, out=args.out, task=args.task or "custom",
-            fasta=args.fasta, labels=args.labels, table=args.table, h5ad=args.h5ad, id_column=args.id_column,
-            sequence_column=args.sequence_column, group_column=args.group_column,
-            reasoning_column=args.reasoning_column, question=args.question,
-            label_set=args.label_set.split(",") if args.label_set else None, split_column=args.split_column,
-            ood_values=args.ood_values.split(",") if args.ood_values else None,
-            id_test_fraction=args.id_test_fraction, validation_fraction=args.validation_fraction, seed=args.seed,
-            max_length=args.max_length,
-            skip_unlabeled=args.skip_unlabeled, drop_leaked=args.drop_leaked, use_raw=args.use_raw,
-            gene_vocab=args.gene_vocab,
-            policy=AlphabetPolicy(iupac=args.iupac, ambiguous=args.ambiguous, lowercase=args.lowercase),
-        ))
+        summary = build_task(build_options(args))
     print_summary(args.out, summary)
     return 0
+
+
+LIST_OPTIONS = ("label_set", "ood_values")  # comma-separated on the command line
+
+
+def build_options(args: argparse.Namespace):
+    """`BuildOptions` from `data build`'s arguments, field by field (each field is the option of its name, a list
+    field comma-separated; the alphabet policy from its own fields), so a new field needs only its option."""
+    from dataclasses import fields
+
+    from bioreason.data import AlphabetPolicy, BuildOptions
+
+    values = {}
+    for f in fields(BuildOptions):
+        if f.name == "policy":
+            values["policy"] = AlphabetPolicy(**{g.name: getattr(args, g.name) for g in fields(AlphabetPolicy)})
+            continue
+        value = getattr(args, f.name)
+        values[f.name] = value.split(",") if f.name in LIST_OPTIONS and value else value
+    values["task"] = values["task"] or "custom"
+    return BuildOptions(**values)
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:

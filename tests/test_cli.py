@@ -75,3 +75,36 @@ def test_an_error_is_one_line_unless_debug_asks_for_the_traceback(tmp_path, caps
     monkeypatch.setenv("BIOREASON_DEBUG", "1")
     with pytest.raises(OSError, match="nothing.yaml"):
         main(["run", "sft", "--config", missing])
+
+
+def test_every_build_option_reaches_build_task(tmp_path, monkeypatch):
+    """`data build` fills `BuildOptions` from its fields: every field, set on the command line to a value other than
+    its default, arrives in the options `build_task` gets (lists comma-separated, the alphabet policy too)."""
+    import dataclasses
+
+    import bioreason.data
+    from bioreason.data import AlphabetPolicy, BuildOptions
+
+    seen = {}
+    monkeypatch.setattr(bioreason.data, "build_task", lambda opts: seen.setdefault("opts", opts) and {})
+    monkeypatch.setattr("bioreason.cli.print_summary", lambda path, summary: None)
+    given = {"modality": "protein", "label_column": "y", "out": str(tmp_path / "o"), "task": "t", "fasta": "a.fa",
+             "labels": "l.csv", "table": "t.csv", "h5ad": "c.h5ad", "id_column": "name", "sequence_column": "seq",
+             "group_column": "g", "reasoning_column": "r", "question": "Which? <protein>", "label_set": "a,b",
+             "split_column": "s", "ood_values": "x,y", "id_test_fraction": "0.3", "validation_fraction": "0.2",
+             "seed": "3", "max_length": "9", "gene_vocab": "v.json"}
+    flags = ["skip_unlabeled", "drop_leaked", "use_raw"]
+    policy = {"iupac": "to_n", "ambiguous": "to_x", "lowercase": "error"}
+    argv = ["data", "build"]
+    for name, value in {**given, **policy}.items():
+        argv += [f"--{name.replace('_', '-')}", value]
+    argv += [f"--{name.replace('_', '-')}" for name in flags]
+    assert main(argv) == 0
+    opts = seen["opts"]
+    names = {f.name for f in dataclasses.fields(BuildOptions)}
+    assert names == {*given, *flags, "policy"}  # a field without an option fails here
+    defaults = BuildOptions(modality="dna", label_column="z", out="-")
+    for name in names - {"modality", "label_column", "out"}:
+        assert getattr(opts, name) != getattr(defaults, name), name
+    assert opts.label_set == ["a", "b"] and opts.ood_values == ["x", "y"] and opts.seed == 3
+    assert opts.policy == AlphabetPolicy(**policy) and opts.skip_unlabeled and opts.use_raw
