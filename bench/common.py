@@ -78,6 +78,18 @@ def timed(fn: Callable[[], Any], repeats: int = 1, warmup: int = 0) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def alternating(arms: tuple[str, ...], rounds: int = 2) -> list[str]:
+    """The order a ratio benchmark runs its arms in: forward, then reversed, and so on (A B, B A), so every arm runs
+    first as often as second, and what a process pays the first time (allocator growth, lazy imports and kernel
+    selection, a cold page cache) falls on each arm alike instead of always on the baseline."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, not {rounds}")
+    order: list[str] = []
+    for r in range(rounds):
+        order += list(arms) if r % 2 == 0 else list(reversed(arms))
+    return order
+
+
 def smollm(dtype: torch.dtype = torch.float32):
     """SmolLM2-135M-Instruct (real weights) as a transformers causal LM, and its folder."""
     from bioreason.model.composition import default_llm_path, load_llm

@@ -10,8 +10,10 @@ picks.
 The arms are paired: both start from the same weights and seed and take SGD steps (Adam's first step turns float
 noise in a gradient into a full-size move, which would let the arms' later rollouts drift apart), so they sample the
 same completions; each arm records its completions and `paired_rollouts` checks they are equal, else the figure is
-not reported. A `length` reward with a short target joins correctness and format so that samples of a group differ
-in reward and the loss is not 0 by construction (an untrained model gets every answer wrong and never the format)."""
+not reported. The arms run twice, in alternating order (plain, shared, shared, plain); each run is paired with the
+other arm's run of the same round, and each arm's step time is the median over both runs. A `length` reward with a
+short target joins correctness and format so that samples of a group differ in reward and the loss is not 0 by
+construction (an untrained model gets every answer wrong and never the format)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import tempfile
 
 import torch
 
-from bench.common import Result, task
+from bench.common import Result, alternating, task
 from bench.sft_timing import StepTimer
 
 PROMPTS, G, STEPS, NEW_TOKENS = 2, 8, 3, 32
@@ -77,16 +79,19 @@ def run(model=None, processor=None) -> Result:
         from bench.p1_cache import build
 
         model, processor = build()
-    arms = {}
-    for arm, share in (("plain", False), ("shared", True)):
+    runs: dict[str, list[dict]] = {"plain": [], "shared": []}
+    for arm in alternating(tuple(runs)):
         with tempfile.TemporaryDirectory() as out:
-            arms[arm] = grpo_steps(model, processor, share, out)
+            runs[arm].append(grpo_steps(model, processor, arm == "shared", out))
         gc.collect()
-    paired_rollouts(arms["plain"], arms["shared"])
-    plain, shared = (statistics.median(arms[a]["step_s"]) for a in ("plain", "shared"))
+    for plain_run, shared_run in zip(runs["plain"], runs["shared"], strict=True):
+        paired_rollouts(plain_run, shared_run)
+    steps = {arm: [s for r in arm_runs for s in r["step_s"]] for arm, arm_runs in runs.items()}
+    plain, shared = (statistics.median(steps[a]) for a in ("plain", "shared"))
     return Result(
         "p3_grpo_speedup", plain / shared, 2.0, "x",
         f"GRPO step time ({PROMPTS} prompts x G={G}, {NEW_TOKENS} new tokens, KL reference), plain TRL path / ours",
-        {"plain_step_s": arms["plain"]["step_s"], "shared_step_s": arms["shared"]["step_s"],
-         "plain_losses": arms["plain"]["losses"], "shared_losses": arms["shared"]["losses"],
-         "paired_completions": len(arms["plain"]["completions"])})
+        {"plain_step_s": steps["plain"], "shared_step_s": steps["shared"],
+         "plain_losses": runs["plain"][0]["losses"], "shared_losses": runs["shared"][0]["losses"],
+         "paired_completions": sum(len(r["completions"]) for r in runs["plain"]),
+         "order": alternating(tuple(runs))})

@@ -53,15 +53,11 @@ def sft(model, processor, dataset: str, examples: int, epochs: int, batch_size: 
         lr: float = 5e-4, use_reasoning: bool = False, profile_step: int | None = None) -> dict[str, Any]:
     """SFT (LoRA on the LLM, projector in full, encoder frozen) of a copy of `model`; returns timings and the model."""
     from bioreason.recipes import sft as sft_recipe
-    from bioreason.training.adaptation import apply_lora
     from bioreason.training.arguments import BioSFTConfig, DataArguments, ModelArguments
-    from bioreason.training.prepare import enable_feature_cache
 
-    model = copy.deepcopy(model)
-    model.set_trainable(encoders=False, projectors=True, llm=True)
-    args = ModelArguments(feature_cache=feature_cache, feature_cache_dir=cache_dir)
-    enable_feature_cache(model, args)
-    model = apply_lora(model, r=lora_r)
+    model = copy.deepcopy(model)  # the recipe prepares it (freeze policy, cache, LoRA) as it does a loaded one
+    args = ModelArguments(feature_cache=feature_cache, feature_cache_dir=cache_dir, use_peft=True, lora_r=lora_r,
+                          encoders_trainable=False)
     data = DataArguments(dataset=f"benchmark:{dataset}", max_train_examples=examples, use_reasoning=use_reasoning)
     config = BioSFTConfig(output_dir=out, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
                           learning_rate=lr, bf16="auto", use_cpu=True, report_to="none", save_strategy="no",

@@ -10,9 +10,10 @@ import pytest
 from conftest import tiny_model
 
 from bench import run as bench_run
-from bench.common import Result, timed
+from bench.common import Result, alternating, timed
 from bench.p3_grpo import paired_rollouts
-from bench.p4_packing import token_counts
+from bench.p4_packing import padded_share, token_counts
+from bench.p7_eval import agreeing
 from bioreason.training.collator import RecordCollator
 
 
@@ -52,6 +53,46 @@ def test_packing_counts_come_from_the_tokens_not_a_default_mask():
     # batches of 2: the last batch holds one example, so it pads nothing
     _, total_pairs = token_counts(RecordCollator(processor), RECORDS, batch_size=2)
     assert total_pairs == 2 * max(lengths[:2]) + lengths[2]
+    # the figure p4 reports: the padded arm's positions that hold no example token
+    assert padded_share(real, total) == pytest.approx(1 - sum(lengths) / (3 * max(lengths)))
+    assert padded_share(real, total) > 0 and padded_share(real_packed, total_packed) == 0
+    with pytest.raises(ValueError, match="at most"):
+        padded_share(total + 1, total)
+
+
+def test_ratio_benchmarks_alternate_which_arm_runs_first():
+    assert alternating(("a", "b")) == ["a", "b", "b", "a"]
+    assert alternating(("a", "b"), rounds=3) == ["a", "b", "b", "a", "a", "b"]
+    order = alternating(("plain", "ours"), rounds=4)
+    firsts = [order[i] for i in range(0, len(order), 2)]
+    assert firsts.count("plain") == firsts.count("ours") == 2
+    with pytest.raises(ValueError):
+        alternating(("a", "b"), rounds=0)
+
+
+def test_eval_arms_that_predict_differently_are_refused():
+    agreeing(["heavy", "kappa"], ["heavy", "kappa"])
+    with pytest.raises(RuntimeError, match="disagree on 1 of 2 records"):
+        agreeing(["heavy", "kappa"], ["heavy", "lambda"])
+    with pytest.raises(RuntimeError, match="different records"):
+        agreeing(["heavy"], ["heavy", "kappa"])
+
+
+def test_a_rerun_benchmark_replaces_all_its_figures(tmp_path, monkeypatch):
+    """A benchmark that stops reporting a figure (p4 no longer reports its packed efficiency) must not leave the
+    old one in results.json, where the README table would still be checked against it."""
+    import bench.p4_packing
+
+    old = {"results": {"p4_packing_efficiency": Result("p4_packing_efficiency", 1.0, 0.95, "", "").as_dict(),
+                       "p1_cache_speedup": Result("p1_cache_speedup", 1.5, 3.0, "x", "").as_dict()},
+           "seconds": {}, "machine": MACHINE}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    monkeypatch.setattr(bench_run, "RESULTS", str(tmp_path / "results.json"))
+    monkeypatch.setattr(bench_run, "machine", lambda: MACHINE)
+    monkeypatch.setattr(bench.p4_packing, "run", lambda: [Result("p4_packing_speedup", 1.2, 1.5, "x", "")])
+    results = bench_run.run_all(("p4",))["results"]
+    assert set(results) == {"p1_cache_speedup", "p4_packing_speedup"}
+    assert results["p1_cache_speedup"]["machine"] == MACHINE  # kept, with the machine it was measured on
 
 
 def test_grpo_arms_must_have_sampled_the_same_completions():
