@@ -114,14 +114,17 @@ def uninterrupted(setup):
     return runs
 
 
-@pytest.mark.parametrize(("recipe", "kill_at", "checkpoints"), [
+STAGE_CASES = [  # (recipe, kill point, checkpoints left); tests/test_kill_points.py counts them
     ("sft", "pre-optimizer-step:3", ["checkpoint-2"]),  # mid-step 3
     ("sft", "checkpoint-staged:2", ["checkpoint-2"]),  # checkpoint-4 written, not renamed into place
     ("sft", "evaluate:1", ["checkpoint-2", "checkpoint-4"]),  # trained, scoring ID
     ("sft", "final-staged:1", ["checkpoint-2", "checkpoint-4"]),  # final/ written, not renamed into place
     ("grpo", "pre-optimizer-step:2", []),
     ("grpo", "checkpoint-staged:2", ["checkpoint-2"]),
-])
+]
+
+
+@pytest.mark.parametrize(("recipe", "kill_at", "checkpoints"), STAGE_CASES)
 def test_a_stage_killed_anywhere_resumes_to_the_uninterrupted_weights(setup, uninterrupted, recipe, kill_at,
                                                                        checkpoints):
     out = setup / f"{recipe}-{kill_at.replace(':', '-')}"
@@ -162,14 +165,17 @@ def pipeline_full(setup):
     return out
 
 
-@pytest.mark.parametrize(("kill_at", "done"), [
+PIPELINE_CASES = [  # (kill point, stages finished before it); tests/test_kill_points.py counts them
     ("pre-optimizer-step:3", ["base", "cpt"]),  # mid-step, the first SFT step (CPT takes 2)
     ("stage-saved:1", ["base", "cpt"]),  # between CPT and SFT
     ("stage-trained:2", ["base", "cpt"]),  # SFT trained and scored, its state not yet saved
     ("evaluate:6", ["base", "cpt", "sft"]),  # scoring GRPO's first step (1 base + 2 a stage before)
     ("final-staged:1", ["base"]),  # CPT's model saved for resuming, not renamed into place
     ("final-staged:4", ["base", "cpt", "sft", "grpo"]),  # final/ written, not renamed into place
-])
+]
+
+
+@pytest.mark.parametrize(("kill_at", "done"), PIPELINE_CASES)
 def test_a_pipeline_killed_anywhere_resumes_after_its_last_finished_stage(setup, pipeline_full, kill_at, done):
     out = setup / f"pipeline-{kill_at.replace(':', '-')}"
     config = pipeline_config(setup, out)

@@ -4,10 +4,8 @@ Named kill points: with `BIOREASON_KILL_AT=NAME[:N]` in its environment a proces
 with SIGKILL (no cleanup, no `finally`, as a pre-empted cluster job dies) the N-th time (default the first) it reaches
 the point NAME. Without the variable a point costs one dictionary lookup.
 
-Points: `pre-optimizer-step` (mid-step: after backward, before the optimizer step), `checkpoint-staged` (a checkpoint
-written but not yet renamed into place), `evaluate` (the start of an ID / OOD evaluation), `stage-trained` (a pipeline
-stage trained and scored, its state not yet saved), `stage-saved` (between pipeline stages), `final-staged` (final/
-written but not yet renamed into place)."""
+The points are `KILL_POINTS`; a call naming any other is an error, so the fault tests can count the points from the
+code (tests/test_kill_points.py) and none goes untested."""
 
 from __future__ import annotations
 
@@ -16,11 +14,21 @@ import signal
 
 from transformers import TrainerCallback
 
+KILL_POINTS = {
+    "pre-optimizer-step": "mid-step: after backward, before the optimizer step",
+    "checkpoint-staged": "a checkpoint written but not yet renamed into place",
+    "evaluate": "the start of a held-out evaluation",
+    "stage-trained": "a pipeline stage trained and scored, its state not yet saved",
+    "stage-saved": "between pipeline stages",
+    "final-staged": "final/ (or a pipeline stage's model) written but not yet renamed into place",
+}
 _reached: dict[str, int] = {}
 
 
 def kill_point(name: str) -> None:
     """SIGKILL this process here if `BIOREASON_KILL_AT` names this point (and this is its N-th visit)."""
+    if name not in KILL_POINTS:
+        raise ValueError(f"unknown kill point {name!r}: add it to bioreason.training.faults.KILL_POINTS")
     spec = os.environ.get("BIOREASON_KILL_AT")
     if not spec:
         return
