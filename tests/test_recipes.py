@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -243,74 +244,91 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, task, model_dir,
         assert torch.allclose(full[key], resumed[key], atol=1e-6), key
 
 
-def test_a_failed_checkpoint_write_leaves_no_checkpoint(tmp_path, task, model_dir, monkeypatch):
-    from bioreason.recipes import sft
-
-    def fail(self, output_dir):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(sft.BioSFTTrainer, "_save_rng_state", fail)
-    with pytest.raises(OSError, match="disk full"):
-        sft.main(["--model_name_or_path", model_dir, "--dataset", task, "--max_train_examples", "8", "--evaluate",
-                  "false", "--per_device_train_batch_size", "2", "--max_steps", "2", "--save_strategy", "steps",
-                  "--save_steps", "1", "--output_dir", str(tmp_path / "out"), *CPU])
-    assert not [p for p in os.listdir(tmp_path / "out") if p.startswith("checkpoint-")]
+def sft_yaml(path, model_dir, task, out, max_steps: int) -> str:
+    path.write_text(f"model_name_or_path: {model_dir}\ndataset: {task}\nmax_train_examples: 16\nevaluate: false\n"
+                    f"output_dir: {out}\nper_device_train_batch_size: 2\nmax_steps: {max_steps}\n"
+                    "save_strategy: steps\nsave_steps: 2\nuse_cpu: true\nbf16: false\nreport_to: none\n"
+                    "feature_cache: memory\n")
+    return str(path)
 
 
-def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so_in_one_line(tmp_path, task, model_dir, monkeypatch,
-                                                                          capsys):
-    """ENOSPC while writing checkpoint-4: checkpoint-2 stays as it was, no partial copy is left, one line says so."""
-    import errno
+def test_a_checkpoint_write_the_kernel_refuses_leaves_no_checkpoint(tmp_path, task, model_dir):
+    """A file-size limit (RLIMIT_FSIZE): the first checkpoint's weights file cannot be written past 16 KiB, so the
+    write fails partway with EFBIG; the partial checkpoint is removed and the error is one line."""
+    from small_disk import run_with_file_size_limit
 
-    from bioreason.cli import main
-    from bioreason.recipes import sft
-
-    original = sft.BioSFTTrainer._save_rng_state
-
-    def full_at_step_4(self, output_dir):
-        if self.state.global_step == 4:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return original(self, output_dir)
-
-    monkeypatch.setattr(sft.BioSFTTrainer, "_save_rng_state", full_at_step_4)
     out = tmp_path / "out"
-    config = tmp_path / "sft.yaml"
-    config.write_text(f"model_name_or_path: {model_dir}\ndataset: {task}\nmax_train_examples: 16\nevaluate: false\n"
-                      f"output_dir: {out}\nper_device_train_batch_size: 2\nmax_steps: 6\nsave_strategy: steps\n"
-                      "save_steps: 2\nuse_cpu: true\nbf16: false\nreport_to: none\n")
-    assert main(["run", "sft", "--config", str(config)]) == 2
-    stderr = capsys.readouterr().err
-    (err,) = [line for line in stderr.splitlines() if line.startswith("bioreason:")]  # one line, no traceback
-    assert "Traceback" not in stderr
+    config = sft_yaml(tmp_path / "sft.yaml", model_dir, task, out, max_steps=2)
+    proc = run_with_file_size_limit(["-m", "bioreason.cli", "run", "sft", "--config", config], limit=16 << 10)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (err,) = [line for line in proc.stderr.splitlines() if line.startswith("bioreason:")]
+    assert err.startswith("bioreason: error: [Errno 27] could not write ") and "checkpoint-2" in err
+    assert "nothing earlier was there" in err
+    assert not [p for p in os.listdir(out) if p.startswith("checkpoint-")]
+    assert not os.listdir(out / ".staging")
+
+
+@pytest.mark.skipif("not __import__('small_disk').tmpfs_available()",
+                    reason="no user + mount namespaces here for a size-limited tmpfs")
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so_in_one_line(tmp_path, task, model_dir):
+    """A tmpfs with room for one checkpoint and a half: checkpoint-2 fits, checkpoint-4 fills the disk partway
+    (ENOSPC from the kernel, partial files in .staging); checkpoint-2 stays whole, no partial copy is left, one line
+    says so."""
+    from small_disk import room_for_one_and_a_half, run_on_small_disk
+
+    from bioreason.recipes import sft
+
+    sft.main(["--config", sft_yaml(tmp_path / "measure.yaml", model_dir, task, tmp_path / "measure", max_steps=6)])
+    mount, keep = tmp_path / "disk", tmp_path / "kept"
+    mount.mkdir()
+    out = mount / "out"
+    config = sft_yaml(tmp_path / "sft.yaml", model_dir, task, out, max_steps=6)
+    proc = run_on_small_disk(["-m", "bioreason.cli", "run", "sft", "--config", config],
+                             size=room_for_one_and_a_half(tmp_path / "measure" / "checkpoint-2"), mount=mount,
+                             keep=keep)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (err,) = [line for line in proc.stderr.splitlines() if line.startswith("bioreason:")]  # one line
+    assert "Traceback" not in proc.stderr
     assert err.startswith("bioreason: error: [Errno 28] could not write ") and "checkpoint-4" in err
     assert err.endswith(f"{out / 'checkpoint-2'} is intact (--debug shows the traceback)")
-    assert sorted(p for p in os.listdir(out) if p.startswith("checkpoint-")) == ["checkpoint-2"]
-    assert not os.listdir(out / ".staging")
-    assert weights(out / "checkpoint-2")  # whole: it loads
+    assert sorted(p for p in os.listdir(keep / "out") if p.startswith("checkpoint-")) == ["checkpoint-2"]
+    assert not os.listdir(keep / "out" / ".staging")
+    kept, measured = weights(keep / "out" / "checkpoint-2"), weights(tmp_path / "measure" / "checkpoint-2")
+    assert all(torch.equal(kept[k], measured[k]) for k in measured)  # whole: the same as a run with room
 
 
+SAVE_TWICE = """
+import sys, torch
+from transformers import AutoModelForCausalLM, AutoProcessor
+import bioreason
+from bioreason.training.run_io import save_final
+model, processor = AutoModelForCausalLM.from_pretrained(sys.argv[1]), AutoProcessor.from_pretrained(sys.argv[1])
+save_final(model, processor, sys.argv[2])
+with torch.no_grad():
+    next(model.parameters()).add_(1.0)
+try:
+    save_final(model, processor, sys.argv[2])
+except OSError as err:
+    print(err)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.skipif("not __import__('small_disk').tmpfs_available()",
+                    reason="no user + mount namespaces here for a size-limited tmpfs")
 def test_a_failed_final_save_keeps_the_previous_final(tmp_path, model_dir):
-    import errno
+    """final/ saved on a tmpfs with room for one and a half copies, then saved again with changed weights: the second
+    write fills the disk partway; the first final/ stays as it was and no staging folder is left."""
+    from small_disk import room_for_one_and_a_half, run_on_small_disk
 
-    from transformers import AutoProcessor
-
-    from bioreason.training.run_io import save_final
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    processor = AutoProcessor.from_pretrained(model_dir)
-    save_final(model, processor, str(tmp_path / "run" / "final"))
-    before = weights(tmp_path / "run" / "final")
-
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    model.save_pretrained = full
-    with torch.no_grad():
-        next(model.parameters()).add_(1.0)
-    with pytest.raises(OSError, match=r"could not write .*final \(No space left on device\).* is intact"):
-        save_final(model, processor, str(tmp_path / "run" / "final"))
-    assert os.listdir(tmp_path / "run") == ["final"]  # no staging folder left behind
-    after = weights(tmp_path / "run" / "final")
+    mount, keep = tmp_path / "disk", tmp_path / "kept"
+    mount.mkdir()
+    proc = run_on_small_disk(["-c", SAVE_TWICE, model_dir, str(mount / "run" / "final")],
+                             size=room_for_one_and_a_half(Path(model_dir)), mount=mount, keep=keep)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert re.search(r"could not write .*final \(No space left on device\).* is intact", proc.stdout)
+    assert os.listdir(keep / "run") == ["final"]  # no staging folder left behind
+    before, after = weights(model_dir), weights(keep / "run" / "final")
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 

@@ -9,7 +9,7 @@ import warnings
 
 from bioreason.data.tasks import replace_dir
 from bioreason.training.faults import kill_point
-from bioreason.training.run_io import save_failed
+from bioreason.training.run_io import save_failed, write_error
 
 # TRL 1.16 reads `model.is_gradient_checkpointing`, which transformers 5.25 deprecates: a warning about TRL's code on
 # every GRPO step, not about the user's run (TRL's own fix will remove the call)
@@ -58,9 +58,12 @@ class AtomicCheckpointMixin:
         self._get_output_dir = lambda trial=None: staging  # shadows the method for this one call
         try:
             super()._save_checkpoint(model, trial)
-        except OSError as err:  # e.g. ENOSPC: drop the partial copy, keep the checkpoints already in place
+        except Exception as err:  # e.g. ENOSPC: drop the partial copy, keep the checkpoints already in place
+            cause = write_error(err, staging)
             shutil.rmtree(os.path.join(staging, name), ignore_errors=True)
-            raise save_failed(err, os.path.join(run_dir, name), get_last_checkpoint(run_dir)) from err
+            if cause is None:
+                raise
+            raise save_failed(cause, os.path.join(run_dir, name), get_last_checkpoint(run_dir)) from err
         finally:
             self.__dict__.pop("_get_output_dir", None)
         self.accelerator.wait_for_everyone()

@@ -5,8 +5,10 @@ newest whole checkpoint."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -56,6 +58,36 @@ def run_folder(output_dir: str):
         yield
 
 
+def write_error(err: Exception, directory: str) -> OSError | None:
+    """The OS error behind a failed write into `directory`, or None where `err` is not a write failure. Two writers
+    do not raise OSError on a full disk, found by the full-disk tests on a real, size-limited tmpfs (each crashed the
+    run with a traceback and left its partial checkpoint): safetensors' (Rust) raises `SafetensorError("... I/O
+    error: No space left on device (os error 28)")`, and `torch.save` (optimizer.pt) a `RuntimeError` from its zip
+    writer that carries no error number at all; for that one the disk's free space tells ENOSPC from other I/O
+    errors (call this before removing the partial files)."""
+    if isinstance(err, OSError):
+        return err
+    from safetensors import SafetensorError
+
+    if isinstance(err, SafetensorError):
+        match = re.search(r"I/O error: (.*) \(os error (\d+)\)", str(err))
+        if match:
+            return OSError(int(match.group(2)), match.group(1))
+    if isinstance(err, RuntimeError) and any(mark in f"{err} {err.__context__}" for mark in TORCH_WRITE_FAILURES):
+        try:
+            full = shutil.disk_usage(directory).free < (1 << 20)
+        except OSError:
+            full = False
+        if full:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return OSError(errno.EIO, f"torch.save could not write: {err}")
+    return None
+
+
+# What torch.save's zip writer raises when the stream under it fails (a full disk, a quota).
+TORCH_WRITE_FAILURES = ("inline_container.cc", "PytorchStreamWriter failed", "iostream error")
+
+
 def save_failed(err: OSError, what: str, kept: str | None) -> OSError:
     """The one-line error of a save that failed (a full disk, a quota): what was not written and what is intact."""
     kept_text = f"{kept} is intact" if kept else "nothing earlier was there"
@@ -74,9 +106,12 @@ def save_final(model, processor, out: str, merge_lora: bool = True) -> None:
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-    except OSError as err:
+    except Exception as err:
+        cause = write_error(err, staging)
         shutil.rmtree(staging, ignore_errors=True)
-        raise save_failed(err, out, out if os.path.exists(out) else None) from err
+        if cause is None:
+            raise
+        raise save_failed(cause, out, out if os.path.exists(out) else None) from err
     kill_point("final-staged")
     replace_dir(staging, out)
 
