@@ -151,6 +151,7 @@ def pipeline_config(root, out) -> str:
     path.write_text(
         f"output_dir: {out}\nmodel_name_or_path: {root / 'model'}\ndataset: {root / 'task'}\nstages: [cpt, sft, grpo]\n"
         "total_examples: 8\nrl_fraction: 0.5\ncpt_examples: 4\nmax_eval_examples: 3\neval_every_steps: 1\n"
+        "checkpoint_every_steps: 1\n"
         "bf16: false\ncpt:\n  per_device_train_batch_size: 2\nsft:\n  per_device_train_batch_size: 2\n"
         "  lora_r: 8\n  learning_rate: 0.01\ngrpo:\n  lora_r: 2\n  num_generations: 2\n"
         "  per_device_train_batch_size: 4\n  max_completion_length: 4\n")
@@ -165,18 +166,24 @@ def pipeline_full(setup):
     return out
 
 
-PIPELINE_CASES = [  # (kill point, stages finished before it); tests/test_kill_points.py counts them
-    ("pre-optimizer-step:3", ["base", "cpt"]),  # mid-step, the first SFT step (CPT takes 2)
-    ("stage-saved:1", ["base", "cpt"]),  # between CPT and SFT
-    ("stage-trained:2", ["base", "cpt"]),  # SFT trained and scored, its state not yet saved
-    ("evaluate:6", ["base", "cpt", "sft"]),  # scoring GRPO's first step (1 base + 2 a stage before)
-    ("final-staged:1", ["base"]),  # CPT's model saved for resuming, not renamed into place
-    ("final-staged:4", ["base", "cpt", "sft", "grpo"]),  # final/ written, not renamed into place
+PIPELINE_CASES = [  # (kill point, stages finished before it, the checkpoint the killed stage continues from);
+    # tests/test_kill_points.py counts them. Each stage takes 2 steps (CPT steps 1-2, SFT 3-4, GRPO 5-6) and checkpoints
+    # every step.
+    ("pre-optimizer-step:2", ["base"], "cpt/checkpoint-1"),  # mid-CPT
+    ("pre-optimizer-step:4", ["base", "cpt"], "sft/checkpoint-1"),  # mid-SFT
+    ("pre-optimizer-step:6", ["base", "cpt", "sft"], "grpo/checkpoint-1"),  # mid-GRPO
+    ("pre-optimizer-step:3", ["base", "cpt"], None),  # mid-step, the first SFT step: no checkpoint of SFT yet
+    ("stage-saved:1", ["base", "cpt"], None),  # between CPT and SFT
+    ("stage-trained:2", ["base", "cpt"], "sft/checkpoint-2"),  # SFT trained and scored, its state not yet saved
+    ("evaluate:6", ["base", "cpt", "sft"], None),  # scoring GRPO's first step, before its checkpoint
+    ("final-staged:1", ["base"], "cpt/checkpoint-2"),  # CPT's model saved for resuming, not renamed into place
+    ("final-staged:4", ["base", "cpt", "sft", "grpo"], None),  # final/ written, not renamed into place
 ]
 
 
-@pytest.mark.parametrize(("kill_at", "done"), PIPELINE_CASES)
-def test_a_pipeline_killed_anywhere_resumes_after_its_last_finished_stage(setup, pipeline_full, kill_at, done):
+@pytest.mark.parametrize(("kill_at", "done", "continues"), PIPELINE_CASES)
+def test_a_pipeline_killed_anywhere_resumes_after_its_last_finished_stage(setup, pipeline_full, kill_at, done,
+                                                                          continues):
     out = setup / f"pipeline-{kill_at.replace(':', '-')}"
     config = pipeline_config(setup, out)
     killed = bioreason(["run", "pipeline", "--config", config], setup, kill_at=kill_at)
@@ -188,12 +195,18 @@ def test_a_pipeline_killed_anywhere_resumes_after_its_last_finished_stage(setup,
     resumed = bioreason(["run", "pipeline", "--config", config], setup)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming {out} after {', '.join(done)}" in resumed.stdout
+    if continues:
+        stage = continues.split("/")[0]
+        assert f"{stage}: continuing from {out / 'checkpoints' / continues}" in resumed.stdout
+    else:
+        assert "continuing from" not in resumed.stdout
     assert_same_weights(pipeline_full / "final", out / "final")
     metrics = json.loads((out / "metrics.json").read_text())
     assert without_seconds(metrics) == without_seconds(json.loads((pipeline_full / "metrics.json").read_text()))
     kept = [s for s in metrics["stages"] if s["name"] in done]  # finished stages were not run again: their
     assert kept == state["stages"]  # records, wall-clock seconds included, are the killed run's
     assert not [p for p in os.listdir(out / "resume") if p != "state.json"]  # stage models deleted when finished
+    assert not (out / "checkpoints").exists()  # and the stages' checkpoints
     from bioreason.recipes.pipeline import verify_run_folder
 
     verify_run_folder(str(out))

@@ -33,7 +33,7 @@ def points_in_code() -> set[str]:
 
 def test_every_kill_point_in_the_code_is_registered_and_killed_at_by_a_fault_test():
     assert points_in_code() == set(KILL_POINTS)
-    tested = {kill_at.split(":")[0] for _, kill_at, _ in STAGE_CASES} | {k.split(":")[0] for k, _ in PIPELINE_CASES}
+    tested = {case[1].split(":")[0] for case in STAGE_CASES} | {case[0].split(":")[0] for case in PIPELINE_CASES}
     assert tested == set(KILL_POINTS), f"not killed at by any fault test: {set(KILL_POINTS) - tested}"
 
 

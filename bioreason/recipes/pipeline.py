@@ -32,7 +32,7 @@ from bioreason.training.config import RENAMED as STAGE_RENAMED
 from bioreason.training.config import parse_arguments
 from bioreason.training.faults import kill_point
 from bioreason.training.prepare import base_model, default_freeze_policy
-from bioreason.training.run_io import run_folder, save_final, write_json
+from bioreason.training.run_io import resume_checkpoint, run_folder, save_final, write_json
 from bioreason.training.run_state import RunState, config_key
 from bioreason.training.stage_cache import StageCache, prefix_key
 from bioreason.training.task import baseline_metrics, evaluate_splits, load_task
@@ -90,6 +90,10 @@ class PipelineArguments:
     eval_every_steps: int = field(default=0, metadata={
         "help": "also score the validation split every N optimizer steps (the curve in metrics.json, where "
                 "checkpoints are chosen); 0 = off"})
+    checkpoint_every_steps: int = field(default=50, metadata={
+        "help": "save a stage's trainer checkpoint (its adapter, trained modules, optimizer, RNG and data position; "
+                "the newest one only) every N optimizer steps, so a stage killed midway resumes from it instead of "
+                "from its start; 0 = off"})
     evaluate_base: bool = field(default=True, metadata={"help": "score the model before any stage"})
     reliance: str = field(default="all", metadata={
         "help": "which stages measure their reliance on the input (two more scoring passes over each test split): "
@@ -178,24 +182,34 @@ def resolved_sections(p: PipelineArguments) -> dict:
 class PeriodicEval(TrainerCallback):
     """Evaluates the validation split every N optimizer steps; the points form the curve in metrics.json. The last
     step is left to the stage's own evaluation, which the pipeline adds to the curve (scoring the same model twice
-    costs time)."""
+    costs time). Each point also goes into the trainer's log history, which a checkpoint saves and a resumed stage
+    restores, so a stage resumed midway keeps the points of the steps before its checkpoint."""
 
-    def __init__(self, every: int, evaluate, stage: str, curve: list):
-        self.every, self.evaluate, self.stage, self.curve = every, evaluate, stage, curve
+    KEY = "pipeline_curve_point"
+
+    def __init__(self, every: int, evaluate, stage: str):
+        self.every, self.evaluate, self.stage, self.points = every, evaluate, stage, []
+
+    def on_train_begin(self, args, state, control, **kwargs):  # after a resume: the points the checkpoint holds
+        self.points = [log[self.KEY] for log in state.log_history if self.KEY in log]
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step >= state.max_steps:
             return
         if self.every and state.global_step % self.every == 0 and state.is_world_process_zero:
-            self.curve.append({"stage": self.stage, "step": state.global_step, **self.evaluate(model)})
+            point = {"stage": self.stage, "step": state.global_step, **self.evaluate(model)}
+            self.points.append(point)
+            state.log_history.append({self.KEY: point, "step": state.global_step})
 
 
 def trainer_common(p: PipelineArguments, stage: str, precision: Precision) -> dict:
-    """What the pipeline sets in every stage's TRL config; a section may change the last five."""
+    """What the pipeline sets in every stage's TRL config (a section may change all but the first four): each stage
+    trains in `checkpoints/STAGE/`, where its newest checkpoint lets a killed stage resume midway."""
     return {"output_dir": os.path.join(p.output_dir, "checkpoints", stage), "use_cpu": not _cuda(),
             "bf16": precision.bf16, "seed": p.seed, "report_to": p.report_to,
-            "logging_steps": 1, "save_strategy": "no", "gradient_checkpointing": False, "num_train_epochs": 1,
-            "disable_tqdm": False}
+            "logging_steps": 1, "gradient_checkpointing": False, "num_train_epochs": 1, "disable_tqdm": False,
+            **({"save_strategy": "steps", "save_steps": p.checkpoint_every_steps, "save_total_limit": 1}
+               if p.checkpoint_every_steps else {"save_strategy": "no"})}
 
 
 def _cuda() -> bool:
@@ -337,17 +351,24 @@ def _train_stage(p: PipelineArguments, model_args: ModelArguments, data: DataArg
     """Train one stage from `model`; returns the merged model and the stage's record (appending its curve points)."""
     set_seed(p.seed)  # each stage starts from the seed, so a resumed stage draws what the uninterrupted one drew
     stage_data = replace(data, max_train_examples=budget)
-    callbacks = [PeriodicEval(p.eval_every_steps, evaluate, stage, curve)] if p.eval_every_steps else []
+    periodic = PeriodicEval(p.eval_every_steps, evaluate, stage) if p.eval_every_steps else None
+    callbacks = [periodic] if periodic else []
     config, stage_model, recipe = stage_arguments(p, model_args, stage, precision)
-    if stage == "cpt":  # the stage scripts train; the pipeline scores every stage the same way, below
-        result = cpt.run(cpt.CPTRecipeArguments(mode="align", evaluate=False), stage_model, stage_data, config,
-                         model=model, processor=processor, callbacks=callbacks)
+    newest = resume_checkpoint(config, True)  # a checkpoint of this stage, left by a killed attempt
+    if newest:
+        print(f"{stage}: continuing from {newest}", flush=True)
+    # the stage scripts train, resuming from that checkpoint; the pipeline scores every stage the same way, below
+    if stage == "cpt":
+        result = cpt.run(cpt.CPTRecipeArguments(mode="align", evaluate=False, resume=True), stage_model, stage_data,
+                         config, model=model, processor=processor, callbacks=callbacks)
     elif stage == "sft":  # each stage script prepares the model it is given (freeze policy, its own LoRA adapter)
-        result = sft.run(sft.SFTRecipeArguments(evaluate=False), stage_model, stage_data, config, model=model,
-                         processor=processor, callbacks=callbacks)
+        result = sft.run(sft.SFTRecipeArguments(evaluate=False, resume=True), stage_model, stage_data, config,
+                         model=model, processor=processor, callbacks=callbacks)
     else:
-        result = grpo.run(replace(recipe, evaluate=False), stage_model, stage_data, config, model=model,
+        result = grpo.run(replace(recipe, evaluate=False, resume=True), stage_model, stage_data, config, model=model,
                           processor=processor, callbacks=callbacks)
+    if periodic:
+        curve.extend(periodic.points)
     model = result.pop("model")
     result.pop("processor")
     if PartialState().is_main_process:

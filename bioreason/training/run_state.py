@@ -5,8 +5,10 @@ stage, in order: their names are what is done), and names `resume/model-STAGE/`,
 finished stage. Each is written to a temporary name and renamed into place (the model folder first, then the state that
 names it), so a SIGKILL at any moment leaves the previous state and its model whole. A resumed run loads that model and
 starts the next stage from the seed, as the uninterrupted run did, so it ends with the same weights (bitwise in fp32 on
-CPU: tested). A stage killed midway is run again from its start. `finish` keeps the state (a finished run is not redone)
-and deletes the stage models; the run's own outputs are `final/` and `metrics.json`.
+CPU: tested). A stage killed midway continues from its newest trainer checkpoint in `checkpoints/STAGE/` (weights,
+optimizer, RNG and data position; the pipeline's `checkpoint_every_steps`), or from its start where it had none.
+`finish_stage` deletes the stage's checkpoints; `finish` keeps the state (a finished run is not redone) and deletes the
+stage models; the run's own outputs are `final/` and `metrics.json`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from accelerate import PartialState
 
 FORMAT = "bioreason-pipeline-state/1"
 # change where and how a run reports or where it finds shared stages, not what it does
-IGNORED = {"output_dir", "resume", "report_to", "save_model", "stage_cache"}
+IGNORED = {"output_dir", "resume", "report_to", "save_model", "stage_cache", "checkpoint_every_steps"}
+CHECKPOINTS = "checkpoints"  # OUTPUT_DIR/checkpoints/STAGE/checkpoint-N: the unfinished stage's trainer checkpoint
 
 
 def config_key(pipeline, model_args, data) -> dict:
@@ -64,8 +67,9 @@ class RunState:
                                  "use another output_dir, or resume=false to start over")
             state = cls(output_dir, saved)
         else:
-            if PartialState().is_main_process:
+            if PartialState().is_main_process:  # another run's state and checkpoints must not be resumed
                 shutil.rmtree(os.path.join(output_dir, "resume"), ignore_errors=True)
+                shutil.rmtree(os.path.join(output_dir, CHECKPOINTS), ignore_errors=True)
             state = cls(output_dir, {"format": FORMAT, "config": key, "stages": [], "curve": [], "model": None})
         if PartialState().is_main_process:
             from bioreason.training.run_io import remove_staging
@@ -129,6 +133,8 @@ class RunState:
         if PartialState().is_main_process:
             save_final(model, processor, os.path.join(self.output_dir, name), merge_lora=False)
         self.update(stages=stages, curve=curve, model=name)
+        if PartialState().is_main_process:  # the stage's checkpoints served only to resume it midway
+            shutil.rmtree(os.path.join(self.output_dir, CHECKPOINTS, stage), ignore_errors=True)
         if previous and previous != name and PartialState().is_main_process:
             shutil.rmtree(self._inside(previous), ignore_errors=True)
 
@@ -138,5 +144,7 @@ class RunState:
         folder = self._inside(model) if model else None  # checked before anything is written or deleted
         self.data["model"] = None
         self.update(finished=True, metrics=metrics)
-        if folder and PartialState().is_main_process:
-            shutil.rmtree(folder, ignore_errors=True)
+        if PartialState().is_main_process:
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(os.path.join(self.output_dir, CHECKPOINTS), ignore_errors=True)
