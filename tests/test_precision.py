@@ -118,3 +118,16 @@ def test_eval_records_precision(fake_cpu, tmp_path):
     out = evaluate_model(str(tmp_path / "m"), str(tmp_path / "task"), splits=("id_test",), max_examples=2)
     assert out["precision"]["bf16"] is False and out["precision"]["requested"] == "auto"
     assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize("sharding", [{"fsdp": "full_shard auto_wrap", "fsdp_config": {"version": 2}},
+                                      {"deepspeed": "recipes/accelerate/zero2.yaml"}])
+def test_sharding_on_cpu_is_refused_rather_than_run_as_ddp(tmp_path, sharding):
+    """accelerate drops FSDP (and DeepSpeed) on CPU processes and wraps the model in DDP without a word; a config
+    that asks for sharding on CPU is an error that says so."""
+    from bioreason.training.arguments import BioGRPOConfig, BioSFTConfig
+
+    for config in (BioSFTConfig, BioGRPOConfig):
+        with pytest.raises(ValueError, match="GPUs only .* DDP instead"):
+            config(output_dir=str(tmp_path), use_cpu=True, report_to="none", **sharding)
+    BioSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none")  # unsharded CPU runs are fine

@@ -89,6 +89,12 @@ class AutoPrecisionMixin:
 
     def __post_init__(self):
         device = "cpu" if self.use_cpu or not torch.cuda.is_available() else "cuda"
+        if device == "cpu" and (self.fsdp or getattr(self, "deepspeed", None)):
+            # accelerate shards only on accelerators: on CPU processes it drops the FSDP plugin and wraps the model
+            # in DDP instead, with no message (seen: a 2-process gloo run "with FSDP2" trained DDP, reducer warnings,
+            # unsharded optimizer.pt). Refuse rather than train something other than what was asked.
+            raise ValueError("fsdp / deepspeed run on GPUs only (accelerate does not shard on CPU processes: it would "
+                             "train with DDP instead); on CPU, leave them unset and launch with torchrun for DDP")
         self.precision = choose_bf16(self.bf16, device)
         self.bf16 = self.precision.bf16
         # TRL's configs default the deprecated `gradient_checkpointing` to True, so transformers 5 warned on every run
