@@ -55,9 +55,13 @@ def machine() -> dict[str, Any]:
     from bioreason.model.precision import cpu_capabilities
 
     caps, model = cpu_capabilities(), platform.processor()
-    if os.path.exists("/proc/cpuinfo"):
+    if os.path.exists("/proc/cpuinfo"):  # "AMD EPYC" alone named Zen 4 and Zen 5 alike: family / model tell them apart
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), model)
+            info = dict(line.split(":", 1) for line in fh.read().split("\n\n")[0].splitlines() if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        model = info.get("model name", model)
+        if "cpu family" in info and "model" in info:
+            model = f"{model} (family {info['cpu family']}, model {info['model']})"
     return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "amx_bf16": bool(caps.get("amx_bf16")), "avx512_bf16": bool(caps.get("avx512_bf16")),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": precision().bf16,

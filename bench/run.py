@@ -109,6 +109,9 @@ def describe(m: dict | None) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = tuple(argv if argv is not None else sys.argv[1:])
+    unknown = [a for a in args if a not in ORDER]
+    if unknown:  # `--help` once ran nothing and rewrote the report's date and machine
+        sys.exit(f"usage: python -m bench.run [{' '.join(ORDER)}]; not a benchmark: {' '.join(unknown)}")
     selected = tuple(k for k in ORDER if not args or k in args)
     write(run_all(selected, save=write))
     print(f"wrote {RESULTS} and {REPORT}")
