@@ -190,30 +190,42 @@ def declared_type(cls: type, name: str) -> str:
     return "?"
 
 
+def declaring_class(cls: type, name: str) -> type:
+    """The class in `cls`'s MRO that declares the field `name` (ours where a bioreason class redeclares it)."""
+    return next((k for k in cls.__mro__ if name in vars(k).get("__annotations__", {})), cls)
+
+
 def recipe_help(recipe: str) -> str:
-    """`bioreason run RECIPE --help`: each field with its type, default and help text (TRL's included)."""
+    """`bioreason run RECIPE --help`: each field with its type, default and help text; the fields bioreason declares
+    first (by dataclass), then those it takes from TRL / transformers as they are."""
     import dataclasses
     import textwrap
 
     lines = [f"usage: bioreason run {recipe} --config FILE [key=value ...] [--print-config]", "",
              "Every field below can be a key of the YAML config or a key=value override after it",
              "(e.g. lora_r=16 max_train_examples=256 bf16=false). --print-config shows the resolved config."]
-    group = None
-    for owner, f in config_fields(recipe):
-        if owner is not group:
-            group = owner
-            lines += ["", f"{owner.__name__}:"]
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = "(required)"
-        kind = declared_type(owner, f.name)
-        lines.append(f"  {f.name} ({kind}, default {default!r})")
-        if f.metadata.get("help"):
-            lines.append(textwrap.fill(" ".join(str(f.metadata["help"]).split()), 116, initial_indent=" " * 6,
-                                       subsequent_indent=" " * 6))
+    fields = config_fields(recipe)
+    ours = [(o, f) for o, f in fields if declaring_class(o, f.name).__module__.startswith("bioreason")]
+    theirs = [(o, f) for o, f in fields if (o, f) not in ours]
+    for title, part in (("bioreason's settings", ours), ("TRL / transformers settings (their names and meaning)",
+                                                         theirs)):
+        lines += ["", f"== {title} =="]
+        group = None
+        for owner, f in part:
+            if owner is not group:
+                group = owner
+                lines += ["", f"{owner.__name__}:"]
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = "(required)"
+            kind = declared_type(owner, f.name)
+            lines.append(f"  {f.name} ({kind}, default {default!r})")
+            if f.metadata.get("help"):
+                lines.append(textwrap.fill(" ".join(str(f.metadata["help"]).split()), 116, initial_indent=" " * 6,
+                                           subsequent_indent=" " * 6))
     return "\n".join(lines)
 
 
@@ -231,9 +243,14 @@ def resolved_config(recipe: str, config: str, overrides: list[str]) -> str:
                             renamed=getattr(recipe_module(recipe), "RENAMED", RENAMED))
     plain = (str, int, float, bool, list, dict, type(None))
     sections = {}
-    if recipe == "pipeline":  # each stage's section with its defaults, as the run would use it
-        from bioreason.recipes.pipeline import resolved_sections
+    if recipe == "pipeline":  # checked as the run checks it; each stage's section with its defaults
+        from bioreason.model.precision import choose_bf16
+        from bioreason.recipes.pipeline import check_sections, resolved_sections, stage_arguments
 
+        check_sections(parts[0], parts[1])
+        precision = choose_bf16(parts[0].bf16, "cpu")
+        for stage in parts[0].stages:  # builds each stage's TRL config, so a bad value fails here as in the run
+            stage_arguments(parts[0], parts[1], stage, precision)
         sections = resolved_sections(parts[0])
     out = []
     for part in parts:
@@ -530,7 +547,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_overview() -> str:
+    """`bioreason run --help`: the recipes, and how to list one's settings."""
+    return "\n".join([
+        "usage: bioreason run RECIPE --config FILE [key=value ...] [--print-config]", "",
+        "recipes:",
+        "  pipeline  CPT -> SFT -> GRPO with every stage scored (ID / OOD / validation), a report and a model card",
+        "  cpt       continued pre-training: projector alignment (describe the input) or text",
+        "  sft       supervised fine-tuning (TRL SFTTrainer): loss on the answer, LoRA / QLoRA / full",
+        "  grpo      reinforcement learning (TRL GRPOTrainer) with the task's rewards", "",
+        "bioreason run RECIPE --help lists a recipe's settings (ours first, then TRL's);",
+        "recipes/configs/<task>/ holds a config of each recipe for every bundled task."])
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"] and (len(argv) == 1 or argv[1] in ("-h", "--help")):
+        print(run_overview())
+        return 0 if len(argv) > 1 else 2
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides may follow --config; anything else is an error as usual

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import yaml
@@ -63,6 +64,50 @@ def test_print_config_of_a_pipeline_shows_each_stage_section_with_its_defaults(c
     assert resolved["grpo"]["projectors_trainable"] is False and resolved["cpt"]["per_device_train_batch_size"] == 8
 
 
+def test_run_help_without_a_recipe_lists_the_recipes(capsys):
+    for argv, code in ((["run", "--help"], 0), (["run", "-h"], 0), (["run"], 2)):
+        assert main(argv) == code
+        text = capsys.readouterr().out
+        assert all(f"\n  {recipe} " in text for recipe in RECIPES), argv
+
+
+def test_run_help_shows_bioreason_settings_before_trls(capsys):
+    assert main(["run", "sft", "--help"]) == 0
+    text = capsys.readouterr().out
+    ours, theirs = text.index("== bioreason's settings =="), text.index("== TRL / transformers settings")
+    assert ours < text.index("\n  max_train_examples (") < theirs  # DataArguments: ours
+    assert ours < text.index("\n  feature_cache (") < theirs  # declared by our ModelArguments
+    assert ours < text.index("\n  bf16 (str, default 'auto')") < theirs  # redeclared by us
+    assert theirs < text.index("\n  lora_r (") and theirs < text.index("\n  warmup_steps (")  # TRL's / transformers'
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err[:2000]
+    return lines[0]
+
+
+def test_print_config_refuses_what_the_run_refuses(capsys):
+    quickstart = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "configs",
+                              "quickstart.yaml")
+    assert main(["run", "pipeline", "--config", quickstart, "--print-config", "sft.lora_rank=8"]) == 2
+    line = one_error_line(capsys)
+    assert "`sft.lora_rank` is not a sft setting; did you mean" in line and "lora_r" in line
+    assert main(["run", "pipeline", "--config", quickstart, "--print-config", "sft.learning_rate=fast"]) == 2
+    assert "learning_rate" in one_error_line(capsys)
+
+
+def test_a_wrong_override_is_one_line_with_a_suggestion(tmp_path, capsys):
+    config = tmp_path / "sft.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'out'}\nuse_cpu: true\n")
+    assert main(["run", "sft", "--config", str(config), "lora_r=abc"]) == 2
+    line = one_error_line(capsys)
+    assert "argument --lora_r" in line and "invalid int value: 'abc'" in line and "usage" not in line
+    assert main(["run", "sft", "--config", str(config), "lora_rank=8"]) == 2
+    assert "did you mean" in one_error_line(capsys) and not (tmp_path / "out").exists()
+
+
 def test_an_error_is_one_line_unless_debug_asks_for_the_traceback(tmp_path, capsys, monkeypatch):
     from bioreason.cli import main
 
@@ -108,3 +153,21 @@ def test_every_build_option_reaches_build_task(tmp_path, monkeypatch):
         assert getattr(opts, name) != getattr(defaults, name), name
     assert opts.label_set == ["a", "b"] and opts.ood_values == ["x", "y"] and opts.seed == 3
     assert opts.policy == AlphabetPolicy(**policy) and opts.skip_unlabeled and opts.use_raw
+
+
+def test_pipeline_section_numbers_are_typed_and_wrong_kinds_refused():
+    """YAML 1.1 reads `1e-4` as a string; a section's numbers reach the trainer as numbers, and a value of the wrong
+    kind is refused before any work."""
+    from bioreason.recipes.pipeline import PipelineArguments, check_sections
+    from bioreason.training.arguments import ModelArguments
+
+    p = PipelineArguments(sft={"learning_rate": "1e-4", "lora_r": "8", "num_train_epochs": 2, "packing": True})
+    check_sections(p, ModelArguments())
+    assert p.sft == {"learning_rate": 1e-4, "lora_r": 8, "num_train_epochs": 2.0, "packing": True}
+    assert type(p.sft["learning_rate"]) is float and type(p.sft["lora_r"]) is int
+    for section, problem in (({"lora_r": "8.5"}, "`sft.lora_r` must be an int, not '8.5'"),
+                             ({"learning_rate": "fast"}, "`sft.learning_rate` must be a float, not 'fast'"),
+                             ({"packing": "yes"}, "`sft.packing` must be a bool, not 'yes'"),
+                             ({"lora_r": True}, "`sft.lora_r` must be an int, not True")):
+        with pytest.raises(ValueError, match=re.escape(problem)):
+            check_sections(PipelineArguments(sft=section), ModelArguments())

@@ -133,8 +133,47 @@ def section_keys(stage: str) -> set[str]:
     return (keys | (STAGE_MODEL_FIELDS if stage != "cpt" else set())) - PIPELINE_OWNED
 
 
+def field_type(stage: str, key: str) -> type | None:
+    """The scalar type (int, float, bool) a section key's field declares, or None for any other."""
+    import types
+    import typing
+
+    for cls in (*SECTION_CLASSES[stage], ModelArguments):
+        try:
+            hint = typing.get_type_hints(cls).get(key)
+        except Exception:  # a forward reference TRL cannot resolve: no type to check against
+            continue
+        if hint is None:
+            continue
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            hint = next((a for a in typing.get_args(hint) if a is not type(None)), None)
+        return hint if hint in (int, float, bool) else None
+    return None
+
+
+def typed_value(stage: str, key: str, value):
+    """A section value as its field's type: YAML 1.1 reads `1e-4` as a string, which trained as learning rate
+    '1e-4' until the optimizer failed; a value of the wrong kind (`learning_rate: fast`) is refused here, in one
+    line, as `--print-config` shows it, instead of deep inside the trainer."""
+    kind = field_type(stage, key)
+    if kind is None or value is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and kind in (int, float):
+        try:
+            number = float(value)
+            if kind is float or number.is_integer():
+                return kind(number)
+        except ValueError:
+            pass
+    raise ValueError(f"pipeline: `{stage}.{key}` must be {'an' if kind is int else 'a'} {kind.__name__}, "
+                     f"not {value!r}")
+
+
 def check_sections(p: PipelineArguments, model_args: ModelArguments) -> None:
-    """Refuse, before any work, a section key no stage field has, and per-stage settings given at the top level."""
+    """Refuse, before any work, a section key no stage field has, a value of the wrong type (numbers given as strings
+    are converted), and per-stage settings given at the top level."""
     for stage in ("cpt", "sft", "grpo"):
         section = getattr(p, stage) or {}
         if not isinstance(section, dict):
@@ -149,6 +188,7 @@ def check_sections(p: PipelineArguments, model_args: ModelArguments) -> None:
                 near = difflib.get_close_matches(key, sorted(allowed), n=3)
                 raise ValueError(f"pipeline: `{stage}.{key}` is not a {stage} setting"
                                  + (f"; did you mean {', '.join(near)}?" if near else ""))
+            section[key] = typed_value(stage, key, section[key])
     defaults = ModelArguments()
     for key in sorted(STAGE_MODEL_FIELDS):
         if getattr(model_args, key) != getattr(defaults, key):

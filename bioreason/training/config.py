@@ -65,6 +65,11 @@ def parse_arguments(arguments: tuple[type, ...], argv: list[str] | None,
     for key, value in (merged.pop("env", None) or {}).items():
         os.environ[key] = str(value)
     parser = TrlParser(arguments)
+
+    def one_line(message: str):  # argparse's error prints the whole usage (160+ lines for a stage) before it
+        raise ValueError(f"{message} (bioreason run RECIPE --help lists the settings)")
+
+    parser.error = one_line
     known = {action.dest for action in parser._actions}
     for key in [*merged, *flags]:
         if key not in known:
