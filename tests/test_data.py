@@ -503,3 +503,38 @@ def test_data_build_takes_a_question_template_from_the_command_line(tmp_path):
                  str(tmp_path / "out")]) == 0
     question = load_from_disk(str(tmp_path / "out"))["train"][0]["question"]
     assert question == "Which family is <protein> in? globin, kinase"
+
+
+@pytest.mark.parametrize(("options", "problem"), [
+    (["--id-test-fraction", "nan"], "--id-test-fraction must be a number in [0, 1), got nan"),
+    (["--id-test-fraction", "1.5"], "--id-test-fraction must be a number in [0, 1), got 1.5"),
+    (["--id-test-fraction", "-0.1"], "--id-test-fraction must be a number in [0, 1), got -0.1"),
+    (["--validation-fraction", "1.0"], "--validation-fraction must be a number in [0, 1), got 1.0"),
+    (["--id-test-fraction", "0.6", "--validation-fraction", "0.4"], "leave no in-domain groups for train"),
+    (["--max-length", "0"], "--max-length must be at least 1, not 0"),
+    (["--ood-values", "x"], "--ood-values names values of --split-column, which is not given"),
+    (["--gene-vocab", "MISSING"], "--gene-vocab: no such file"),
+])
+def test_data_build_range_checks_its_options_in_one_typed_line(tmp_path, capsys, options, problem):
+    from bioreason.cli import main
+
+    fasta = write(tmp_path / "in.fa", fasta_text(PROTEINS))
+    csv = write(tmp_path / "labels.csv", labels_csv(len(PROTEINS)))
+    options = [str(tmp_path / "nowhere.txt") if o == "MISSING" else o for o in options]
+    assert main(["data", "build", "--modality", "protein", "--fasta", fasta, "--labels", csv, "--label-column",
+                 "family", "--out", str(tmp_path / "out"), *options]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("bioreason: data error: ") and problem in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_data_build_refuses_an_out_that_is_a_file(tmp_path, capsys):
+    from bioreason.cli import main
+
+    fasta = write(tmp_path / "in.fa", fasta_text(PROTEINS))
+    csv = write(tmp_path / "labels.csv", labels_csv(len(PROTEINS)))
+    out = write(tmp_path / "out.txt", "keep me")
+    assert main(["data", "build", "--modality", "protein", "--fasta", fasta, "--labels", csv, "--label-column",
+                 "family", "--out", out]) == 1
+    assert "is a file; it must be a folder" in capsys.readouterr().err
+    assert open(out).read() == "keep me"

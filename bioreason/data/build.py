@@ -264,6 +264,24 @@ def check_fractions(opts: BuildOptions) -> None:
                                              f"{opts.validation_fraction} leave no in-domain groups for train")
 
 
+def check_options(opts: BuildOptions) -> None:
+    """Option values checked before any file is read: `--max-length 0` ended in "no records left", `--ood-values`
+    without `--split-column` was ignored while the summary said none were given, an `--out` that is a file and a
+    missing `--gene-vocab` gave an untyped OS error."""
+    def refuse(problem: str):
+        raise BioReasonDataError("data build", None, problem)
+
+    check_fractions(opts)
+    if opts.max_length is not None and opts.max_length < 1:
+        refuse(f"--max-length must be at least 1, not {opts.max_length}")
+    if opts.ood_values and not opts.split_column:
+        refuse("--ood-values names values of --split-column, which is not given")
+    if os.path.isfile(opts.out):
+        refuse(f"--out {opts.out} is a file; it must be a folder (new, or a dataset to replace)")
+    if opts.gene_vocab is not None and not os.path.isfile(opts.gene_vocab):
+        raise BioReasonDataError(opts.gene_vocab, None, "--gene-vocab: no such file")
+
+
 def column_phrase(label_column: str) -> tuple[str, bool]:
     """A column name as words for a question, and whether it reads as plural: `cell_type` / `cellType` -> "cell type",
     `TF_family` -> "TF family" (acronyms kept), `Hours` -> "hours" (plural)."""
@@ -294,7 +312,7 @@ def build_task(opts: BuildOptions) -> dict:
     """Build, validate and save; returns the summary."""
     if opts.modality not in NOUNS:
         raise BioReasonDataError(None, None, f"--modality must be one of {sorted(NOUNS)}")
-    check_fractions(opts)
+    check_options(opts)
     notes: dict = {"task": opts.task, "modality": opts.modality, "skipped": {}}
     raws, source, cells = read_inputs(opts, notes)
     notes["source"] = os.path.basename(source)
