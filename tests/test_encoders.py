@@ -391,3 +391,22 @@ def encoder_path():
     from bioreason.encoders.protein import antiberty_default_dir
 
     return antiberty_default_dir()
+
+
+def test_an_encoder_the_hub_cannot_serve_offline_names_the_model_and_the_way_out(monkeypatch, tmp_path):
+    """Offline, transformers' connection error names neither the encoder nor the model id; ours names both and the
+    offline alternatives."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache: nothing to fall back on
+    from bioreason.encoders import load_encoder
+
+    with pytest.raises(OSError) as caught:
+        load_encoder("nucleotide_transformer")
+    message = str(caught.value)
+    assert message.startswith("encoder nucleotide_transformer: could not load "
+                              "'InstaDeepAI/nucleotide-transformer-500m-human-ref'")
+    assert "hf download InstaDeepAI/nucleotide-transformer-500m-human-ref" in message
+    assert "bioreason encoder init nucleotide_transformer DIR" in message and "\n" not in message
+    with pytest.raises(OSError, match="encoder esm2: could not load 'facebook/esm2_t6_8M_UR50D'") as caught:
+        load_encoder("esm2")
+    assert "encoder init" not in str(caught.value)  # no random-init command for this one

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -55,9 +56,26 @@ def build_encoder(spec: dict) -> Encoder:
     return get_encoder_class(spec["type"])(copy.deepcopy(spec))
 
 
+INITIALISABLE = ("nucleotide_transformer",)  # `bioreason encoder init TYPE OUT` builds a random folder of these
+
+
 def load_encoder(name: str, source: str | None = None, **options: Any) -> Encoder:
-    """Load a pretrained encoder from a hub id or a local directory (or build a fresh one where that is meaningful)."""
-    return get_encoder_class(name).from_source(source, **options)
+    """Load a pretrained encoder from a hub id or a local directory (or build a fresh one where that is meaningful).
+    A hub id that cannot be fetched (offline, no network) is an error naming the model and the offline ways out;
+    transformers' own message names neither the encoder nor the model id."""
+    cls = get_encoder_class(name)
+    try:
+        return cls.from_source(source, **options)
+    except OSError as err:
+        wanted = source or getattr(cls, "default_source", None)
+        if not wanted or os.path.isdir(wanted):  # a local folder's problem: its own message says it
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        offline = (f"download it where the hub is reachable (`hf download {wanted} --local-dir DIR`) and pass "
+                   f"{name}:DIR")
+        if name in INITIALISABLE:
+            offline += f", or build a random one of the real architecture with `bioreason encoder init {name} DIR`"
+        raise OSError(f"encoder {name}: could not load {wanted!r} ({first}); {offline}") from err
 
 
 def build_featurizer(spec: dict) -> Featurizer:
