@@ -538,3 +538,61 @@ def test_data_build_refuses_an_out_that_is_a_file(tmp_path, capsys):
                  "family", "--out", out]) == 1
     assert "is a file; it must be a folder" in capsys.readouterr().err
     assert open(out).read() == "keep me"
+
+
+def write_table(path, rows: list[dict]) -> str:
+    fmt = str(path).rsplit(".", 1)[1]
+    if fmt == "jsonl":
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    elif fmt == "parquet":
+        pd.DataFrame(rows).to_parquet(path)
+    else:
+        pd.DataFrame(rows).to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.mark.parametrize(("fmt", "cell"), [("csv", "NA"), ("csv", "NaN"), ("csv", "nan"), ("csv", "None"),
+                                           ("csv", "null"), ("csv", "N/A"), ("csv", ""), ("jsonl", None),
+                                           ("parquet", None)])
+def test_a_null_label_is_a_missing_label_in_every_format(tmp_path, fmt, cell):
+    """One null policy: CSV (read as text) named "NA" a class where a Parquet / JSON null was refused."""
+    rows = [{"id": f"s{i}", "sequence": "ACGTAC", "y": "ab"[i % 2]} for i in range(6)] + [
+        {"id": "s6", "sequence": "ACGTAC", "y": cell}]
+    path = write_table(tmp_path / f"t.{fmt}", rows)
+    with pytest.raises(BioReasonDataError, match=r"record 's6' has an empty 'y'"):
+        build_task(BuildOptions(modality="dna", label_column="y", out=str(tmp_path / "o"), table=path))
+    summary = build_task(BuildOptions(modality="dna", label_column="y", out=str(tmp_path / "o"), table=path,
+                                      skip_unlabeled=True))
+    assert summary["skipped"]["no_label"] == 1 and sum(s["records"] for s in summary["splits"].values()) == 6
+
+
+@pytest.mark.parametrize("cell", ["NA", "NaN", "null"])
+def test_a_csv_sequence_cell_spelled_as_null_is_not_a_sequence(tmp_path, cell):
+    """"NaN" was built as the DNA sequence NAN, "NA" as NA."""
+    path = write_table(tmp_path / "t.csv", [{"id": "s1", "sequence": "ACGT", "y": "a"},
+                                            {"id": "s2", "sequence": cell, "y": "b"}])
+    with pytest.raises(BioReasonDataError, match=rf"{path}: line 3: 'sequence' is empty \(null\)"):
+        build_task(BuildOptions(modality="dna", label_column="y", out=str(tmp_path / "o"), table=path))
+
+
+def test_a_list_label_is_an_error_not_an_answer(tmp_path):
+    """A JSON array label became the answer "['x', 'y']" and entered the label set."""
+    path = write_table(tmp_path / "t.jsonl", [{"id": "s1", "sequence": "ACGT", "y": "a"},
+                                              {"id": "s2", "sequence": "ACGA", "y": ["x", "y"]}])
+    with pytest.raises(BioReasonDataError, match=r"line 2: 'y' is a list \['x', 'y'\], not one value"):
+        build_task(BuildOptions(modality="dna", label_column="y", out=str(tmp_path / "o"), table=path))
+
+
+def test_a_repeated_csv_column_name_is_refused(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,sequence,y,y\ns1,ACGT,a,b\ns2,ACGA,b,a\n")
+    with pytest.raises(BioReasonDataError, match=r"line 1: column name\(s\) \['y'\] appear more than once"):
+        build_task(BuildOptions(modality="dna", label_column="y", out=str(tmp_path / "o"), table=str(path)))
+
+
+def test_a_ragged_csv_row_is_one_line(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,sequence,y\ns1,ACGT,a\ns2,ACGA,b,extra,cells\n")
+    with pytest.raises(BioReasonDataError, match="cannot be parsed as a table") as caught:
+        build_task(BuildOptions(modality="dna", label_column="y", out=str(tmp_path / "o"), table=str(path)))
+    assert "\n" not in str(caught.value) and "line 3" in str(caught.value)

@@ -89,29 +89,52 @@ def _rows_from_frame(frame, path: str, opts: BuildOptions, id_col: str, seq_col:
         seen[rid] = line
         rows.append(Raw(
             id=rid, value=_cell(rec[seq_col], path, line, seq_col) if seq_col else "",
-            label=_text(rec[opts.label_column]), where=line,
-            split_value=_text(rec[opts.split_column]) if opts.split_column else None,
-            group=_text(rec[opts.group_column]) if opts.group_column else None,
-            reasoning=_text(rec[opts.reasoning_column]) if opts.reasoning_column else "",
+            label=_text(rec[opts.label_column], path, line, opts.label_column), where=line,
+            split_value=_text(rec[opts.split_column], path, line, opts.split_column) if opts.split_column else None,
+            group=_text(rec[opts.group_column], path, line, opts.group_column) if opts.group_column else None,
+            reasoning=(_text(rec[opts.reasoning_column], path, line, opts.reasoning_column)
+                       if opts.reasoning_column else ""),
         ))
     return rows
 
 
+# The one null policy of every table format: a JSON / Parquet null, an empty cell and these spellings in a CSV cell
+# (compared without case) are a missing value. CSV is read as text, so before this "NA" became a class and a DNA
+# sequence while a Parquet null was refused.
+NULL_SPELLINGS = frozenset({"", "nan", "na", "n/a", "none", "null"})
+
+
+def _is_null(value) -> bool:
+    return (value is None or (isinstance(value, float) and np.isnan(value))
+            or (isinstance(value, str) and value.strip().lower() in NULL_SPELLINGS))
+
+
 def _cell(value, path: str, line: int, column: str, numbers: bool = False) -> str:
-    """A required text cell. A null (JSON null, an empty Parquet / CSV cell read as NaN) or a non-text value is an
-    error naming the record: `str()` would turn it into "None" / "nan", letters both sequence alphabets accept."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    """A required text cell. A null (`NULL_SPELLINGS`, JSON null, an empty Parquet / CSV cell) or a non-text value
+    is an error naming the record: `str()` would turn it into "None" / "nan", letters both sequence alphabets
+    accept."""
+    if _is_null(value):
         raise BioReasonDataError(path, line, f"{column!r} is empty (null)")
     if isinstance(value, (bool, np.bool_)) or not (isinstance(value, str) or (
             numbers and isinstance(value, (int, np.integer)))):
-        raise BioReasonDataError(path, line, f"{column!r} is {type(value).__name__} {value!r}, not text")
+        raise BioReasonDataError(path, line, f"{column!r} is {type(value).__name__} {_short(value)}, not text")
     return str(value).strip()
 
 
-def _text(value) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+def _text(value, path: str, line: int | str, column: str) -> str:
+    """An optional scalar cell as text ("" for a null); a list or mapping (a JSONL array, a Parquet list cell) is an
+    error: its `str()` became an answer such as "['x', 'y']" and entered the label set."""
+    if isinstance(value, (list, tuple, dict, set, np.ndarray)):
+        raise BioReasonDataError(path, line, f"{column!r} is a {type(value).__name__} {_short(value)}, not one value")
+    if _is_null(value):
         return ""
     return str(value).strip()
+
+
+def _short(value) -> str:
+    """A value for a one-line message: its repr, on one line and at most 60 characters."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def read_inputs(opts: BuildOptions, notes: dict):
@@ -208,11 +231,14 @@ def _read_cells(opts: BuildOptions, notes: dict, path: str, adata):
                                      f"the gene vocabulary {opts.gene_vocab} (e.g. {sorted(vocab)[:3]})")
     raws = []
     for i, (cell, rec) in enumerate(adata.obs.iterrows()):
+        def text(column, rec=rec, cell=cell):
+            return _text(rec[column], path, str(cell), column)
+
         raws.append(Raw(
-            id=str(cell), value=str(cell), label=_text(rec[opts.label_column]), where=str(cell),
-            split_value=_text(rec[opts.split_column]) if opts.split_column else None,
-            group=_text(rec[opts.group_column]) if opts.group_column else None,
-            reasoning=_text(rec[opts.reasoning_column]) if opts.reasoning_column else "",
+            id=str(cell), value=str(cell), label=text(opts.label_column), where=str(cell),
+            split_value=text(opts.split_column) if opts.split_column else None,
+            group=text(opts.group_column) if opts.group_column else None,
+            reasoning=text(opts.reasoning_column) if opts.reasoning_column else "",
             fingerprint=hashlib.sha1(np.ascontiguousarray(dense[i]).tobytes()).hexdigest(),
         ))
     adata.X = dense.astype(np.float32)

@@ -3,6 +3,7 @@ AnnData `.h5ad`. Every failure is a `BioReasonDataError` naming the file and rec
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import os
@@ -93,13 +94,19 @@ def read_table(path: str) -> pd.DataFrame:
             frame = pd.read_json(io.StringIO("\n".join(_open_text(path))), lines=True, dtype=False)
         elif name.endswith((".csv", ".tsv", ".txt")):
             sep = "\t" if name.endswith((".tsv", ".txt")) else ","
-            frame = pd.read_csv(io.StringIO("\n".join(_open_text(path))), sep=sep, dtype=str, keep_default_na=False)
+            lines = _open_text(path)
+            header = next(csv.reader(lines[:1], delimiter=sep), [])
+            repeated = sorted({c for c in header if header.count(c) > 1})
+            if repeated:  # pandas renames the second to `name.1` and the first one is used without a word
+                raise BioReasonDataError(path, 1, f"column name(s) {repeated} appear more than once in the header")
+            frame = pd.read_csv(io.StringIO("\n".join(lines)), sep=sep, dtype=str, keep_default_na=False)
         else:
             raise BioReasonDataError(path, None, "unknown table format: use .csv, .tsv, .jsonl or .parquet")
     except BioReasonDataError:
         raise
     except Exception as err:  # pandas / pyarrow raise many types for malformed files
-        raise BioReasonDataError(path, None, f"cannot be parsed as a table ({type(err).__name__}: {err})") from None
+        problem = " ".join(str(err).split())  # pandas' tokenizer messages end in a newline: one line here
+        raise BioReasonDataError(path, None, f"cannot be parsed as a table ({type(err).__name__}: {problem})") from None
     if frame.shape[1] == 0 or frame.shape[0] == 0:
         raise BioReasonDataError(path, None, "table has no rows or no columns")
     frame.columns = [str(c) for c in frame.columns]
