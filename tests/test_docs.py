@@ -138,3 +138,27 @@ def test_the_readme_benchmark_table_is_bench_results():
         for name, text in zip(names, values, strict=True):
             decimals = len(text.split(".")[1]) if "." in text else 0
             assert abs(results[name]["value"] - float(text)) <= 0.5 * 10 ** -decimals + 1e-9, (name, text)
+
+
+def seed_summaries() -> list[str]:
+    return sorted(name for name in os.listdir(PROTOCOL) if name.endswith("_seeds.json"))
+
+
+@pytest.mark.parametrize("name", seed_summaries())
+def test_each_three_seed_row_is_its_committed_summary(name):
+    """The README's 3-seed rows and GRPO-vs-SFT differences are `seed_rows.py`'s rendering of the committed JSON."""
+    import importlib.util
+
+    from bioreason.evaluation.intervals import format_difference
+
+    spec = importlib.util.spec_from_file_location("seed_rows", os.path.join(PROTOCOL, "seed_rows.py"))
+    seed_rows = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seed_rows)
+    with open(os.path.join(PROTOCOL, name), encoding="utf-8") as fh:
+        summary = json.load(fh)
+    benchmark = name.removesuffix("_seeds.json")
+    text = readme()
+    assert seed_rows.row(summary, benchmark) in text.splitlines()
+    assert summary["sft_id_accuracy"]["seeds"] == 3
+    for comparison in summary["grpo_vs_sft"].values():
+        assert comparison["seeds"] == 3 and format_difference(comparison) in text

@@ -131,6 +131,25 @@ def test_the_study_ranks_on_validation_and_states_rl_as_a_paired_difference(tmp_
     assert f"p={2 / 8:.2g}" in report  # McNemar: 2 x (1/2)^3
 
 
+def test_seeds_scored_on_the_same_records_pair_as_seeds_not_as_more_records(tmp_path):
+    out = str(tmp_path)
+    fake_run(out, "a", {"seed": 0}, 0.5, 0.75, correct=[{"ood": [1, 1, 0, 0]}, {"ood": [1, 1, 1, 0]}])
+    fake_run(out, "b", {"seed": 1}, 0.25, 0.75, correct=[{"ood": [0, 1, 0, 0]}, {"ood": [1, 1, 0, 1]}])
+    pooled = study_report_pairs(out)["ood"]
+    assert (pooled["n"], pooled["seeds"], pooled["stacked_as_seeds"]) == (8, 1, False)  # no configs: runs unknown
+    for name in ("a", "b"):
+        with open(os.path.join(out, "runs", name, "config.yaml"), "w") as fh:
+            fh.write("dataset: benchmark:x\ndata_root: runs/data\nmax_eval_examples: null\nseed: 0\n")
+    stacked = study_report_pairs(out)["ood"]
+    assert (stacked["n"], stacked["seeds"], stacked["stacked_as_seeds"]) == (4, 2, True)
+    # the same difference and McNemar counts; per-record differences averaged over seeds: 0.5, 0, 0.5, 0.5
+    assert stacked["difference"] == pooled["difference"] == 3 / 8
+    assert (stacked["a_only"], stacked["b_only"], stacked["p_value"]) == (0, 3, pooled["p_value"])
+    with open(os.path.join(out, "runs", "b", "config.yaml"), "a") as fh:
+        fh.write("task_seed: 1\n")  # another split of the data: other records, so concatenated again
+    assert study_report_pairs(out)["ood"]["n"] == 8
+
+
 def study_report_pairs(out):
     from bioreason.evaluation.study_report import stage_pairs
 

@@ -68,17 +68,39 @@ def _line_plot(out: str, name: str, lines: list, xlabel: str, ylabel: str, basel
     return _save(fig, out, name)
 
 
+RECORD_KEYS = ("dataset", "data_root", "task_seed", "max_eval_examples")
+"""The run settings that decide which records a run is scored on: runs that agree on them were scored on the same
+records in the same order."""
+
+
+def _records_key(run_dir: str) -> tuple | None:
+    """The run's `RECORD_KEYS` values from its `config.yaml`, None where the run has no config."""
+    import yaml
+
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as fh:
+        config = yaml.safe_load(fh) or {}
+    return tuple(config.get(key) for key in RECORD_KEYS)
+
+
 def stage_pairs(out: str, before: str, after: str) -> dict[str, dict]:
     """`{split: paired comparison}` of stage `after` against stage `before` over every finished run that has both,
-    on the same records (the runs' per-record `correct` vectors in their metrics.json): each run's records are
-    concatenated, so the interval resamples (run, record) pairs, and McNemar counts their discordant pairs. Runs that
-    predate the per-record vectors are skipped."""
+    on the same records (the runs' per-record `correct` vectors in their metrics.json).
+
+    Runs scored on the same records (equal `RECORD_KEYS` in their configs, as the seeds of one config are) are
+    stacked as seeds, so the interval resamples records with each record's difference averaged over the runs: a
+    record is the unit, and three seeds of one record are not three records. Otherwise each run's records are
+    concatenated and the interval resamples (run, record) pairs. McNemar counts every (run, record) pair either way.
+    Runs that predate the per-record vectors are skipped."""
     import json
 
     from bioreason.evaluation.intervals import paired_comparison
 
-    a: dict[str, list[int]] = {}
-    b: dict[str, list[int]] = {}
+    a: dict[str, list[list[int]]] = {}
+    b: dict[str, list[list[int]]] = {}
+    keys: dict[str, set] = {}
     runs_dir = os.path.join(out, "runs")
     for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
         path = os.path.join(runs_dir, name, "metrics.json")
@@ -88,12 +110,22 @@ def stage_pairs(out: str, before: str, after: str) -> dict[str, dict]:
             stages = {s["name"]: s for s in json.load(fh)["stages"]}
         if before not in stages or after not in stages:
             continue
+        key = _records_key(os.path.join(runs_dir, name))
         for split, correct in stages[after].get("correct", {}).items():
             previous = stages[before].get("correct", {}).get(split)
             if previous is not None and len(previous) == len(correct):
-                a.setdefault(split, []).extend(previous)
-                b.setdefault(split, []).extend(correct)
-    return {split: paired_comparison(a[split], b[split]) for split in a if a[split]}
+                a.setdefault(split, []).append(list(previous))
+                b.setdefault(split, []).append(list(correct))
+                keys.setdefault(split, set()).add((key, len(correct)))
+    pairs = {}
+    for split in a:
+        same_records = len(keys[split]) == 1 and next(iter(keys[split]))[0] is not None
+        if same_records:
+            pairs[split] = paired_comparison(a[split], b[split])
+        else:
+            pairs[split] = paired_comparison([v for run in a[split] for v in run], [v for run in b[split] for v in run])
+        pairs[split]["stacked_as_seeds"] = same_records
+    return {split: c for split, c in pairs.items() if c["n"]}
 
 
 def write_study_report(out: str) -> str:

@@ -49,17 +49,27 @@ def cell(summary: dict, column: str) -> str:
     return f"{s['mean']:.3f} ± {s['sd']:.3f}"
 
 
+def row(summary: dict, benchmark: str) -> str:
+    """The README table row of a summary (the test `tests/test_docs.py` rebuilds it from the committed JSON)."""
+    n = summary["n"]
+    return (f"| `{benchmark}` | {n['validation']} / {n['id']} / {n['ood']} | "
+            + " | ".join(f"{cell(summary, f'{b}_id_accuracy')} / {cell(summary, f'{b}_ood_accuracy')}"
+                         for b in ("majority", "probe"))
+            + " | " + " | ".join(f"{cell(summary, f'{s}_validation_accuracy')} | {cell(summary, f'{s}_id_accuracy')}"
+                                 f" / {cell(summary, f'{s}_ood_accuracy')}" for s in ("sft", "grpo"))
+            + f" | {cell(summary, 'grpo_id_reliance_cross_label')} / {cell(summary, 'grpo_ood_reliance_cross_label')}"
+            + " |")
+
+
 def main(study: str, benchmark: str) -> None:
     summary = summarize(study)
     with open(os.path.join(HERE, f"{benchmark}_seeds.json"), "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=2)
-    n = summary["n"]
-    print(f"| `{benchmark}` | {n['validation']} / {n['id']} / {n['ood']} | "
-          + " | ".join(f"{cell(summary, f'{b}_id_accuracy')} / {cell(summary, f'{b}_ood_accuracy')}"
-                       for b in ("majority", "probe"))
-          + " | " + " | ".join(f"{cell(summary, f'{s}_validation_accuracy')} | {cell(summary, f'{s}_id_accuracy')} / "
-                               f"{cell(summary, f'{s}_ood_accuracy')}" for s in ("sft", "grpo"))
-          + f" | {cell(summary, 'grpo_id_reliance_cross_label')} / {cell(summary, 'grpo_ood_reliance_cross_label')} |")
+    print(row(summary, benchmark))
+    from bioreason.evaluation.intervals import format_difference
+
+    for split, comparison in summary["grpo_vs_sft"].items():
+        print(f"GRPO vs SFT, {split}: {format_difference(comparison)}")
 
 
 if __name__ == "__main__":
