@@ -624,11 +624,13 @@ def test_the_feature_cache_does_not_change_a_run(tmp_path, task, model_dir, bf16
 
 
 def test_runs_that_agree_up_to_a_stage_share_it(tmp_path, task, model_dir, monkeypatch):
-    """Two runs that differ only in their RL rank: the second loads the first's SFT from the stage cache instead of
-    training it (SFT training would raise here), and its GRPO ends at the weights of a run without the cache."""
-    from bioreason.recipes import pipeline, sft
+    """Two runs that differ only in their RL rank: the second loads the first's CPT (no adapter: its trained
+    projector) and SFT (an adapter) from the stage cache instead of training them (training would raise here), and
+    its GRPO ends at the weights of a run without the cache."""
+    from bioreason.recipes import cpt, pipeline, sft
 
-    text = (f"model_name_or_path: {model_dir}\ndataset: {task}\nstages: [sft, grpo]\nsft_examples: 4\n"
+    text = (f"model_name_or_path: {model_dir}\ndataset: {task}\nstages: [cpt, sft, grpo]\ncpt_examples: 2\n"
+            "sft_examples: 4\ncpt:\n  per_device_train_batch_size: 2\n"
             "rl_examples: 2\nmax_eval_examples: 2\nbf16: false\nevaluate_base: false\n"
             "sft:\n  per_device_train_batch_size: 2\n  lora_r: 4\n  learning_rate: 0.01\n"
             "grpo:\n  num_generations: 2\n  per_device_train_batch_size: 2\n  max_completion_length: 4\n")
@@ -646,15 +648,23 @@ def test_runs_that_agree_up_to_a_stage_share_it(tmp_path, task, model_dir, monke
         raise AssertionError("SFT trained again although an identical SFT was in the stage cache")
 
     monkeypatch.setattr(sft, "run", no_training)
+    monkeypatch.setattr(cpt, "run", no_training)
     second = run("second", cache + "grpo.lora_r: 4\n")
-    shared = second["stages"][0]
-    assert shared.pop("shared_from").startswith(str(tmp_path / "stages" / "sft-"))
-    assert shared == first["stages"][0]  # the record the first run wrote, its training time included
-    assert {**shared, "seconds": 0} == {**plain["stages"][0], "seconds": 0}
-    assert "shared_from" not in first["stages"][0] and second["stages"][1]["name"] == "grpo"
-    assert second["stages"][1]["id"] == plain["stages"][1]["id"]
+    for i, stage in enumerate(("cpt", "sft")):
+        shared = second["stages"][i]
+        assert shared.pop("shared_from").startswith(str(tmp_path / "stages" / f"{stage}-"))
+        assert shared == first["stages"][i]  # the record the first run wrote, its training time included
+        assert {**shared, "seconds": 0} == {**plain["stages"][i], "seconds": 0}
+        assert "shared_from" not in first["stages"][i]
+    assert second["stages"][2]["name"] == "grpo" and second["stages"][2]["id"] == plain["stages"][2]["id"]
     stored = sorted(name for name in os.listdir(tmp_path / "stages") if not name.endswith(".lock"))
-    assert [name.split("-")[0] for name in stored] == ["sft"]  # the runs' last stage (GRPO) is not kept
+    assert [name.split("-")[0] for name in stored] == ["cpt", "sft"]  # the runs' last stage (GRPO) is not kept
+    entries = {name.split("-")[0]: tmp_path / "stages" / name for name in stored}
+    # CPT trains its projector without an adapter: that alone is stored; SFT stores its adapter
+    assert (entries["cpt"] / "trained.safetensors").exists() and not os.path.exists(entries["cpt"] / "adapter")
+    assert os.path.exists(entries["sft"] / "adapter" / "adapter_model.safetensors")
+    assert not any(name.endswith(".bin") or name == "model" for entry in entries.values()
+                   for name in os.listdir(entry))  # no merged model, nothing pickled
     final, expected = weights(tmp_path / "second" / "final"), weights(tmp_path / "plain" / "final")
     assert final.keys() == expected.keys()
     for key, value in expected.items():
@@ -687,18 +697,66 @@ def test_a_stage_is_shared_only_by_runs_that_agree_up_to_it():
 def test_a_stage_cache_entry_serves_only_a_whole_entry_of_its_own_key(tmp_path):
     from bioreason.training.stage_cache import StageCache
 
-    model, processor = tiny_model("antiberty", projector="mean")
+    model, _ = tiny_model("antiberty", projector="mean")
     cache = StageCache(str(tmp_path))
     with cache.hold("sft", {"a": 1}) as entry:
         assert entry.load() is None
-        entry.store(model, processor, {"name": "sft"}, [{"stage": "sft", "step": 1}])
+        entry.store_changes(model)
+        entry.store_record({"name": "sft"}, [{"stage": "sft", "step": 1}])
     with cache.hold("sft", {"a": 1}) as entry:
         assert entry.load() == {"key": {"a": 1}, "record": {"name": "sft"}, "curve": [{"stage": "sft", "step": 1}]}
-        assert os.path.exists(os.path.join(entry.model_path, "model.safetensors"))
         os.remove(entry.record_path)  # a store killed before its record: not served, trained again
         assert entry.load() is None
-        entry.store(model, processor, {"name": "sft"}, [])
+        entry.store_changes(model)
+        entry.store_record({"name": "sft"}, [])
     moved = cache.entry("sft", {"a": 2})
     os.replace(cache.entry("sft", {"a": 1}), moved)  # an entry under another config's name
     with cache.hold("sft", {"a": 2}) as entry, pytest.raises(ValueError, match="written for another config"):
         entry.load()
+
+
+def test_a_stage_cache_entry_holds_the_stage_changes_and_rebuilds_the_merged_model_bitwise(tmp_path):
+    """An adapter stage stores its adapter (projector included), not the model; a stage without an adapter stores
+    only what it trained; applied to the stage's starting model, either gives the trained run's merged weights."""
+    from bioreason.training.arguments import ModelArguments
+    from bioreason.training.prepare import prepare_model
+    from bioreason.training.stage_cache import StageCache
+
+    torch.manual_seed(0)
+    start, _ = tiny_model("antiberty", projector="mean")
+    start_weights = {k: v.clone() for k, v in start.state_dict().items()}
+    trained = prepare_model(start, ModelArguments(use_peft=True, lora_r=4, feature_cache="off"))
+    with torch.no_grad():  # stand-in for a stage's training: every trainable tensor moves
+        for param in trained.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param))
+    cache = StageCache(str(tmp_path))
+    with cache.hold("sft", {"a": 1}) as entry:
+        entry.store_changes(trained)
+        assert os.path.isdir(entry.adapter_path) and not os.path.exists(entry.trained_path)
+        merged = trained.merge_and_unload()
+        fresh, _ = tiny_model("antiberty", projector="mean")
+        fresh.load_state_dict(start_weights)
+        rebuilt = entry.apply(fresh)
+    expected, got = merged.state_dict(), rebuilt.state_dict()
+    assert expected.keys() == got.keys()
+    assert any(not torch.equal(expected[k], start_weights[k]) for k in expected)  # the stage changed weights
+    for key, value in expected.items():
+        assert torch.equal(value, got[key]), key
+    # no adapter (CPT align trains the projector alone): only the trained parameters are stored
+    after_sft = {k: v.clone() for k, v in merged.state_dict().items()}  # the next stage starts here
+    for name, param in merged.named_parameters():
+        param.requires_grad_(name.startswith("model.projectors."))
+    with torch.no_grad():
+        for param in merged.parameters():
+            if param.requires_grad:
+                param.add_(1.0)
+    with cache.hold("cpt", {"a": 1}) as entry:
+        entry.store_changes(merged)
+        assert not os.path.isdir(entry.adapter_path)
+        size = os.path.getsize(entry.trained_path)
+        assert size < sum(p.numel() * 4 for p in merged.parameters()) / 4  # the projector, not the model
+        fresh.load_state_dict(after_sft)
+        rebuilt = entry.apply(fresh)
+    for name, value in merged.state_dict().items():
+        assert torch.equal(value, rebuilt.state_dict()[name]), name

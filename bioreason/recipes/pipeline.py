@@ -34,7 +34,7 @@ from bioreason.training.faults import kill_point
 from bioreason.training.prepare import base_model, default_freeze_policy
 from bioreason.training.run_io import resume_checkpoint, run_folder, save_final, write_json
 from bioreason.training.run_state import RunState, config_key
-from bioreason.training.stage_cache import StageCache, prefix_key
+from bioreason.training.stage_cache import StageCache, StageEntry, prefix_key
 from bioreason.training.task import baseline_metrics, evaluate_splits, load_task
 
 # What each stage runs with unless its section says otherwise (the seed study's shape: a brief SFT at a larger LoRA
@@ -349,16 +349,18 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
                 shared = entry.load()
             if shared:
                 print(f"{stage}: loaded from the stage cache ({entry.path})", flush=True)
-                model, processor = state.load_model(model_args, entry.model_path)
+                model = entry.apply(model)  # the model this stage started from, with the stage's changes merged
                 stages.append({**shared["record"], "shared_from": entry.path})
                 curve.extend(shared["curve"])
             else:
                 first_point = len(curve)
+                keep = entry if entry and stage != p.stages[-1] else None  # a last stage serves no later stage
                 model, record = _train_stage(p, model_args, data, stage, model, processor, precision,
-                                             evaluate, score, curve, budgets[stage], stages[-1] if stages else None)
+                                             evaluate, score, curve, budgets[stage], stages[-1] if stages else None,
+                                             keep=keep)
                 stages.append(record)
-                if entry and stage != p.stages[-1]:  # a run's last stage serves no later stage of another run
-                    entry.store(model, processor, record, curve[first_point:])
+                if keep:
+                    keep.store_record(record, curve[first_point:])
         kill_point("stage-trained")
         state.finish_stage(stage, model, processor, stages=stages, curve=curve)  # stages[-1] is this stage
         kill_point("stage-saved")
@@ -387,8 +389,9 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
 
 def _train_stage(p: PipelineArguments, model_args: ModelArguments, data: DataArguments, stage: str, model,
                  processor, precision: Precision, evaluate, score, curve: list, budget: int,
-                 previous: dict | None):
-    """Train one stage from `model`; returns the merged model and the stage's record (appending its curve points)."""
+                 previous: dict | None, keep: StageEntry | None = None):
+    """Train one stage from `model`; returns the merged model and the stage's record (appending its curve points).
+    `keep`: a stage-cache entry that stores the stage's changes (its adapter, before the merge)."""
     set_seed(p.seed)  # each stage starts from the seed, so a resumed stage draws what the uninterrupted one drew
     stage_data = replace(data, max_train_examples=budget)
     periodic = PeriodicEval(p.eval_every_steps, evaluate, stage) if p.eval_every_steps else None
@@ -413,6 +416,8 @@ def _train_stage(p: PipelineArguments, model_args: ModelArguments, data: DataArg
     result.pop("processor")
     if PartialState().is_main_process:
         result.update(score(model, stage))
+    if keep is not None and PartialState().is_main_process:
+        keep.store_changes(model)
     if hasattr(model, "merge_and_unload"):  # hand-off: merge this stage's adapter before the next one starts
         model = model.merge_and_unload()
     record = stage_record(stage, result, previous, steps=result["steps"], seconds=result["seconds"],
