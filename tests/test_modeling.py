@@ -312,3 +312,21 @@ def test_offline_loads_leave_hub_kernels_off_unless_asked(tmp_path, monkeypatch)
     assert loaded.use_kernels is False
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     assert offline_kernel_default({"dtype": "auto"}) == {"dtype": "auto"}
+
+
+def test_compose_says_nothing_that_is_not_about_the_run():
+    """transformers' notice about mean-initialised new embeddings (our deliberate choice) printed on every compose
+    and quickstart; it is silenced at the source. `warning_once` caches, so the cache is cleared to make it fire."""
+    import logging
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    hf_logger = logging.getLogger("transformers")  # transformers' handler keeps its own stream: listen beside it
+    hf_logger.addHandler(handler)
+    logging.Logger.warning_once.cache_clear()
+    try:
+        tiny_model("antiberty", projector="mean")
+    finally:
+        hf_logger.removeHandler(handler)
+    assert not [m for m in seen if "multivariate normal" in m], seen

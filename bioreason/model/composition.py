@@ -220,7 +220,16 @@ def compose(
     model.model.language_model.load_state_dict(base.state_dict(), strict=True)
     model.lm_head.load_state_dict(llm_model.get_output_embeddings().state_dict())
     model.tie_weights()
-    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    # the placeholder tokens start at the mean embedding (chosen on purpose; transformers logs its notice of that
+    # choice on every compose, which says nothing about the user's run, so it is silenced here)
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     model.to(dtype or llm_model.dtype)
 
     generation = GenerationConfig.from_dict(llm_model.generation_config.to_dict())
