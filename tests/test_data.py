@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 
@@ -596,3 +597,116 @@ def test_a_ragged_csv_row_is_one_line(tmp_path):
     with pytest.raises(BioReasonDataError, match="cannot be parsed as a table") as caught:
         build_task(BuildOptions(modality="dna", label_column="y", out=str(tmp_path / "o"), table=str(path)))
     assert "\n" not in str(caught.value) and "line 3" in str(caught.value)
+
+
+# The bad inputs a new user's 325 generated cases found answered wrongly (issue 26) ----------------------------------
+def run_build(capsys, *args) -> tuple[int, str]:
+    from bioreason.cli import main
+
+    code = main(["data", "build", *args])
+    return code, capsys.readouterr().err
+
+
+def test_a_gzip_file_with_a_corrupt_body_is_a_typed_error(tmp_path, capsys):
+    packed = gzip.compress(fasta_text(PROTEINS).encode())
+    broken = tmp_path / "in.fa.gz"
+    broken.write_bytes(packed[:20] + b"\x00garbage" * 5 + packed[-8:])  # a good header, a body zlib refuses
+    csv = write(tmp_path / "labels.csv", labels_csv(len(PROTEINS)))
+    code, err = run_build(capsys, "--modality", "protein", "--fasta", str(broken), "--labels", csv,
+                          "--label-column", "family", "--out", str(tmp_path / "out"))
+    assert code == 1 and err.count("\n") == 1 and f"{broken}: corrupt gzip data" in err
+
+
+def test_a_fasta_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "bom.fa"
+    path.write_bytes("\ufeff".encode() + fasta_text(PROTEINS[:2]).encode())
+    assert [r.sequence for r in read_fasta(str(path))] == PROTEINS[:2]
+
+
+def test_a_run_of_terminal_stop_codons_is_named_as_such(tmp_path):
+    assert clean_sequence("MKTAYIAKQR*", "protein", AlphabetPolicy(), "f.fa", "a") == "MKTAYIAKQR"
+    with pytest.raises(BioReasonDataError, match=r"record 'a': ends in 2 stop codons '\*\*'"):
+        clean_sequence("MKTAYIAKQR**", "protein", AlphabetPolicy(), "f.fa", "a")
+    with pytest.raises(BioReasonDataError, match="internal stop codon"):
+        clean_sequence("MKT*AYIAKQR", "protein", AlphabetPolicy(), "f.fa", "a")
+
+
+@pytest.mark.parametrize(("content", "problem"), [(bytes(range(256)), "binary data (NUL bytes)"),
+                                                  (b"\xff\xfe\x80abc\n", "not UTF-8 text"),
+                                                  (b"\n\n", "--gene-vocab: no gene ids in the file")])
+def test_a_gene_vocab_that_is_not_a_list_of_genes_is_named(tmp_path, capsys, content, problem):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_bytes(content)
+    code, err = run_build(capsys, "--modality", "rna", "--h5ad", make_h5ad(tmp_path / "c.h5ad"), "--label-column",
+                          "cell_type", "--gene-vocab", str(vocab), "--out", str(tmp_path / "out"))
+    assert code == 1 and err.count("\n") == 1 and f"{vocab}: " in err and problem in err
+
+
+def test_an_unknown_benchmark_is_a_typed_error(tmp_path, capsys):
+    code, err = run_build(capsys, "--benchmark", "nope", "--out", str(tmp_path / "out"))
+    assert code == 1 and "unknown benchmark 'nope'; available: antibody_chain" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_build_never_writes_a_question_its_check_refuses(tmp_path, capsys):
+    fasta = write(tmp_path / "in.fa", fasta_text(PROTEINS))
+    csv = write(tmp_path / "labels.csv", labels_csv(len(PROTEINS)))
+    code, err = run_build(capsys, "--modality", "protein", "--fasta", fasta, "--labels", csv, "--label-column",
+                          "family", "--question", "<protein> and <protein>?", "--out", str(tmp_path / "out"))
+    assert code == 1 and "--question marks <protein> 2 times, but each record has one protein input" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("x", "genes", "problem"), [(np.zeros((10, 0), np.float32), [], "no genes (0 columns)"),
+                                                     (np.zeros((0, 6), np.float32), None, "no cells (0 rows)")])
+def test_an_expression_matrix_without_genes_or_cells_is_refused(tmp_path, x, genes, problem):
+    path = tmp_path / "c.h5ad"
+    obs = pd.DataFrame({"cell_type": ["T", "B"] * (len(x) // 2)}, index=[f"cell{i}" for i in range(len(x))])
+    anndata.AnnData(x, obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(x.shape[1])])).write_h5ad(path)
+    with pytest.raises(BioReasonDataError, match=re.escape(problem)):
+        build_task(BuildOptions(modality="rna", label_column="cell_type", h5ad=str(path), out=str(tmp_path / "o")))
+
+
+def test_every_record_out_of_domain_is_refused(tmp_path):
+    path = make_h5ad(tmp_path / "c.h5ad")
+    with pytest.raises(BioReasonDataError, match="nothing is left for train, validation and id_test"):
+        build_task(BuildOptions(modality="rna", label_column="cell_type", h5ad=path, out=str(tmp_path / "o"),
+                                split_column="donor", ood_values=["d1", "d2"]))
+
+
+def test_an_empty_label_of_a_named_record_names_it_once(tmp_path):
+    path = tmp_path / "c.h5ad"
+    obs = pd.DataFrame({"cell_type": ["T", "B", "", "B"]}, index=["c0", "c1", "c2", "c3"])
+    anndata.AnnData(np.ones((4, 3), np.float32), obs=obs).write_h5ad(path)
+    with pytest.raises(BioReasonDataError) as err:
+        build_task(BuildOptions(modality="rna", label_column="cell_type", h5ad=str(path), out=str(tmp_path / "o")))
+    assert str(err.value) == f"{path}: record 'c2': an empty 'cell_type' label"
+
+
+def test_an_unreadable_h5ad_says_what_failed(tmp_path):
+    path = write(tmp_path / "bad.h5ad", "this is not hdf5")
+    with pytest.raises(BioReasonDataError, match=r"not a readable \.h5ad file \(OSError: .*signature"):
+        read_h5ad(path)
+
+
+def test_padded_ids_and_labels_are_stripped_and_reported(tmp_path):
+    fasta = write(tmp_path / "in.fa", fasta_text(PROTEINS[:6]))
+    csv = write(tmp_path / "labels.csv", "id,family\np0 , kinase\np1,globin \np2,kinase\np3,globin\np4,kinase\n"
+                                         "p5,globin\n")
+    summary = build_task(BuildOptions(modality="protein", fasta=fasta, labels=csv, label_column="family",
+                                      out=str(tmp_path / "o")))
+    assert summary["whitespace_stripped"] == {"labels.csv:id": 1, "labels.csv:family": 2}
+    ds = load_from_disk(str(tmp_path / "o"))
+    assert sorted({a for split in ds.values() for a in split["answer"]}) == ["globin", "kinase"]
+
+
+def test_a_wide_rna_table_builds_without_anndata_warnings(tmp_path):
+    import warnings
+
+    rows = [{"cell": f"c{i}", "type": "xy"[i % 2], **{f"G{g}": float(i + g) for g in range(4)}} for i in range(8)]
+    table = write_table(tmp_path / "wide.csv", rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # anndata's ImplicitModificationWarning when a view of the cells was written
+        build_task(BuildOptions(modality="rna", table=table, id_column="cell", label_column="type",
+                                out=str(tmp_path / "o")))
+    assert (tmp_path / "o" / "cells.h5ad").exists()

@@ -44,6 +44,10 @@ def clean_sequence(seq: str, modality: str, policy: AlphabetPolicy, file: str | 
     if modality == "dna":
         return _apply(seq, DNA, DNA_IUPAC, policy.iupac, "N", "IUPAC ambiguity code", file, record, "--iupac")
     if modality == "protein":
+        if seq.endswith("**"):  # one terminal stop is a translation's end; a run of them is not a sequence's
+            stops = len(seq) - len(seq.rstrip("*"))
+            raise BioReasonDataError(file, record, f"ends in {stops} stop codons '{'*' * stops}' (one terminal '*' "
+                                     "is removed; a run of them is not expected)")
         if seq.endswith("*"):
             seq = seq[:-1]
         if "*" in seq:

@@ -75,9 +75,12 @@ class Raw:
     label_at: tuple[str, str | int] | None = None  # (file, line) of the label when it came from another file
 
 
-def _rows_from_frame(frame, path: str, opts: BuildOptions, id_col: str, seq_col: str | None) -> list[Raw]:
+def _rows_from_frame(frame, path: str, opts: BuildOptions, id_col: str, seq_col: str | None,
+                     notes: dict) -> list[Raw]:
     require_columns(frame, path, id_col, seq_col, opts.label_column, opts.split_column, opts.group_column,
                     opts.reasoning_column)
+    _count_padded(frame, path, [c for c in (id_col, opts.label_column, opts.split_column, opts.group_column) if c],
+                  notes)
     rows, seen = [], {}
     for i, rec in enumerate(frame.to_dict("records")):
         line = i + 2 if not path.endswith((".parquet", ".jsonl")) else i + 1
@@ -96,6 +99,16 @@ def _rows_from_frame(frame, path: str, opts: BuildOptions, id_col: str, seq_col:
                        if opts.reasoning_column else ""),
         ))
     return rows
+
+
+def _count_padded(frame, path: str, columns: list[str], notes: dict) -> None:
+    """Ids, labels, split and group values are compared as text with surrounding spaces removed ("x " and "x" are one
+    label, "a " joins FASTA record "a"); how many cells of each column had them is reported, not hidden."""
+    for column in columns:
+        values = frame[column]
+        padded = int(sum(isinstance(v, str) and v != v.strip() and v.strip() != "" for v in values))
+        if padded:
+            notes.setdefault("whitespace_stripped", {})[f"{os.path.basename(path)}:{column}"] = padded
 
 
 # The one null policy of every table format: a JSON / Parquet null, an empty cell and these spellings in a CSV cell
@@ -150,7 +163,7 @@ def read_inputs(opts: BuildOptions, notes: dict):
         records = read_fasta(opts.fasta)
         frame = read_table(opts.labels)
         require_columns(frame, opts.labels, opts.id_column)
-        labelled = {r.id: r for r in _rows_from_frame(frame, opts.labels, opts, opts.id_column, None)}
+        labelled = {r.id: r for r in _rows_from_frame(frame, opts.labels, opts, opts.id_column, None, notes)}
         fasta_ids = {r.id for r in records}
         unlabeled = [r for r in records if r.id not in labelled]
         orphans = [i for i in labelled if i not in fasta_ids]
@@ -170,7 +183,8 @@ def read_inputs(opts: BuildOptions, notes: dict):
         frame = read_table(opts.table)
         if opts.modality == "rna":
             return _read_cells(opts, notes, opts.table, _table_to_anndata(frame, opts))
-        return _rows_from_frame(frame, opts.table, opts, opts.id_column, opts.sequence_column), opts.table, None
+        return _rows_from_frame(frame, opts.table, opts, opts.id_column, opts.sequence_column,
+                                notes), opts.table, None
     if opts.modality != "rna":
         raise BioReasonDataError(opts.h5ad, None, "--h5ad inputs are rna (transcriptomic) tasks: use --modality rna")
     return _read_cells(opts, notes, opts.h5ad, read_h5ad(opts.h5ad))
@@ -210,6 +224,10 @@ def _read_cells(opts: BuildOptions, notes: dict, path: str, adata):
             raise BioReasonDataError(path, None, "--use-raw given but the file has no .raw")
         adata = adata.raw.to_adata()
         adata.obs = obs
+    if adata.n_vars == 0:
+        raise BioReasonDataError(path, None, "the expression matrix has no genes (0 columns)")
+    if adata.n_obs == 0:
+        raise BioReasonDataError(path, None, "the expression matrix has no cells (0 rows)")
     matrix = adata.X
     dense = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
     bad = ~np.isfinite(dense)
@@ -246,12 +264,23 @@ def _read_cells(opts: BuildOptions, notes: dict, path: str, adata):
 
 
 def _read_gene_vocab(path: str) -> set[str]:
+    """Gene ids, one per line (first word), or a JSON list / dict of them; anything else is a typed error naming the
+    file (a binary file read as text gave an unnamed UnicodeDecodeError)."""
+    from bioreason.data.readers import read_text_lines
+
+    lines = read_text_lines(path)  # typed errors for a missing, binary, gzip-corrupt or non-UTF-8 file
     if path.endswith(".json"):
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-        return set(data) if isinstance(data, (dict, list)) else set()
-    with open(path, encoding="utf-8") as fh:
-        return {line.strip().split()[0] for line in fh if line.strip()}
+        try:
+            data = json.loads("\n".join(lines))
+        except json.JSONDecodeError as err:
+            raise BioReasonDataError(path, err.lineno, f"--gene-vocab: not valid JSON ({err.msg})") from None
+        if not isinstance(data, (dict, list)):
+            raise BioReasonDataError(path, None, "--gene-vocab: JSON must be a list or an object of gene ids")
+        return {str(g) for g in data}
+    vocab = {line.strip().split()[0] for line in lines if line.strip()}
+    if not vocab:
+        raise BioReasonDataError(path, None, "--gene-vocab: no gene ids in the file")
+    return vocab
 
 
 def split_records(raws: list[Raw], opts: BuildOptions, source: str, notes: dict) -> dict[str, str]:
@@ -271,6 +300,9 @@ def split_records(raws: list[Raw], opts: BuildOptions, source: str, notes: dict)
     else:
         notes["ood_test"] = "empty: no --split-column / --ood-values given"
     rest = [r for r in raws if r.id not in assignment]
+    if not rest:
+        raise BioReasonDataError(source, None, f"every record has an --ood-values value of {opts.split_column!r}: "
+                                 "nothing is left for train, validation and id_test")
     id_split = assign_id_splits([r.group or r.id for r in rest], opts.id_test_fraction, opts.validation_fraction,
                                 opts.seed)
     for r in rest:
@@ -331,7 +363,11 @@ def render_question(template: str | None, modality: str, label_column: str, labe
     if others:
         raise ValueError(f"--question marks <{others[0]}> but the task's modality is {modality}: use <{modality}>")
     text = template.replace("{labels}", ", ".join(label_set))
-    return text if f"<{modality}>" in text else f"<{modality}>\n{text}"
+    marks = text.count(f"<{modality}>")
+    if marks > 1:  # data check refused what build wrote: each record has one input
+        raise BioReasonDataError(None, None, f"--question marks <{modality}> {marks} times, but each record has one "
+                                 f"{modality} input: mark it once")
+    return text if marks else f"<{modality}>\n{text}"
 
 
 def build_task(opts: BuildOptions) -> dict:
@@ -349,8 +385,10 @@ def build_task(opts: BuildOptions) -> dict:
             if opts.skip_unlabeled:
                 notes["skipped"]["no_label"] = notes["skipped"].get("no_label", 0) + 1
                 continue
-            raise BioReasonDataError(*(r.label_at or (source, r.where)),
-                                     f"record {r.id!r} has an empty {opts.label_column!r}")
+            file, where = r.label_at or (source, r.where)
+            named = isinstance(where, str)  # a record named by its id already: do not name it twice
+            raise BioReasonDataError(file, where, f"{'' if named else f'record {r.id!r} has '}an empty "
+                                     f"{opts.label_column!r}" + (" label" if named else ""))
         if opts.modality != "rna":
             r.value = clean_sequence(r.value, opts.modality, opts.policy, source, r.where)
             r.fingerprint = r.value
@@ -387,5 +425,6 @@ def build_task(opts: BuildOptions) -> dict:
     summary = summarize(dataset, notes)
     save_task(dataset, opts.out, summary)
     if cells is not None:
-        cells[[r.id for r in kept]].write_h5ad(os.path.join(opts.out, "cells.h5ad"))
+        cells[[r.id for r in kept]].copy().write_h5ad(  # a copy: writing a view made anndata warn
+            os.path.join(opts.out, "cells.h5ad"))
     return summary

@@ -7,6 +7,7 @@ import csv
 import gzip
 import io
 import os
+import zlib
 from dataclasses import dataclass
 
 import pandas as pd
@@ -21,7 +22,9 @@ class FastaRecord:
     line: int  # line number of the header
 
 
-def _open_text(path: str) -> list[str]:
+def read_text_lines(path: str) -> list[str]:
+    """The lines of a text file, gunzipped when it is gzip; a missing, binary, corrupt or non-UTF-8 file is a typed
+    error naming it, and a byte-order mark is dropped (it made a FASTA "not a FASTA file")."""
     if not os.path.exists(path):
         raise BioReasonDataError(path, None, "file not found")
     if os.path.isdir(path):
@@ -34,12 +37,12 @@ def _open_text(path: str) -> list[str]:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError, gzip.BadGzipFile) as err:
+        except (OSError, EOFError, zlib.error) as err:  # a bad header is OSError, a bad body zlib.error
             raise BioReasonDataError(path, None, f"corrupt gzip data ({err})") from None
     if b"\x00" in raw:
         raise BioReasonDataError(path, None, "binary data (NUL bytes): not a text file")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Windows editors write one) is not data
     except UnicodeDecodeError as err:
         raise BioReasonDataError(path, None, f"not UTF-8 text (byte {err.start})") from None
     return text.splitlines()
@@ -58,7 +61,7 @@ def read_fasta(path: str) -> list[FastaRecord]:
                 raise BioReasonDataError(path, current.line, f"record {current.id!r} has an empty sequence")
             records.append(current)
 
-    for number, line in enumerate(_open_text(path), 1):
+    for number, line in enumerate(read_text_lines(path), 1):
         line = line.strip()
         if not line or line.startswith(";"):
             continue
@@ -91,10 +94,10 @@ def read_table(path: str) -> pd.DataFrame:
         if name.endswith(".parquet"):
             frame = pd.read_parquet(path)
         elif name.endswith((".jsonl", ".ndjson")):
-            frame = pd.read_json(io.StringIO("\n".join(_open_text(path))), lines=True, dtype=False)
+            frame = pd.read_json(io.StringIO("\n".join(read_text_lines(path))), lines=True, dtype=False)
         elif name.endswith((".csv", ".tsv", ".txt")):
             sep = "\t" if name.endswith((".tsv", ".txt")) else ","
-            lines = _open_text(path)
+            lines = read_text_lines(path)
             header = next(csv.reader(lines[:1], delimiter=sep), [])
             repeated = sorted({c for c in header if header.count(c) > 1})
             if repeated:  # pandas renames the second to `name.1` and the first one is used without a word
@@ -128,4 +131,5 @@ def read_h5ad(path: str):
     try:
         return anndata.read_h5ad(path)
     except Exception as err:  # h5py / anndata raise OSError, KeyError, TypeError... for non-h5ad input
-        raise BioReasonDataError(path, None, f"not a readable .h5ad file ({type(err).__name__})") from None
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise BioReasonDataError(path, None, f"not a readable .h5ad file ({type(err).__name__}: {detail})") from None

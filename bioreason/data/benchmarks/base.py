@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bioreason.data.errors import BioReasonDataError
 from bioreason.data.records import (
     VALIDATION_FRACTION,
     assign_id_splits,
@@ -61,7 +62,7 @@ def drop_leaks(records: list[dict], modality: str) -> int:
 
 def build_benchmark(name: str, out: str, seed: int = 0) -> dict:
     if name not in BENCHMARKS:
-        raise ValueError(f"Unknown benchmark {name!r}; available: {sorted(BENCHMARKS)}")
+        raise BioReasonDataError(None, None, f"unknown benchmark {name!r}; available: {', '.join(sorted(BENCHMARKS))}")
     bench = BENCHMARKS[name]
     os.makedirs(out, exist_ok=True)
     records, notes = bench.build(out, seed)
