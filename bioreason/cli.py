@@ -397,8 +397,16 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the command's --help, not the whole usage block before it
+    (`data build` printed 21 lines for `--id-test-fraction -inf`); the exit status stays argparse's 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` for usage)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bioreason", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="bioreason", description=__doc__.split("\n")[0])
     parser.add_argument("--debug", action="store_true", help="on an error, show the whole traceback instead of one "
                         "line (also BIOREASON_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)

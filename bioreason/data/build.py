@@ -361,7 +361,8 @@ def render_question(template: str | None, modality: str, label_column: str, labe
         return default_question(modality, label_column, label_set)
     others = [m for m in NOUNS if m != modality and f"<{m}>" in template]
     if others:
-        raise ValueError(f"--question marks <{others[0]}> but the task's modality is {modality}: use <{modality}>")
+        raise BioReasonDataError(None, None, f"--question marks <{others[0]}> but the task's modality is {modality}: "
+                                 f"use <{modality}>")
     text = template.replace("{labels}", ", ".join(label_set))
     marks = text.count(f"<{modality}>")
     if marks > 1:  # data check refused what build wrote: each record has one input
