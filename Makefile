@@ -20,12 +20,12 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 # The main job: CPT -> SFT -> GRPO of SmolLM2-135M + AntiBERTy on the antibody_chain benchmark (runs/quickstart/),
-# then the trained model reads the bundled trastuzumab Fv, one chain at a time.
+# then the trained model reads the bundled trastuzumab Fv, one chain at a time, asked the question it was trained on
+# (saved with its processor).
 quickstart: install
 	$(PY) -m bioreason.cli run pipeline --config recipes/configs/quickstart.yaml
 	$(PY) -m bioreason.cli generate --model runs/quickstart/final --each \
-		--protein @bioreason/assets/trastuzumab_fv.fasta \
-		--prompt "This is an antibody variable-region sequence. Which chain type is it? Answer with one of: heavy, kappa, lambda."
+		--protein @bioreason/assets/trastuzumab_fv.fasta
 
 test: install
 	$(PY) -m pytest -q

@@ -78,6 +78,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     model = AutoModelForCausalLM.from_pretrained(args.model).eval()
     processor = AutoProcessor.from_pretrained(args.model)
+    task = getattr(processor, "task", None) or {}
+    question = args.prompt or task.get("question")
+    if not question:
+        raise ValueError(f"{args.model} has no saved task question (a composed, untrained model, or one trained "
+                         "before models saved their task): give --prompt")
     given = {m: expand_items(getattr(args, m)) for m in MODALITIES}
     if args.each:  # one prompt per input (of the single modality given)
         (modality, pairs), = [(m, p) for m, p in given.items() if p] or [(None, [])]
@@ -85,12 +90,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         jobs = [(None, {m: [seq for _, seq in p] for m, p in given.items() if p})]
     for name, items in jobs:
-        prompt = args.prompt
+        prompt = question
         for modality, seqs in items.items():  # one marker per item, prepended if the prompt does not place them
             if f"<{modality}>" not in prompt:
                 prompt = " ".join([f"<{modality}>"] * len(seqs)) + "\n" + prompt
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
-        text = processor.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        messages = [{"role": "system", "content": task.get("system_prompt") or SYSTEM_PROMPT},
+                    {"role": "user", "content": prompt}]
+        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         inputs = processor(text=text, **items)
         with torch.no_grad():
             out = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
@@ -421,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="answer a prompt about sequences with a model folder")
     p.add_argument("--model", required=True)
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", help="the question (default: the one the model was trained on); the model's "
+                   "system prompt and chat template are applied either way")
     for modality in MODALITIES:
         p.add_argument(f"--{modality}", action="append", help=f"a {modality} input, or @file.fasta")
     p.add_argument("--max-new-tokens", type=int, default=48)

@@ -132,3 +132,22 @@ def tiny_model(kinds: list[str] | str, projector="resampler", family: str = "lla
 @pytest.fixture
 def tokenizer():
     return tiny_tokenizer()
+
+
+def code_block(text: str, marker: str) -> str:
+    """The ```python block that follows `<!-- marker -->` in a Markdown text (README, model card): the snippet a user
+    copies, run as written."""
+    after = text.split(f"<!-- {marker} -->", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+BLOCK_BIOREASON = r'''
+import importlib.abc, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {"bioreason", "encoders", "projectors", "recipes"}:
+            raise ImportError(f"blocked: {name}")
+sys.meta_path.insert(0, _Block())
+'''
+"""Prepended to a snippet run in a subprocess: bioreason (and the repo's top-level folders) cannot be imported, as on
+a machine that has only transformers and the exported folder."""

@@ -275,3 +275,36 @@ def test_published_eval_results_name_a_local_dataset_by_its_folder_only(run_dir,
     published = "".join(open(os.path.join(d, f)).read() for d, _, fs in os.walk(out) for f in fs
                         if f.endswith((".yaml", ".md")))
     assert "/home/alice" not in published and "cells-v2" in published
+
+
+def test_the_card_of_a_trained_model_shows_its_task_and_its_snippet_runs_without_bioreason(run_dir, tmp_path):
+    """The card's "How to use", run as written on the exported folder (its one placeholder filled with a sequence)
+    where bioreason cannot be imported: the remote code asks the saved task's question."""
+    from conftest import BLOCK_BIOREASON, code_block
+    from transformers import AutoProcessor
+
+    from bioreason.data.chat import ANSWER_FORMAT, SYSTEM_PROMPT
+
+    final = os.path.join(run_dir, "final")
+    processor = AutoProcessor.from_pretrained(final)
+    processor.task = {"system_prompt": SYSTEM_PROMPT, "label_set": ["heavy", "kappa", "lambda"],
+                      "question": "<protein>\nWhich chain? Answer with one of: heavy, kappa, lambda.",
+                      "answer_format": ANSWER_FORMAT}
+    processor.save_pretrained(final)
+    out = hub.export_folder(run_dir, str(tmp_path / "out"), repo_id=str(tmp_path / "out"))
+    card = open(os.path.join(out, "README.md"), encoding="utf-8").read()
+    assert "## How to use" in card and "> <protein> Which chain? Answer with one of: heavy, kappa, lambda." in card
+    assert "the answer is one of\nheavy, kappa, lambda" in card and "encoders)" not in card  # one encoder
+    snippet = code_block(card, "card-how-to-use")
+    assert "trust_remote_code=True" in snippet and "import bioreason" not in snippet
+    filled = snippet.replace('sequence = "..."', f'sequence = "{HEAVY}"')
+    assert filled != snippet
+    probe = ("\nimport json\nprint(json.dumps({'prompt': processor.task_prompt(), 'bioreason_imported': "
+             "any(m.split('.')[0] == 'bioreason' for m in sys.modules)}))\n")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", BLOCK_BIOREASON + filled + probe], capture_output=True, text=True,
+                          env=env, cwd=str(tmp_path), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not result["bioreason_imported"]
+    assert result["prompt"].startswith("<|im_start|>system\n" + SYSTEM_PROMPT) and "Which chain?" in result["prompt"]

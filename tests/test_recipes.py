@@ -48,7 +48,7 @@ def changed(before, after, prefix):
     return any(not torch.equal(before[k], after[k]) for k in keys)
 
 
-def test_sft_with_lora_changes_llm_and_projector_not_encoder(tmp_path, task, model_dir):
+def test_sft_with_lora_changes_llm_and_projector_not_encoder(tmp_path, task, model_dir, monkeypatch):
     from bioreason.recipes.sft import main
 
     result = main(["--model_name_or_path", model_dir, "--dataset", task, "--max_train_examples", "16",
@@ -62,6 +62,24 @@ def test_sft_with_lora_changes_llm_and_projector_not_encoder(tmp_path, task, mod
     assert result["steps"] == 2 and {"id", "ood"} <= set(result)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["id"]["n"] == 4 and 0 <= metrics["ood"]["accuracy"] <= 1
+    # the saved model carries its task, and `bioreason generate` asks the task's question without --prompt
+    saved = json.loads((tmp_path / "out" / "final" / "processor_config.json").read_text())["task"]
+    assert saved["question"].startswith("<protein>\n") and saved["label_set"] == ["heavy", "kappa", "lambda"]
+    from bioreason.cli import main as cli
+
+    asked = []
+    from bioreason.model.processing_bioreason import BioReasonProcessor
+
+    original = BioReasonProcessor.apply_chat_template
+
+    def spy(self, conversation, *args, **kwargs):
+        asked.append(conversation)
+        return original(self, conversation, *args, **kwargs)
+
+    monkeypatch.setattr(BioReasonProcessor, "apply_chat_template", spy)
+    assert cli(["generate", "--model", str(tmp_path / "out" / "final"), "--protein", "EVQLVESGGGLVQ",
+                "--max-new-tokens", "2"]) == 0
+    assert asked[-1][1]["content"] == saved["question"] and asked[-1][0]["content"] == saved["system_prompt"]
 
 
 def test_the_projectors_train_at_their_own_learning_rate(tmp_path, task, model_dir):

@@ -56,6 +56,20 @@ def to_messages(record: dict, with_answer: bool = True, system_prompt: str = SYS
     return messages
 
 
+ANSWER_FORMAT = "<think>\n...\n</think>\n<answer>LABEL</answer>"
+
+
+def task_spec(dataset) -> dict:
+    """What a model trained on `dataset` (a DatasetDict, or one split) answers, for its processor
+    (`BioReasonProcessor.task`): the system prompt, the question when every training record asks the same one
+    (a template's rendering), the closed label set and the answer format."""
+    split = dataset["train"] if "train" in getattr(dataset, "keys", lambda: ())() else dataset
+    questions = sorted(set(split["question"])) if len(split) else []
+    label_sets = split["label_set"] if "label_set" in split.column_names and len(split) else [[]]
+    return {"system_prompt": SYSTEM_PROMPT, "question": questions[0] if len(questions) == 1 else None,
+            "label_set": list(label_sets[0]), "answer_format": ANSWER_FORMAT}
+
+
 def modality_inputs(record: dict, cells=None) -> dict[str, list]:
     """The record's non-empty modality inputs, keyed as the processor takes them; rna cell ids become one-row
     AnnData items when the task's `cells` AnnData is given."""

@@ -73,9 +73,22 @@ def composed_card(model, repo_id: str = "path/to/model", base_model: str | None 
     )
 
 
+def saved_task(folder: str) -> dict | None:
+    """The task a saved model was trained on (`BioReasonProcessor.task` in its `processor_config.json`), or None."""
+    import json
+
+    path = os.path.join(folder, "processor_config.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh).get("task")
+
+
 def trained_card(model, metrics: dict, dataset_name: str, repo_id: str = "path/to/model",
-                 base_model: str | None = None) -> ModelCard:
-    """The card of a pipeline run: stages with budgets and ID / OOD results as model-index eval results."""
+                 base_model: str | None = None, task: dict | None = None, remote_code: bool = False) -> ModelCard:
+    """The card of a pipeline run: stages with budgets and ID / OOD results as model-index eval results, and, where
+    the model saved its task, how to ask it (`task`: `BioReasonProcessor.task`; `remote_code`: the folder is an
+    export that carries its own code, so the snippet loads it with `trust_remote_code=True`)."""
     from huggingface_hub import EvalResult
 
     final = metrics["stages"][-1]
@@ -103,4 +116,7 @@ def trained_card(model, metrics: dict, dataset_name: str, repo_id: str = "path/t
         dataset=dataset_name, stages=metrics["stages"], budget=metrics.get("budget"),
         precision=metrics.get("precision"), baselines=metrics.get("baselines"), tables=stage_tables(metrics),
         eval_note=" / ".join(f"{final.get(key, {}).get('n', '?')}" for key in EVAL_SPLITS) + " records",
+        task=task, remote_code=remote_code, task_modality=next(
+            (m for m in model.config.modalities if task and task.get("question") and f"<{m}>" in task["question"]),
+            None),
     )

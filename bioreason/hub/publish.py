@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from bioreason.data.records import EVAL_SPLITS
-from bioreason.hub.cards import base_model_of, composed_card, trained_card
+from bioreason.hub.cards import base_model_of, composed_card, saved_task, trained_card
 from bioreason.model.composition import SMOLLM2_ID
 
 # What may be uploaded from a model folder; anything else (pickles above all) is refused.
@@ -144,7 +144,7 @@ def export_folder(run_dir: str, out: str, repo_id: str = "user/model", license: 
     metrics_path = os.path.join(run_dir, "metrics.json")
     metrics = json.load(open(metrics_path, encoding="utf-8")) if os.path.exists(metrics_path) else None
     card = render_card(model, metrics, repo_id=repo_id, license=license, datasets=datasets, run_dir=run_dir,
-                       base_model=base_model)
+                       base_model=base_model, remote_code=True)
     card.save(os.path.join(out, "README.md"))
     if metrics:
         write_eval_results(out, metrics, dataset=_dataset_name(run_dir))
@@ -166,7 +166,8 @@ def _dataset_name(run_dir: str) -> str:
 
 
 def render_card(model, metrics: dict | None, repo_id: str, license: str | None = None,
-                datasets: list[str] | None = None, run_dir: str | None = None, base_model: str | None = None):
+                datasets: list[str] | None = None, run_dir: str | None = None, base_model: str | None = None,
+                remote_code: bool = False):
     """The model card for a folder: the trained card when the run has metrics, else the composed card. The base
     model and its license come from the model (`config.llm_source`, recorded at composition) or `base_model`; a
     model that does not record it (an LLM from a local folder or an unknown GGUF) is refused, not guessed."""
@@ -177,7 +178,8 @@ def render_card(model, metrics: dict | None, repo_id: str, license: str | None =
                          "): pass --base-model HUB_ID (base_model=) so the card names the right base model and license")
     if metrics:
         card = trained_card(model, metrics, dataset_name=_dataset_name(run_dir or ""), repo_id=repo_id,
-                            base_model=base_model)
+                            base_model=base_model, task=saved_task(model_dir(run_dir)) if run_dir else None,
+                            remote_code=remote_code)
     else:
         card = composed_card(model, repo_id=repo_id, base_model=base_model)
     card.data.license, license_name = derive_license(model, llm, license)

@@ -24,13 +24,43 @@ class BioReasonProcessor(ProcessorMixin):
     tokenizer: the LLM's tokenizer, with the placeholder tokens already added (see `bioreason.model.composition`).
     modalities: `{modality: {"featurizer": spec, "projector": spec, "marker", "start_token", "pad_token",
         "end_token"}}`, saved as JSON in `processor_config.json`.
+    task: what a trained model was trained to answer, `{"system_prompt", "question", "label_set",
+        "answer_format"}` (None for a model that was only composed), saved in `processor_config.json`. The prompt
+        travels with the model: without it a user had to find the training format (system prompt, question, marker
+        first) in the source, and with the LLM's own default system prompt the model answered noise.
     """
 
     def __init__(self, tokenizer: Any = None, modalities: dict | None = None, chat_template: str | None = None,
-                 **kwargs: Any):
+                 task: dict | None = None, **kwargs: Any):
         self.modalities = modalities or {}
+        self.task = task
         self._featurizers: dict[str, Featurizer] = {}
         super().__init__(tokenizer, chat_template=chat_template)
+
+    def apply_chat_template(self, conversation: Any, chat_template: str | None = None, **kwargs: Any) -> Any:
+        """transformers' `apply_chat_template`, with the trained task's system prompt first where the conversation
+        has no system message, so that a user message alone is formatted as training formatted it."""
+        system = (self.task or {}).get("system_prompt")
+        if system:
+            def with_system(messages):
+                if messages and isinstance(messages[0], dict) and messages[0].get("role") != "system":
+                    return [{"role": "system", "content": system}, *messages]
+                return messages
+
+            batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
+            conversation = [with_system(list(c)) for c in conversation] if batched else with_system(
+                list(conversation))
+        return super().apply_chat_template(conversation, chat_template=chat_template, **kwargs)
+
+    def task_prompt(self, question: str | None = None) -> str:
+        """The text to pass as `text=` for one question, formatted as in training (system prompt, chat template,
+        generation prompt); `question` defaults to the task's own."""
+        question = question if question is not None else (self.task or {}).get("question")
+        if not question:
+            raise ValueError("this model has no saved task question (it was composed, not trained on a task): give "
+                             "a question")
+        return self.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                        add_generation_prompt=True)
 
     @property
     def model_input_names(self) -> list[str]:

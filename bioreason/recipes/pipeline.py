@@ -24,6 +24,7 @@ import torch
 from accelerate import PartialState
 from transformers import TrainerCallback, set_seed
 
+from bioreason.data.chat import task_spec
 from bioreason.data.records import EVAL_SPLITS, TEST_SPLITS
 from bioreason.model.precision import AUTO, Precision, choose_bf16
 from bioreason.recipes import cpt, grpo, sft
@@ -311,6 +312,8 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
     if state.done:
         print(f"resuming {p.output_dir} after {', '.join(state.done)}", flush=True)
     model, processor = state.load_model(model_args)
+    if any(stage in p.stages for stage in ("sft", "grpo")):  # trained on the task: the saved model carries it
+        processor.task = task_spec(dataset)
     stages, curve = state["stages"], state["curve"]
     baselines = state.get("baselines")
     if baselines is None:
@@ -379,7 +382,8 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
             write_report(p.output_dir, metrics)
             from bioreason.hub.cards import trained_card
 
-            card = trained_card(base_model(model), metrics, dataset_name=data.dataset, repo_id=p.output_dir)
+            card = trained_card(base_model(model), metrics, dataset_name=data.dataset, repo_id=final,
+                                task=processor.task)
             card.save(os.path.join(p.output_dir, "README.md"))
             card.save(os.path.join(final, "README.md"))
         write_json(os.path.join(p.output_dir, "metrics.json"), metrics)

@@ -40,6 +40,10 @@ def run_stage(recipe, model_args, data, config, make_trainer: TrainerFactory, mo
         model, processor = load_model(model_args)
     else:
         model = prepare_model(model, model_args)
+    if dataset is not None:  # a task stage: the saved model carries the task it answers (system prompt, question)
+        from bioreason.data.chat import task_spec
+
+        processor.task = task_spec(dataset)
     trainer = make_trainer(model, processor, train, cells)
     start = time.time()
     trainer.train(resume_from_checkpoint=resume_checkpoint(config, getattr(recipe, "resume", False)))
