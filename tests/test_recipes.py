@@ -461,6 +461,8 @@ def test_pipeline_run_folder(tmp_path, task, model_dir):
     metric_names = {(r.metric_type, r.metric_name) for r in card.data.eval_results}
     assert ("reliance", None) in metric_names and ("accuracy", "probe baseline accuracy") in metric_names
     assert "*majority baseline*" in card.text
+    assert card.text.split("\n# ", 1)[1].startswith(f"{out.name}\n")  # titled by the run, not "final" or "model"
+    assert "## How to use" in card.text and f'from_pretrained("{out / "final"}")' in card.text  # the saved task
 
 
 

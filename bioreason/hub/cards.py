@@ -85,7 +85,8 @@ def saved_task(folder: str) -> dict | None:
 
 
 def trained_card(model, metrics: dict, dataset_name: str, repo_id: str = "path/to/model",
-                 base_model: str | None = None, task: dict | None = None, remote_code: bool = False) -> ModelCard:
+                 base_model: str | None = None, task: dict | None = None, remote_code: bool = False,
+                 name: str | None = None) -> ModelCard:
     """The card of a pipeline run: stages with budgets and ID / OOD results as model-index eval results, and, where
     the model saved its task, how to ask it (`task`: `BioReasonProcessor.task`; `remote_code`: the folder is an
     export that carries its own code, so the snippet loads it with `trust_remote_code=True`)."""
@@ -106,7 +107,7 @@ def trained_card(model, metrics: dict, dataset_name: str, repo_id: str = "path/t
         for name, baseline in metrics.get("baselines", {}).items()
         for key, split in splits if "accuracy" in baseline.get(key, {})
     ]
-    name = os.path.basename(repo_id.rstrip("/"))
+    name = name or os.path.basename(repo_id.rstrip("/"))  # the title: the repo's name, or the run's
     data = _card_data(model, base_model_of(model, base_model), eval_results=results or None, model_name=name)
     template = TEMPLATES / "trained.md.j2"
     return ModelCard.from_template(

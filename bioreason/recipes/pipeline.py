@@ -383,7 +383,7 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
             from bioreason.hub.cards import trained_card
 
             card = trained_card(base_model(model), metrics, dataset_name=data.dataset, repo_id=final,
-                                task=processor.task)
+                                task=processor.task, name=os.path.basename(os.path.normpath(p.output_dir)))
             card.save(os.path.join(p.output_dir, "README.md"))
             card.save(os.path.join(final, "README.md"))
         write_json(os.path.join(p.output_dir, "metrics.json"), metrics)
