@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import BLOCK_BIOREASON, tiny_model
 from huggingface_hub import ModelCard
 
 from bioreason.hub import publish as hub
@@ -135,13 +135,8 @@ def test_export_refuses_a_folder_without_safetensors(tmp_path):
         hub.export_folder(str(tmp_path / "m"), str(tmp_path / "out"))
 
 
-REMOTE_LOAD = r"""
-import importlib.abc, json, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in {"bioreason", "encoders", "projectors", "recipes"}:
-            raise ImportError(f"blocked: {name}")
-sys.meta_path.insert(0, Block())
+REMOTE_LOAD = BLOCK_BIOREASON + r"""
+import json
 import torch
 from transformers import AutoModelForCausalLM, AutoProcessor
 model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
@@ -280,7 +275,7 @@ def test_published_eval_results_name_a_local_dataset_by_its_folder_only(run_dir,
 def test_the_card_of_a_trained_model_shows_its_task_and_its_snippet_runs_without_bioreason(run_dir, tmp_path):
     """The card's "How to use", run as written on the exported folder (its one placeholder filled with a sequence)
     where bioreason cannot be imported: the remote code asks the saved task's question."""
-    from conftest import BLOCK_BIOREASON, code_block
+    from conftest import code_block
     from transformers import AutoProcessor
 
     from bioreason.data.chat import ANSWER_FORMAT, SYSTEM_PROMPT
