@@ -110,15 +110,13 @@ class RunState:
                              "run folder; delete state.json (or the run folder) to start over")
         return path
 
-    def load_model(self, model_args, path: str | None = None):
-        """The model to continue from: `path` (a stage shared by another run) when given, else the last finished
-        stage's, else the run's starting model."""
+    def load_model(self, model_args):
+        """The model to continue from: the last finished stage's, else the run's starting model."""
         from dataclasses import replace
 
         from bioreason.training.prepare import load_model
 
-        if path is None and self.data["model"] is not None:
-            path = self._inside(self.data["model"])
+        path = self._inside(self.data["model"]) if self.data["model"] is not None else None
         if path is None:  # each stage adds its own adapter
             return load_model(replace(model_args, use_peft=False))
         return load_model(replace(model_args, use_peft=False, model_name_or_path=path))
