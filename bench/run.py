@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results.json")
 REPORT = os.path.join(ROOT, "BENCHMARKS.md")
 NOTES = os.path.join(ROOT, "bench", "NOTES.md")  # hand-written reading of the figures, kept across runs
-ORDER = ("p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9")
+ORDER = ("p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9", "p10")
 
 
 def now() -> str:
@@ -27,7 +27,18 @@ def now() -> str:
 
 
 def run_all(selected: tuple[str, ...], save=None) -> dict:
-    from bench import p1_cache, p2_resampler, p3_grpo, p4_packing, p5_mfu, p6_quickstart, p7_eval, p8_sft, p9_reliance
+    from bench import (
+        p1_cache,
+        p2_resampler,
+        p3_grpo,
+        p4_packing,
+        p5_mfu,
+        p6_quickstart,
+        p7_eval,
+        p8_sft,
+        p9_reliance,
+        p10_startup,
+    )
 
     previous: dict = {}
     if os.path.exists(RESULTS):
@@ -49,7 +60,7 @@ def run_all(selected: tuple[str, ...], save=None) -> dict:
                 shared.clear()
         else:
             out = {"p2": p2_resampler, "p4": p4_packing, "p5": p5_mfu, "p6": p6_quickstart, "p7": p7_eval,
-                   "p8": p8_sft, "p9": p9_reliance}[key].run()
+                   "p8": p8_sft, "p9": p9_reliance, "p10": p10_startup}[key].run()
         for result in out if isinstance(out, list) else [out]:
             results[result.name] = {**result.as_dict(), "measured": now(), "machine": here}
             print(f"{result.name}: {result.value:.3f} (goal {result.goal}) {'met' if result.met else 'NOT met'}",

@@ -2,9 +2,14 @@
 
 Importing registers the config, model and processor with transformers' Auto classes, so
 `AutoModelForCausalLM.from_pretrained(path)` and `AutoProcessor.from_pretrained(path)` load BioReason folders.
+The one exception is the `bioreason` console command (`bioreason_cli`): registering imports torch and transformers
+(~3 s), which `bioreason --help` and `data check` do not need, so the command registers only before a command that
+loads a model. The exported names load on first use either way.
 """
 
+import importlib as _importlib
 import logging as _logging
+import sys as _sys
 
 
 class _OfflineKernelNoise(_logging.Filter):
@@ -21,17 +26,39 @@ class _OfflineKernelNoise(_logging.Filter):
 for _name in ("bitsandbytes.backends.cpu.ops", "kernels._internals.hf_hub"):  # before either package is imported
     _logging.getLogger(_name).addFilter(_OfflineKernelNoise())
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoProcessor  # noqa: E402
+_EXPORTS = {
+    "MODALITIES": "bioreason.data.modalities",
+    "BioReasonConfig": "bioreason.model.configuration_bioreason",
+    "BioReasonForCausalLM": "bioreason.model.modeling_bioreason",
+    "BioReasonModel": "bioreason.model.modeling_bioreason",
+    "BioReasonProcessor": "bioreason.model.processing_bioreason",
+    "compose": "bioreason.model.composition",
+}
 
-from bioreason.model.composition import compose  # noqa: E402
-from bioreason.model.configuration_bioreason import MODALITIES, BioReasonConfig  # noqa: E402
-from bioreason.model.modeling_bioreason import BioReasonForCausalLM, BioReasonModel  # noqa: E402
-from bioreason.model.processing_bioreason import BioReasonProcessor  # noqa: E402
 
-AutoConfig.register("bioreason", BioReasonConfig, exist_ok=True)
-AutoModel.register(BioReasonConfig, BioReasonModel, exist_ok=True)
-AutoModelForCausalLM.register(BioReasonConfig, BioReasonForCausalLM, exist_ok=True)
-AutoProcessor.register(BioReasonConfig, BioReasonProcessor, exist_ok=True)
+def register_auto_classes() -> None:
+    """Register the config, model and processor with transformers' Auto classes (idempotent)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoProcessor
+
+    from bioreason.model.configuration_bioreason import BioReasonConfig
+    from bioreason.model.modeling_bioreason import BioReasonForCausalLM, BioReasonModel
+    from bioreason.model.processing_bioreason import BioReasonProcessor
+
+    AutoConfig.register("bioreason", BioReasonConfig, exist_ok=True)
+    AutoModel.register(BioReasonConfig, BioReasonModel, exist_ok=True)
+    AutoModelForCausalLM.register(BioReasonConfig, BioReasonForCausalLM, exist_ok=True)
+    AutoProcessor.register(BioReasonConfig, BioReasonProcessor, exist_ok=True)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(_importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'bioreason' has no attribute {name!r}")
+
+
+if "bioreason_cli" not in _sys.modules:  # a library import: the Auto classes work right after `import bioreason`
+    register_auto_classes()
 
 __version__ = "0.1.0"
-__all__ = ["MODALITIES", "BioReasonConfig", "BioReasonForCausalLM", "BioReasonModel", "BioReasonProcessor", "compose"]
+__all__ = ["MODALITIES", "BioReasonConfig", "BioReasonForCausalLM", "BioReasonModel", "BioReasonProcessor", "compose",
+           "register_auto_classes"]

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from bioreason.data.errors import BioReasonDataError
-from bioreason.model.configuration_bioreason import MODALITIES
+from bioreason.data.modalities import MODALITIES
 
 
 def parse_encoder(text: str) -> tuple[str, str]:

@@ -120,7 +120,7 @@ def bench_rows() -> list[tuple[list[str], list[str]]]:
     for line in readme().splitlines():
         if line.startswith("| `p"):
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            names = re.findall(r"`(p\d_\w+)`", cells[0])
+            names = re.findall(r"`(p\d+_\w+)`", cells[0])
             shown_values = re.findall(r"(\d+(?:\.\d+)?)", cells[1].split("(")[0])
             rows.append((names, shown_values[:len(names)]))
     return rows

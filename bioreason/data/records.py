@@ -80,7 +80,7 @@ def summarize(dataset: DatasetDict, notes: dict | None = None) -> dict:
     for split in SPLITS:
         ds = dataset[split]
         labels = Counter(ds["answer"])
-        lengths = [len(x) for row in ds for m in ("dna", "protein") for x in row[m]]
+        lengths = [len(x) for m in ("dna", "protein") for inputs in ds[m] for x in inputs]
         for row_set in ds["label_set"]:
             label_set.update(row_set)
         summary["splits"][split] = {"records": len(ds), "labels": dict(sorted(labels.items())),
@@ -133,7 +133,7 @@ def check_task(path: str) -> dict:
     policy = AlphabetPolicy(iupac="keep", ambiguous="keep")
     cells = None
     for split in SPLITS:
-        for row in dataset[split]:
+        for row in dataset[split].to_list():  # one Arrow conversion: datasets' per-row formatting took 3x longer
             rid = row["id"]
             if rid in seen:
                 raise BioReasonDataError(path, rid, f"id appears in both {seen[rid]} and {split}")
@@ -157,7 +157,7 @@ def check_task(path: str) -> dict:
                             raise BioReasonDataError(path, rid, f"{modality} sequence is not normalised")
                 elif row[modality]:
                     if cells is None:
-                        cells = set(load_cells(path).obs_names)
+                        cells = cell_names(path)
                     absent = [c for c in row[modality] if c not in cells]
                     if absent:
                         raise BioReasonDataError(path, rid, f"cell {absent[0]!r} is not in cells.h5ad")
@@ -167,6 +167,21 @@ def check_task(path: str) -> dict:
         with open(summary_path, encoding="utf-8") as fh:
             notes = {k: v for k, v in json.load(fh).items() if k not in ("splits", "label_set", "label_coverage")}
     return summarize(dataset, notes)
+
+
+def cell_names(path: str) -> set[str]:
+    """The cell ids (obs names) of a task's cells.h5ad, read with h5py from AnnData's on-disk layout (`obs` names its
+    index dataset in the `_index` attribute): `data check` needs only these, and importing anndata and reading the
+    matrix cost it 0.2 s of its ~1 s. Any other layout goes through anndata."""
+    import h5py
+
+    file = os.path.join(path, "cells.h5ad")
+    try:
+        with h5py.File(file, "r") as fh:
+            obs = fh["obs"]
+            return set(obs[obs.attrs["_index"]].asstr()[:])
+    except (OSError, KeyError, TypeError):
+        return set(load_cells(path).obs_names)
 
 
 def load_cells(path: str):

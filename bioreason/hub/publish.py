@@ -35,6 +35,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 # Source module -> file name in the exported folder; imports between them become relative imports.
 REMOTE_CODE = {
+    "bioreason.data.modalities": "bioreason_modalities",
     "bioreason.model.configuration_bioreason": "configuration_bioreason",
     "bioreason.model.modeling_bioreason": "modeling_bioreason",
     "bioreason.model.processing_bioreason": "processing_bioreason",

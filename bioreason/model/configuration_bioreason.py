@@ -12,7 +12,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-MODALITIES = ("dna", "rna", "protein")
+from bioreason.data.modalities import MODALITIES
 
 
 def placeholder_tokens(modality: str) -> dict[str, str]:
