@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -153,10 +154,12 @@ def test_a_task_opens_by_folder_or_benchmark_name_and_a_benchmark_is_built_once(
 
 
 def test_an_unknown_or_escaping_benchmark_name_creates_no_folder(tmp_path):
+    from bioreason.data.errors import BioReasonDataError
     from bioreason.data.tasks import open_task
 
     root = tmp_path / "a" / "b"
     for name in ("nope", "../../escaped"):
-        with pytest.raises(ValueError, match="Unknown benchmark"):
+        with pytest.raises(BioReasonDataError, match=rf"^benchmark:{re.escape(name)}: unknown benchmark "
+                                                     rf"'{re.escape(name)}'; available: antibody_chain, "):
             open_task(f"benchmark:{name}", data_root=str(root))
     assert not (tmp_path / "a").exists() and not list(tmp_path.iterdir())

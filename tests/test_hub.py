@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -62,7 +63,12 @@ def test_card_metadata_round_trip(run_dir, tmp_path):
     data = card.data
     assert data.base_model == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
     assert data.library_name == "transformers" and {"biology", "proteomics"} <= set(data.tags)
-    assert data.license == "other" and data.license_name == "apache-2.0 AND mit"  # SmolLM2 + AntiBERTy
+    assert data.license == "other" and data.license_name == "apache-2.0-and-mit"  # SmolLM2 + AntiBERTy
+    assert data.license_link == "LICENSE"
+    licence = open(os.path.join(out, "LICENSE"), encoding="utf-8").read()
+    for row in ("| LLM | `HuggingFaceTB/SmolLM2-135M-Instruct` | apache-2.0 |", "| protein encoder (antiberty) |"):
+        assert row in licence and row in card.text  # the card's License section lists the same parts
+    assert re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", data.license_name)  # a Hub license id, not an SPDX expression
     results = {(r.dataset_split, r.metric_type): r.metric_value for r in data.eval_results}
     assert results[("id_test", "accuracy")] == 0.5 and results[("ood_test", "accuracy")] == 0.25
     assert "| sft | 3 |" in card.text and "| grpo | 3 |" in card.text and "Intended use" in card.text
@@ -124,7 +130,8 @@ def test_license_rules(run_dir):
     assert hub.derive_license(model, "x/y", stated="mit") == ("mit", None)
     with pytest.raises(ValueError, match=r"license of \['x/y'\] is not known here; pass --license"):
         hub.derive_license(model, "x/y")
-    assert hub.derive_license(model, "HuggingFaceTB/SmolLM2-135M-Instruct") == ("other", "apache-2.0 AND mit")
+    assert hub.derive_license(model, "HuggingFaceTB/SmolLM2-135M-Instruct") == ("other", "apache-2.0-and-mit")
+    assert hub.derive_license(tiny_model("kmer")[0], "HuggingFaceTB/SmolLM2-135M-Instruct") == ("apache-2.0", None)
 
 
 def test_export_refuses_a_folder_without_safetensors(tmp_path):
@@ -290,6 +297,7 @@ def test_the_card_of_a_trained_model_shows_its_task_and_its_snippet_runs_without
     card = open(os.path.join(out, "README.md"), encoding="utf-8").read()
     assert "## How to use" in card and "> <protein> Which chain? Answer with one of: heavy, kappa, lambda." in card
     assert "the answer is one of\nheavy, kappa, lambda" in card and "encoders)" not in card  # one encoder
+    assert '```bash\npip install "transformers>=5,<6" torch safetensors\n```' in card  # AntiBERTy needs no package
     snippet = code_block(card, "card-how-to-use")
     assert "trust_remote_code=True" in snippet and "import bioreason" not in snippet
     filled = snippet.replace('sequence = "..."', f'sequence = "{HEAVY}"')

@@ -463,6 +463,7 @@ def test_pipeline_run_folder(tmp_path, task, model_dir):
     assert "*majority baseline*" in card.text
     assert card.text.split("\n# ", 1)[1].startswith(f"{out.name}\n")  # titled by the run, not "final" or "model"
     assert "## How to use" in card.text and f'from_pretrained("{out / "final"}")' in card.text  # the saved task
+    assert "pip install -e .  # in a checkout of the bioreason repository" in card.text  # no remote code here
 
 
 

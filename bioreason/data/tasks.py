@@ -24,7 +24,8 @@ def task_folder(dataset: str, data_root: str = "runs/data", seed: int = 0) -> st
 
     name = dataset[len(BENCHMARK_PREFIX):]
     if name not in BENCHMARKS:  # before any folder is made: `benchmark:../..` must not create one outside data_root
-        raise ValueError(f"Unknown benchmark {name!r}; available: {sorted(BENCHMARKS)}")
+        available = ", ".join(sorted(BENCHMARKS))
+        raise BioReasonDataError(dataset, None, f"unknown benchmark {name!r}; available: {available}")
     path = os.path.join(data_root, f"{name}-seed{seed}")
     if not _current(path):  # absent, or built before the validation split: a cache of ours, so rebuilt
         parent = os.path.dirname(os.path.abspath(path))

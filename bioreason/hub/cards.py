@@ -84,6 +84,21 @@ def saved_task(folder: str) -> dict | None:
         return json.load(fh).get("task")
 
 
+# the packages an encoder's own code imports at load time, beyond transformers and torch
+ENCODER_PACKAGES = {"enformer": "enformer-pytorch", "evo2": "evo2", "esmc": "esm", "expression": "anndata",
+                    "geneformer": "anndata", "precomputed": "anndata"}
+
+
+def install_line(model, remote_code: bool) -> str:
+    """The pip command a card's reader runs first: the exported folder's own code needs transformers, torch,
+    safetensors and each encoder's package; otherwise the bioreason package itself (not on PyPI: its repository)."""
+    if not remote_code:
+        return "pip install -e .  # in a checkout of the bioreason repository"
+    extras = sorted({ENCODER_PACKAGES[s["encoder"]["type"]] for s in model.config.modalities.values()
+                     if s["encoder"]["type"] in ENCODER_PACKAGES})
+    return " ".join(["pip install", '"transformers>=5,<6"', "torch", "safetensors", *extras])
+
+
 def trained_card(model, metrics: dict, dataset_name: str, repo_id: str = "path/to/model",
                  base_model: str | None = None, task: dict | None = None, remote_code: bool = False,
                  name: str | None = None) -> ModelCard:
@@ -117,7 +132,7 @@ def trained_card(model, metrics: dict, dataset_name: str, repo_id: str = "path/t
         dataset=dataset_name, stages=metrics["stages"], budget=metrics.get("budget"),
         precision=metrics.get("precision"), baselines=metrics.get("baselines"), tables=stage_tables(metrics),
         eval_note=" / ".join(f"{final.get(key, {}).get('n', '?')}" for key in EVAL_SPLITS) + " records",
-        task=task, remote_code=remote_code, task_modality=next(
+        task=task, remote_code=remote_code, install=install_line(model, remote_code), task_modality=next(
             (m for m in model.config.modalities if task and task.get("question") and f"<{m}>" in task["question"]),
             None),
     )

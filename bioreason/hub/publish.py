@@ -46,13 +46,14 @@ REMOTE_CODE = {
     "bioreason.encoders.dna": "bioreason_encoders_dna",
     "bioreason.encoders.protein": "bioreason_encoders_protein",
     "bioreason.encoders.rna": "bioreason_encoders_rna",
+    "bioreason.encoders.kmer": "bioreason_encoders_kmer",
     "bioreason.projectors.base": "bioreason_projectors_base",
     "bioreason.projectors.linear": "bioreason_projectors_linear",
     "bioreason.projectors.pooling": "bioreason_projectors_pooling",
 }
 # the registries fill when these modules import; the exported entry points import them explicitly
 REGISTRATION = [name for mod, name in REMOTE_CODE.items() if mod.rsplit(".", 1)[-1] in
-                ("dna", "protein", "rna", "linear", "pooling")]
+                ("dna", "protein", "rna", "kmer", "linear", "pooling")]
 AUTO_MAP = {
     "AutoConfig": "configuration_bioreason.BioReasonConfig",
     "AutoModel": "modeling_bioreason.BioReasonModel",
@@ -62,6 +63,8 @@ PROCESSOR_AUTO_MAP = {"AutoProcessor": "processing_bioreason.BioReasonProcessor"
 PART_LICENSES = {  # what each part is released under, for the card's license field
     SMOLLM2_ID: "apache-2.0", "antiberty": "mit", "esm2": "mit", "enformer": "apache-2.0",
     "nucleotide_transformer": "cc-by-nc-sa-4.0", "geneformer": "apache-2.0", "evo2": "apache-2.0",
+    # no pretrained weights: the encoder is this package's code (Apache-2.0) and weights trained or fit here
+    "kmer": "apache-2.0", "expression": "apache-2.0",
 }
 
 
@@ -74,18 +77,37 @@ def model_dir(run_dir: str) -> str:
     return folder
 
 
+def part_licenses(model, llm_source: str) -> list[tuple[str, str, str | None]]:
+    """(part, source, license or None when not known here) for the LLM and each encoder."""
+    rows = [("LLM", llm_source, PART_LICENSES.get(llm_source))]
+    for modality, spec in model.config.modalities.items():
+        encoder = spec["encoder"]
+        rows.append((f"{modality} encoder ({encoder['type']})", encoder.get("source") or encoder["type"],
+                     PART_LICENSES.get(encoder["type"])))
+    return rows
+
+
 def derive_license(model, llm_source: str, stated: str | None = None) -> tuple[str, str | None]:
     """(license, license_name): the user's statement wins; one shared license passes through; mixed known
-    licenses become `other` named after all of them; an unknown part needs the user to say."""
+    licenses become `other` with a Hub license id naming all of them (`apache-2.0-and-mit`; the Hub takes `other`
+    plus an id and a LICENSE file, not an SPDX expression); an unknown part needs the user to say."""
     if stated:
         return stated, None
-    parts = [llm_source] + [spec["encoder"]["type"] for spec in model.config.modalities.values()]
-    known = {p: PART_LICENSES.get(p) for p in parts}
-    unknown = [p for p, lic in known.items() if lic is None]
+    unknown = [source for _, source, lic in part_licenses(model, llm_source) if lic is None]
     if unknown:
         raise ValueError(f"cannot derive a license: the license of {unknown} is not known here; pass --license")
-    licenses = sorted(set(known.values()))
-    return (licenses[0], None) if len(licenses) == 1 else ("other", " AND ".join(licenses))
+    licenses = sorted({lic for _, _, lic in part_licenses(model, llm_source)})
+    return (licenses[0], None) if len(licenses) == 1 else ("other", "-and-".join(licenses))
+
+
+def license_text(model, llm_source: str, license: str, license_name: str | None) -> str:
+    """The card's License section and the exported LICENSE file: the license stated and every part's own."""
+    lines = [f"This model is published under `{license_name or license}`. It is made of parts released under their "
+             "own licenses; using it means following each of them:", "", "| part | source | license |",
+             "|---|---|---|"]
+    lines += [f"| {part} | `{source}` | {lic or 'not known here'} |"
+              for part, source, lic in part_licenses(model, llm_source)]
+    return "\n".join(lines) + "\n"
 
 
 def remote_code_files() -> dict[str, str]:
@@ -147,6 +169,9 @@ def export_folder(run_dir: str, out: str, repo_id: str = "user/model", license: 
     card = render_card(model, metrics, repo_id=repo_id, license=license, datasets=datasets, run_dir=run_dir,
                        base_model=base_model, remote_code=True)
     card.save(os.path.join(out, "README.md"))
+    if getattr(card.data, "license_link", None) == "LICENSE":
+        Path(out, "LICENSE").write_text(license_text(model, base_model_of(model, base_model), card.data.license,
+                                                     card.data.license_name), encoding="utf-8")
     if metrics:
         write_eval_results(out, metrics, dataset=_dataset_name(run_dir))
     return out
@@ -186,6 +211,8 @@ def render_card(model, metrics: dict | None, repo_id: str, license: str | None =
     card.data.license, license_name = derive_license(model, llm, license)
     if license_name:
         card.data.license_name = license_name
+        card.data.license_link = "LICENSE"  # export_folder writes it: the parts and their licenses
+    card.text += "\n## License\n\n" + license_text(model, llm, card.data.license, license_name)
     if datasets:
         card.data.datasets = datasets
     return card
@@ -227,4 +254,5 @@ def push_model(model, processor, repo_id: str, private: bool = False, license: s
         return push(tmp, repo_id, private=private, license=license, base_model=base_model, token=token, **kwargs)
 
 
-__all__ = ["derive_license", "export_folder", "model_dir", "push", "push_model", "remote_code_files", "render_card"]
+__all__ = ["derive_license", "export_folder", "license_text", "model_dir", "part_licenses",
+           "push", "push_model", "remote_code_files", "render_card"]
