@@ -161,13 +161,23 @@ BASE_MODEL_HELP = ("hub id of the LLM, for a model that does not record it (comp
 
 
 def recipe_argv(config: str, overrides: list[str]) -> list[str]:
-    """`key=value` overrides -> the `--key value` arguments TrlParser takes (after the YAML config)."""
+    """`key=value` overrides -> the `--key value` arguments TrlParser takes (after the YAML config). A list is written
+    as in the YAML file, `stages=[sft, grpo]`, or comma-free as `stages=sft`; it becomes one argument per item."""
+    import yaml
+
     argv = ["--config", config]
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"overrides are key=value, got {item!r}")
-        argv += [f"--{key.lstrip('-')}", value]
+        values = [value]
+        if value.strip().startswith("[") and value.strip().endswith("]"):
+            try:
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError as err:
+                raise ValueError(f"override {key}: {value!r} is not a YAML list ({err})") from None
+            values = [str(v) for v in parsed]
+        argv += [f"--{key.lstrip('-')}", *values]
     return argv
 
 

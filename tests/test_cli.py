@@ -81,6 +81,19 @@ def test_run_help_shows_bioreason_settings_before_trls(capsys):
     assert theirs < text.index("\n  lora_r (") and theirs < text.index("\n  warmup_steps (")  # TRL's / transformers'
 
 
+def test_list_overrides_are_written_as_in_yaml_and_unknown_stages_refused_as_the_run_would(capsys):
+    quickstart = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "configs",
+                              "quickstart.yaml")
+    assert main(["run", "pipeline", "--config", quickstart, "--print-config", "stages=[sft, grpo]",
+                 "encoders=[rna=scanpy_pca:runs/data/x]"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["stages"] == ["sft", "grpo"] and resolved["encoders"] == ["rna=scanpy_pca:runs/data/x"]
+    assert main(["run", "pipeline", "--config", quickstart, "--print-config", "stages=sft"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["stages"] == ["sft"]
+    assert main(["run", "pipeline", "--config", quickstart, "--print-config", "stages=[sft, rl]"]) == 2
+    assert "unknown stages ['rl'] in stages ['sft', 'rl']; available: cpt, sft, grpo" in one_error_line(capsys)
+
+
 def one_error_line(capsys) -> str:
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]

@@ -346,7 +346,7 @@ def test_optional_encoders_say_how_to_install(kind, hint):
 
 def test_registry_lists_every_encoder_the_design_names():
     assert set(ENCODERS) == {"nucleotide_transformer", "enformer", "evo2", "esm2", "esmc", "antiberty", "geneformer",
-                             "expression", "precomputed", "kmer"}
+                             "expression", "precomputed", "kmer", "scanpy_pca"}
 
 
 def test_kmer_spectrum_by_hand():

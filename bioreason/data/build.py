@@ -238,6 +238,10 @@ def _read_cells(opts: BuildOptions, notes: dict, path: str, adata):
         row = int(np.argwhere(dense < 0)[0][0])
         raise BioReasonDataError(path, str(adata.obs_names[row]),
                                  "negative expression values (scaled data? use --use-raw for the .raw counts)")
+    from bioreason.data.expression import DESCRIPTION, detect_scale
+
+    scale = detect_scale(dense)
+    notes["input_scale"] = {"scale": scale, "meaning": DESCRIPTION[scale]}
     if opts.gene_vocab:
         vocab = _read_gene_vocab(opts.gene_vocab)
         genes = [str(g) for g in adata.var_names]

@@ -3,6 +3,8 @@
 - `majority`: always answer the train split's most frequent label. A model at this line has learned the prior only.
 - `probe`: a logistic regression (scikit-learn) on each frozen encoder's mean-pooled features, fit on the train split.
   It says what the encoder already knows; a model far below it does not read its encoder.
+- `input_probe`: the same on a standard featurisation of the raw input (`bioreason.evaluation.input_probe`). Above
+  the encoder probe, the encoder is the bottleneck; the encoder probe above the model, the bridge is.
 - `reliance`: the model scored again with every example's modality inputs swapped for another example's of the same
   split (a fixed derangement), reported as accuracy(real) - accuracy(swapped). A model that ignores its encoder scores
   the same on swapped inputs: reliance near 0. A donor of the same label leaves a reading model right, so a model
@@ -111,11 +113,26 @@ def probe_scores(model, processor, train: Sequence[dict], splits: dict[str, Sequ
     return out
 
 
+def input_probe_scores(train: Sequence[dict], splits: dict[str, Sequence[dict]], cells=None, seed: int = 0) -> dict:
+    """`{split: metrics}` of the input-level probe (`bioreason.evaluation.input_probe`): a logistic regression on a
+    standard featurisation of the raw input, fit on `train`; `features` names the featurisation per modality."""
+    from bioreason.evaluation.input_probe import fit_input_probe
+
+    predict, features = fit_input_probe(train, cells, seed=seed)
+    out: dict = {"train_records": len(train), "features": features}
+    for name, records in splits.items():
+        if records:
+            out[name] = _metrics(predict(records), records)
+    return out
+
+
 def baseline_scores(model, processor, train: Sequence[dict], splits: dict[str, Sequence[dict]], cells=None,
                     seed: int = 0) -> dict:
-    """`{"majority": {...}, "probe": {...}}` on `splits` (the records the model itself is scored on)."""
+    """`{"majority": {...}, "probe": {...}, "input_probe": {...}}` on `splits` (the records the model itself is
+    scored on)."""
     return {"majority": majority_scores(train, splits),
-            "probe": probe_scores(model, processor, train, splits, cells, seed=seed)}
+            "probe": probe_scores(model, processor, train, splits, cells, seed=seed),
+            "input_probe": input_probe_scores(train, splits, cells, seed=seed)}
 
 
 def derangement(n: int, seed: int = 0) -> list[int]:
@@ -192,7 +209,7 @@ def reliance_scores(predict: Predict, records: Sequence[dict], real_correct: Seq
     return out
 
 
-BASELINE_STYLE = {"majority": ":", "probe": "--"}
+BASELINE_STYLE = {"majority": ":", "probe": "--", "input_probe": "-."}
 
 
 def draw_baselines(ax, baselines: dict | None, keys: tuple[tuple[str, str], ...] = (("id", "C0"), ("ood", "C1"))):
@@ -206,5 +223,5 @@ def draw_baselines(ax, baselines: dict | None, keys: tuple[tuple[str, str], ...]
 
 
 __all__ = ["Predict", "baseline_scores", "correct_of", "cross_label_donors", "derangement", "draw_baselines",
-           "majority_label", "majority_scores", "model_predictor", "pooled_features", "probe_scores", "reliance_scores",
-           "swap_modality_inputs", "with_inputs_of"]
+           "input_probe_scores", "majority_label", "majority_scores", "model_predictor", "pooled_features",
+           "probe_scores", "reliance_scores", "swap_modality_inputs", "with_inputs_of"]

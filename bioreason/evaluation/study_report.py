@@ -48,7 +48,7 @@ def _save(fig, out: str, name: str) -> str:
 def baselines_of(table: pd.DataFrame) -> dict:
     """`{"majority": {"id": {"accuracy"}, "ood": ...}, "probe": ...}` averaged over the runs that recorded them."""
     out: dict = {}
-    for name in ("majority", "probe"):
+    for name in ("majority", "probe", "input_probe"):
         for split in ("id", "ood"):
             column = f"{name}_{split}_accuracy"
             if column in table and table[column].notna().any():
@@ -141,7 +141,7 @@ def write_study_report(out: str) -> str:
     ax.scatter(pts[:, 0], pts[:, 1], alpha=0.7, label="runs (final stage)")
     front = pareto_front(pts)
     ax.plot(pts[front, 0], pts[front, 1], "r-o", label="Pareto front")
-    for name, marker in (("majority", "X"), ("probe", "*")):
+    for name, marker in (("majority", "X"), ("probe", "*"), ("input_probe", "P")):
         if {"id", "ood"} <= set(baselines.get(name, {})):
             ax.scatter([baselines[name]["id"]["accuracy"]], [baselines[name]["ood"]["accuracy"]], marker=marker,
                        s=120, color="k", label=f"{name} baseline")
@@ -205,10 +205,10 @@ def write_study_report(out: str) -> str:
         for (i, j), v in np.ndenumerate(heat.to_numpy()):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w")
         bar = fig.colorbar(im, ax=ax, label="final OOD accuracy")
-        for name, style in (("majority", ":"), ("probe", "--")):  # a heatmap's baselines: marks on its colour bar
+        for name, style in (("majority", ":"), ("probe", "--"), ("input_probe", "-.")):  # marks on the colour bar
             if "ood" in baselines.get(name, {}):
                 bar.ax.axhline(baselines[name]["ood"]["accuracy"], color="k", linestyle=style, linewidth=2)
-        ax.set_title("OOD; colour bar: majority (dotted), probe (dashed)", fontsize=8)
+        ax.set_title("OOD; colour bar: majority (dotted), probe (dashed), input probe (dash-dot)", fontsize=8)
         plots.append(_save(fig, out, "rank_heatmap.png"))
     else:
         notes.append("LoRA ranks did not vary: no rank heatmap.")

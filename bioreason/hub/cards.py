@@ -18,7 +18,8 @@ MODALITY_TAGS = {"dna": "genomics", "rna": "transcriptomics", "protein": "proteo
 def _parts(model) -> list[dict]:
     return [
         {"modality": m, "encoder": s["encoder"]["type"], "source": s["encoder"].get("source"),
-         "trainable": model.model.encoder_trainable(m), "projector": s["projector"]["type"]}
+         "trainable": model.model.encoder_trainable(m), "projector": s["projector"]["type"],
+         "input_scale": s["encoder"].get("options", {}).get("input_scale")}  # rna: the scale the transform expects
         for m, s in model.config.modalities.items()
     ]
 
@@ -86,7 +87,7 @@ def saved_task(folder: str) -> dict | None:
 
 # the packages an encoder's own code imports at load time, beyond transformers and torch
 ENCODER_PACKAGES = {"enformer": "enformer-pytorch", "evo2": "evo2", "esmc": "esm", "expression": "anndata",
-                    "geneformer": "anndata", "precomputed": "anndata"}
+                    "geneformer": "anndata", "precomputed": "anndata", "scanpy_pca": "anndata"}
 
 
 def install_line(model, remote_code: bool) -> str:

@@ -35,6 +35,8 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 # Source module -> file name in the exported folder; imports between them become relative imports.
 REMOTE_CODE = {
+    "bioreason.data.errors": "bioreason_data_errors",
+    "bioreason.data.expression": "bioreason_data_expression",
     "bioreason.data.modalities": "bioreason_modalities",
     "bioreason.model.configuration_bioreason": "configuration_bioreason",
     "bioreason.model.modeling_bioreason": "modeling_bioreason",
@@ -47,13 +49,14 @@ REMOTE_CODE = {
     "bioreason.encoders.protein": "bioreason_encoders_protein",
     "bioreason.encoders.rna": "bioreason_encoders_rna",
     "bioreason.encoders.kmer": "bioreason_encoders_kmer",
+    "bioreason.encoders.scanpy_pca": "bioreason_encoders_scanpy_pca",
     "bioreason.projectors.base": "bioreason_projectors_base",
     "bioreason.projectors.linear": "bioreason_projectors_linear",
     "bioreason.projectors.pooling": "bioreason_projectors_pooling",
 }
 # the registries fill when these modules import; the exported entry points import them explicitly
 REGISTRATION = [name for mod, name in REMOTE_CODE.items() if mod.rsplit(".", 1)[-1] in
-                ("dna", "protein", "rna", "kmer", "linear", "pooling")]
+                ("dna", "protein", "rna", "kmer", "scanpy_pca", "linear", "pooling")]
 AUTO_MAP = {
     "AutoConfig": "configuration_bioreason.BioReasonConfig",
     "AutoModel": "modeling_bioreason.BioReasonModel",
@@ -64,7 +67,7 @@ PART_LICENSES = {  # what each part is released under, for the card's license fi
     SMOLLM2_ID: "apache-2.0", "antiberty": "mit", "esm2": "mit", "enformer": "apache-2.0",
     "nucleotide_transformer": "cc-by-nc-sa-4.0", "geneformer": "apache-2.0", "evo2": "apache-2.0",
     # no pretrained weights: the encoder is this package's code (Apache-2.0) and weights trained or fit here
-    "kmer": "apache-2.0", "expression": "apache-2.0",
+    "kmer": "apache-2.0", "expression": "apache-2.0", "scanpy_pca": "apache-2.0",
 }
 
 

@@ -174,7 +174,10 @@ def typed_value(stage: str, key: str, value):
 
 def check_sections(p: PipelineArguments, model_args: ModelArguments) -> None:
     """Refuse, before any work, a section key no stage field has, a value of the wrong type (numbers given as strings
-    are converted), and per-stage settings given at the top level."""
+    are converted), per-stage settings given at the top level, and an unknown stage."""
+    unknown = [s for s in p.stages if s not in ("cpt", "sft", "grpo")]
+    if unknown:
+        raise ValueError(f"pipeline: unknown stages {unknown} in stages {p.stages}; available: cpt, sft, grpo")
     for stage in ("cpt", "sft", "grpo"):
         section = getattr(p, stage) or {}
         if not isinstance(section, dict):
@@ -287,9 +290,6 @@ def stage_record(name: str, evaluated: dict, previous: dict | None, **fields) ->
 
 
 def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -> dict:
-    unknown = set(p.stages) - {"cpt", "sft", "grpo"}
-    if unknown:
-        raise ValueError(f"Unknown stages {sorted(unknown)}; available: ['cpt', 'grpo', 'sft']")
     check_sections(p, model_args)
     with run_folder(p.output_dir):
         return _run(p, model_args, data)
@@ -477,7 +477,7 @@ def verify_run_folder(path: str, stages: tuple[str, ...] = ("cpt", "sft", "grpo"
                 raise ValueError(f"{path}: stage {stage['name']} {key} lacks {sorted(absent)}")
         if i and not {"validation", "id", "ood"} <= set(stage.get("vs_previous", {})):
             raise ValueError(f"{path}: stage {stage['name']} lacks its paired comparison with the stage before")
-    missing = {"majority", "probe"} - set(metrics.get("baselines", {}))
+    missing = {"majority", "probe", "input_probe"} - set(metrics.get("baselines", {}))
     if missing:
         raise ValueError(f"{path}: metrics.json lacks the {sorted(missing)} baseline(s)")
     for name in ("report.md", "stages.png", "README.md", "final/config.json", "final/model.safetensors"):

@@ -1,0 +1,72 @@
+"""The input-level probe: each modality's standard featurisation, and `input_probe` beside the encoder probe in the
+baselines `bioreason eval` and the pipeline report (dna, rna and protein tasks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bioreason.evaluation.baselines import input_probe_scores
+from bioreason.evaluation.input_probe import AMINO_ACIDS, DIPEPTIDES, KMERS, dna_features, protein_features
+
+
+def test_protein_features_are_composition_then_dipeptides():
+    f = protein_features("AACX")  # X is not an amino acid: it counts in neither block and breaks its pairs
+    assert f.shape == (len(AMINO_ACIDS) + len(DIPEPTIDES),)
+    assert f[AMINO_ACIDS.index("A")] == pytest.approx(2 / 3) and f[AMINO_ACIDS.index("C")] == pytest.approx(1 / 3)
+    assert f[20 + DIPEPTIDES["AA"]] == pytest.approx(0.5) and f[20 + DIPEPTIDES["AC"]] == pytest.approx(0.5)
+    assert f[20:].sum() == pytest.approx(1.0)
+
+
+def test_dna_features_are_the_4mer_spectrum():
+    f = dna_features("acgtNacgta")  # lower case counts; N breaks the k-mers across it
+    assert f.shape == (256,) and f.sum() == pytest.approx(1.0)
+    assert f[KMERS["ACGT"]] == pytest.approx(2 / 3) and f[KMERS["CGTA"]] == pytest.approx(1 / 3)
+
+
+def records(modality: str, n: int, rng) -> list[dict]:
+    """Two labels told apart only by the input's content: protein W-rich vs K-rich, DNA GC- vs AT-rich; rna by a
+    block of genes (cell ids into `cells`)."""
+    out = []
+    for i in range(n):
+        label = ["a", "b"][i % 2]
+        if modality == "protein":
+            alphabet = "ACDEFGHIKLMNPQRSTVY" + ("W" * 12 if label == "a" else "K" * 12)
+            item = "".join(rng.choice(list(alphabet), 60))
+        elif modality == "dna":
+            item = "".join(rng.choice(list("GGGCCCAT" if label == "a" else "AAATTTGC"), 200))
+        else:
+            item = f"cell{i}"
+        out.append({"id": f"r{i}", "answer": label, "label_set": ["a", "b"], modality: [item],
+                    **{m: [] for m in ("dna", "rna", "protein") if m != modality}})
+    return out
+
+
+def expression(n: int, rng):
+    import anndata
+
+    means = np.full((2, 60), 3.0)
+    means[0, :10] = 30.0
+    x = rng.poisson(means[np.arange(n) % 2]).astype(np.float32)
+    adata = anndata.AnnData(x)
+    adata.obs_names = [f"cell{i}" for i in range(n)]
+    adata.var_names = [f"G{j}" for j in range(60)]
+    return adata
+
+
+@pytest.mark.parametrize("modality", ["protein", "dna", "rna"])
+def test_the_input_probe_reads_each_modality(modality):
+    rng = np.random.default_rng(0)
+    recs = records(modality, 80, rng)
+    cells = expression(80, rng) if modality == "rna" else None
+    scores = input_probe_scores(recs[:60], {"id": recs[60:]}, cells=cells)
+    assert scores["id"]["accuracy"] == 1.0 and scores["id"]["n"] == 20
+    assert list(scores["features"]) == [modality]
+    shuffled = [{**r, "answer": ["a", "b"][j % 3 == 0]} for j, r in enumerate(recs)]  # labels unrelated to input
+    assert input_probe_scores(shuffled[:60], {"id": shuffled[60:]}, cells=cells)["id"]["accuracy"] < 0.9
+
+
+def test_one_label_in_train_is_refused():
+    recs = records("dna", 6, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="at least two labels"):
+        input_probe_scores([r for r in recs if r["answer"] == "a"], {"id": recs})
