@@ -70,3 +70,16 @@ def test_one_label_in_train_is_refused():
     recs = records("dna", 6, np.random.default_rng(0))
     with pytest.raises(ValueError, match="at least two labels"):
         input_probe_scores([r for r in recs if r["answer"] == "a"], {"id": recs})
+
+
+def test_the_rna_input_probe_runs_under_bf16_autocast_in_float32():
+    """The pipeline scores under bf16 autocast on CPUs that compute bf16: the PCA transform stays float32 (once it
+    crashed numpy on a bf16 tensor, and bf16 would round the loadings' products)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    recs, cells = records("rna", 40, rng), expression(40, rng)
+    plain = input_probe_scores(recs[:30], {"id": recs[30:]}, cells=cells)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = input_probe_scores(recs[:30], {"id": recs[30:]}, cells=cells)
+    assert autocast == plain

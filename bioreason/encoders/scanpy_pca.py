@@ -142,8 +142,12 @@ class ScanpyPCAEncoder(Encoder):
                 "input_scale": self.options["input_scale"]}
 
     def transform(self, values: torch.Tensor) -> torch.Tensor:
-        """`[B, genes]` raw values -> `[B, n_comps]`, in float32 whatever the model's dtype."""
-        x = values.float()
+        """`[B, genes]` raw values -> `[B, n_comps]`, in float32 whatever the model's dtype or autocast (bf16 would
+        round the loadings' products to 3 significant digits)."""
+        with torch.autocast(device_type=values.device.type, enabled=False):
+            return self._transform(values.float())
+
+    def _transform(self, x: torch.Tensor) -> torch.Tensor:
         scale = self.options["input_scale"]
         if scale == "counts":
             x = x / x.sum(-1, keepdim=True).clamp(min=1e-12) * float(self.options["target_sum"])

@@ -73,7 +73,7 @@ class InputFeaturizer:
 
     def _rna(self, items: list) -> np.ndarray:
         featurizer = self.rna.featurizer_class(self.rna.featurizer_spec())
-        return self.rna.transform(featurizer(items)["values"]).detach().numpy()
+        return self.rna.transform(featurizer(items)["values"]).detach().float().numpy()
 
     def __call__(self, records: Sequence[dict]) -> np.ndarray:
         blocks = []
