@@ -83,3 +83,28 @@ def test_the_rna_input_probe_runs_under_bf16_autocast_in_float32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         autocast = input_probe_scores(recs[:30], {"id": recs[30:]}, cells=cells)
     assert autocast == plain
+
+
+@pytest.mark.parametrize(("benchmark", "modality"), [("antibody_chain", "protein"), ("jaspar_tf_class", "dna"),
+                                                     ("pbmc_cell_type", "rna")])
+def test_bioreason_eval_reports_the_input_probe_for_each_modality(tmp_path, benchmark, modality):
+    from conftest import tiny_encoder, tiny_llm, tiny_tokenizer
+
+    from bioreason.data.benchmarks import build_benchmark
+    from bioreason.encoders.rna import ExpressionEncoder
+    from bioreason.evaluation.evaluate import evaluate_model
+    from bioreason.model.composition import compose
+
+    build_benchmark(benchmark, str(tmp_path / "task"))
+    encoder = {"protein": lambda: tiny_encoder("antiberty"), "dna": lambda: tiny_encoder("kmer"),
+               "rna": lambda: ExpressionEncoder.from_source(str(tmp_path / "task" / "cells.h5ad"), hidden_size=16)}
+    tok = tiny_tokenizer()
+    model, processor = compose(tiny_llm("llama", vocab_size=len(tok)), {modality: encoder[modality]()},
+                               projector="mean", tokenizer=tok)
+    model.save_pretrained(tmp_path / "m")
+    processor.save_pretrained(tmp_path / "m")
+    out = evaluate_model(str(tmp_path / "m"), str(tmp_path / "task"), splits=("id_test",), max_examples=6,
+                         reliance=False, bf16="false")
+    probe = out["baselines"]["input_probe"]
+    assert list(probe["features"]) == [modality] and probe["id_test"]["n"] == 6
+    assert 0.0 <= probe["id_test"]["accuracy_lo"] <= probe["id_test"]["accuracy"] <= probe["id_test"]["accuracy_hi"]
