@@ -42,6 +42,15 @@ def test_grid_expansion_and_stage_rules(tmp_path):
         study.load_study(write_study(tmp_path / "bad.yaml", {"seed": []}))
 
 
+def test_list_valued_axes_name_their_folders_without_brackets_quotes_or_slashes(tmp_path):
+    config = write_study(tmp_path / "s.yaml", {"encoders": [["rna=expression:runs/data/p/cells.h5ad"],
+                                                            ["rna=scanpy_pca:runs/data/p", "dna=kmer"]]})
+    names = [r.name for r in study.plan(config)]
+    assert names == ["encoders-rna=expression_runs_data_p_cells.h5ad", "encoders-rna=scanpy_pca_runs_data_p+dna=kmer"]
+    with pytest.raises(ValueError, match="would share the folder 'encoders-a_b'"):
+        study.plan(write_study(tmp_path / "clash.yaml", {"encoders": [["a/b"], ["a:b"]]}))
+
+
 def test_backbone_axis_sets_the_llm(tmp_path):
     runs = study.plan(write_study(tmp_path / "s.yaml", {"backbone": ["Qwen/Qwen3-0.6B", "default"]}))
     assert [r.config["llm"] for r in runs] == ["Qwen/Qwen3-0.6B", "default"]

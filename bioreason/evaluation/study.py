@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -75,8 +76,15 @@ def run_config(base: dict, axes: dict) -> dict:
     return config
 
 
+def axis_value_name(value) -> str:
+    """A value as a folder name: a list's items joined by `+` (not Python's brackets and quotes), and any character
+    a shell or a file system may trip on (`/`, spaces, `:`, quotes...) as `_`."""
+    text = "+".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return re.sub(r"[^A-Za-z0-9._=+-]", "_", text)
+
+
 def run_name(axes: dict) -> str:
-    parts = [f"{k}-{str(v).replace('/', '_')}" for k, v in sorted(axes.items()) if k != "backbone"]
+    parts = [f"{k}-{axis_value_name(v)}" for k, v in sorted(axes.items()) if k != "backbone"]
     if "backbone" in axes:
         parts.insert(0, "bb-" + hashlib.sha1(str(axes["backbone"]).encode()).hexdigest()[:6])
     return "_".join(parts) or "run"
@@ -94,7 +102,12 @@ def expand(study: dict) -> list[Run]:
         if key in seen:
             continue
         seen.add(key)
-        runs.append(Run(run_name(axes), axes, config))
+        name = run_name(axes)
+        clash = next((run for run in runs if run.name == name), None)
+        if clash:
+            raise ValueError(f"two runs of the study would share the folder {name!r} ({clash.axes} and {axes}): "
+                             "give the grid values that differ in more than punctuation")
+        runs.append(Run(name, axes, config))
     return runs
 
 
