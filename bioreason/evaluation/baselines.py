@@ -97,14 +97,12 @@ def probe_scores(model, processor, train: Sequence[dict], splits: dict[str, Sequ
                  seed: int = 0) -> dict:
     """`{split: metrics}` of a logistic regression (standardised features, L2, lbfgs) on the frozen encoders'
     mean-pooled features, fit on `train`."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from bioreason.evaluation.linear_probe import make_linear_probe
 
     answers = [r["answer"] for r in train]
     if len(set(answers)) < 2:
         raise ValueError(f"the probe needs at least two labels in the train split, got {sorted(set(answers))}")
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    probe = make_linear_probe(seed)
     probe.fit(pooled_features(model, processor, train, cells), answers)
     out: dict = {"train_records": len(train)}
     for name, records in splits.items():

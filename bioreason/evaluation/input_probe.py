@@ -71,23 +71,25 @@ class InputFeaturizer:
             self.rna = ScanpyPCAEncoder({"type": "scanpy_pca", "options": {**options, "whiten": False}}, buffers)
         return self
 
-    def _rna(self, items: list) -> np.ndarray:
-        featurizer = self.rna.featurizer_class(self.rna.featurizer_spec())
-        return self.rna.transform(featurizer(items)["values"]).detach().float().numpy()
+    def _rows(self, modality: str, items: list) -> np.ndarray:
+        """`[len(items), width]`: every item of one modality featurised in one pass."""
+        if modality == "rna":
+            featurizer = self.rna.featurizer_class(self.rna.featurizer_spec())
+            return self.rna.transform(featurizer(items)["values"]).detach().float().numpy()
+        return np.stack([(protein_features if modality == "protein" else dna_features)(s) for s in items])
 
     def __call__(self, records: Sequence[dict]) -> np.ndarray:
         blocks = []
         for modality in self.modalities:
-            width = {"protein": len(AMINO_ACIDS) + len(DIPEPTIDES), "dna": len(KMERS)}.get(
-                modality, self.rna.hidden_size if self.rna is not None else 0)
-            block = np.zeros((len(records), width), dtype=np.float32)
-            for i, record in enumerate(records):
-                items = modality_inputs(record, self.cells).get(modality, [])
-                if not items:
-                    continue
-                rows = (self._rna(items) if modality == "rna" else
-                        np.stack([(protein_features if modality == "protein" else dna_features)(s) for s in items]))
-                block[i] = rows.mean(0)
+            inputs = [modality_inputs(r, self.cells).get(modality, []) for r in records]
+            flat = [item for items in inputs for item in items]
+            rows = self._rows(modality, flat) if flat else np.zeros((0, 0), dtype=np.float32)
+            block = np.zeros((len(records), rows.shape[1] if flat else 1), dtype=np.float32)
+            start = 0
+            for i, items in enumerate(inputs):  # a record's items averaged; none: zeros
+                if items:
+                    block[i] = rows[start: start + len(items)].mean(0)
+                    start += len(items)
             blocks.append(block)
         return np.concatenate(blocks, axis=1)
 
@@ -95,15 +97,13 @@ class InputFeaturizer:
 def fit_input_probe(train: Sequence[dict], cells=None, seed: int = 0) -> tuple[Callable, dict[str, str]]:
     """(predict records -> labels, the featurisation of each modality) of a logistic regression (standardised
     features, L2, lbfgs) on `InputFeaturizer`'s features, fit on `train`."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from bioreason.evaluation.linear_probe import make_linear_probe
 
     answers = [r["answer"] for r in train]
     if len(set(answers)) < 2:
         raise ValueError(f"the input probe needs at least two labels in the train split, got {sorted(set(answers))}")
     featurize = InputFeaturizer(cells, seed=seed).fit(train)
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    probe = make_linear_probe(seed)
     probe.fit(featurize(train), answers)
     return (lambda records: [str(p) for p in probe.predict(featurize(records))],
             {m: DESCRIPTION[m] for m in featurize.modalities})
