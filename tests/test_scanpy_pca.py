@@ -3,6 +3,8 @@ scaled input is refused with the fix named, and the detector tells counts, FPKM,
 
 from __future__ import annotations
 
+import copy
+
 import anndata
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from conftest import tiny_llm, tiny_tokenizer
 
 from bioreason.data.errors import BioReasonDataError
 from bioreason.data.expression import detect_scale
+from bioreason.encoders import build_encoder, build_featurizer
 from bioreason.encoders.scanpy_pca import ScanpyPCAEncoder, fit_transform_tensors
 
 GENES = [f"G{i}" for i in range(80)]
@@ -164,3 +167,68 @@ def test_scale_detection_on_synthetic_matrices(make, expected):
     matrix = make()
     assert detect_scale(matrix) == expected
     assert detect_scale(sp.csr_matrix(matrix)) == expected  # sparse: only the stored values are read
+
+
+@pytest.mark.parametrize("scale", ["counts", "fpkm_tpm", "log_normalized"])
+def test_the_expression_encoder_detects_its_source_scale_and_log_normalises_like_scanpy(tmp_path, scale):
+    from bioreason.encoders.rna import ExpressionEncoder
+
+    raw = counts(30)
+    given = {"counts": raw, "fpkm_tpm": raw * 37.5 + 0.25,
+             "log_normalized": np.log1p(raw / raw.sum(1, keepdims=True) * 1e4)}[scale].astype(np.float32)
+    cells(given).write_h5ad(tmp_path / "cells.h5ad")
+    encoder = ExpressionEncoder.from_source(str(tmp_path / "cells.h5ad"), hidden_size=8)
+    assert encoder.options["input_scale"] == scale  # recorded in the spec: saved with the model, shown on the card
+    reference = cells(given)
+    if scale == "counts":
+        sc.pp.normalize_total(reference, target_sum=1e4)
+    if scale != "log_normalized":
+        sc.pp.log1p(reference)
+    featurizer = encoder.featurizer_class(encoder.featurizer_spec())
+    values = featurizer([(GENES, row) for row in given[:5]])["values"].numpy()
+    np.testing.assert_allclose(values, np.asarray(reference.X[:5]), rtol=1e-5, atol=1e-5)
+    rebuilt = build_encoder(copy.deepcopy(encoder.spec))  # what from_pretrained rebuilds from the saved config
+    assert rebuilt.featurizer_spec() == encoder.featurizer_spec()
+
+
+def test_the_expression_encoder_without_a_scale_takes_values_as_given_and_refuses_both_options():
+    from bioreason.encoders.rna import ExpressionEncoder
+
+    spec = {"type": "expression", "source": None, "options": {"genes": GENES, "hidden_size": 8}}
+    legacy = build_encoder(copy.deepcopy(spec))  # a model saved before input_scale existed
+    raw = counts(3)
+    values = legacy.featurizer_class(legacy.featurizer_spec())([(GENES, row) for row in raw])["values"].numpy()
+    np.testing.assert_array_equal(values, raw)
+    with pytest.raises(ValueError, match="input_scale .* or log1p, not both"):
+        ExpressionEncoder({**spec, "options": {**spec["options"], "input_scale": "counts", "log1p": True}})
+    with pytest.raises(ValueError, match="input_scale must be one of"):
+        ExpressionEncoder({**spec, "options": {**spec["options"], "input_scale": "tpm"}})
+
+
+def test_scaled_input_into_a_counts_expression_encoder_names_the_fix():
+    encoder = build_encoder({"type": "expression", "source": None,
+                             "options": {"genes": GENES, "hidden_size": 8, "input_scale": "counts"}})
+    featurizer = encoder.featurizer_class(encoder.featurizer_spec())
+    z = counts(2)
+    z[1, 3] = -0.5
+    with pytest.raises(ValueError, match=r"rna input 1: negative expression values, but this encoder takes counts "
+                                         r"values; .*--use-raw"):
+        featurizer([(GENES, z[0]), (GENES, z[1])])
+
+
+def test_geneformer_ranks_log_normalised_cells_as_their_counts_and_warns_when_told_counts():
+    from conftest import GENES as VOCAB_GENES
+    from conftest import tiny_encoder
+
+    encoder = tiny_encoder("geneformer")
+    rng = np.random.default_rng(0)
+    raw = rng.poisson(4.0, size=len(VOCAB_GENES)).astype(np.float64) * rng.integers(1, 4, size=len(VOCAB_GENES))
+    logged = np.log1p(raw / raw.sum() * 1e4)
+    as_counts = build_featurizer(encoder.featurizer_spec())
+    expected = as_counts([(VOCAB_GENES, raw)])["values"]
+    told = build_featurizer({**encoder.featurizer_spec(), "input_scale": "log_normalized"})
+    assert torch.equal(told([(VOCAB_GENES, logged)])["values"], expected)
+    with pytest.warns(UserWarning, match="look log-normalised .* input_scale=log_normalized"):
+        as_counts([(VOCAB_GENES, logged)])
+    with pytest.raises(ValueError, match="input_scale must be counts, fpkm_tpm or log_normalized.*--use-raw"):
+        build_featurizer({**encoder.featurizer_spec(), "input_scale": "scaled"})

@@ -14,6 +14,8 @@ import numpy as np
 
 SCALES = ("counts", "fpkm_tpm", "log_normalized", "scaled")
 LOG_MAX = 30.0
+SCALED_FIX = ("scaled values (negative entries) have lost each cell's depth and cannot be normalised again: give the "
+              "raw counts (`--use-raw` in `bioreason data build` where the file keeps them in .raw)")
 # what each scale means, and the transform an rna encoder applies to it by default
 DESCRIPTION = {
     "counts": "raw counts (non-negative integers): normalise each cell to 10,000 total, then log1p",
@@ -22,6 +24,21 @@ DESCRIPTION = {
     "scaled": "scaled values (negative entries, e.g. z-scores): cannot be normalised again; use the raw counts "
               "(`--use-raw` where the file keeps them in .raw)",
 }
+
+
+def to_log_normalized(values: np.ndarray, scale: str, target_sum: float = 1e4) -> np.ndarray:
+    """One cell's values (all of its genes, so the total is the cell's depth) on the log-normalised scale the standard
+    analysis works in: counts are normalised to `target_sum` then log1p'd, FPKM / TPM are log1p'd, log-normalised and
+    scaled values are returned as they are (scaled ones cannot be normalised again; the caller decides whether to
+    accept them). "as_given" is the same as log_normalized: no transform."""
+    if scale == "counts":
+        total = float(values.sum())
+        return np.log1p(values / total * target_sum) if total > 0 else values.astype(np.float64)
+    if scale == "fpkm_tpm":
+        return np.log1p(values)
+    if scale in ("log_normalized", "scaled", "as_given"):
+        return values
+    raise ValueError(f"unknown input scale {scale!r}; one of {SCALES} or 'as_given'")
 
 
 def detect_scale(matrix) -> str:
@@ -38,4 +55,4 @@ def detect_scale(matrix) -> str:
     return "fpkm_tpm" if values.max() > LOG_MAX else "log_normalized"
 
 
-__all__ = ["DESCRIPTION", "LOG_MAX", "SCALES", "detect_scale"]
+__all__ = ["DESCRIPTION", "LOG_MAX", "SCALED_FIX", "SCALES", "detect_scale", "to_log_normalized"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel
 
+from bioreason.data.expression import LOG_MAX, SCALED_FIX, SCALES, detect_scale, to_log_normalized
 from bioreason.encoders.base import Encoder, Featurizer, optional_import, pad_sequences, register_encoder
 from bioreason.encoders.tokenized import HFTokenEncoder
 
@@ -92,13 +94,26 @@ class RankValueFeaturizer(Featurizer):
             raise ValueError("the geneformer featurizer has no gene medians: Geneformer divides each gene's normalised "
                              "count by its median before ranking; give medians (medians_file=) or skip_medians=true")
         self.max_length = int(spec.get("max_length", 2048))
+        self.input_scale = spec.get("input_scale") or "counts"
+        if self.input_scale not in ("counts", "fpkm_tpm", "log_normalized"):
+            raise ValueError(f"the geneformer encoder ranks depth-normalised expression: input_scale must be counts, "
+                             f"fpkm_tpm or log_normalized, got {self.input_scale!r}; {SCALED_FIX}")
+        self.warned = False
         self.prefix = [self.index["<cls>"]] if spec.get("add_cls") else []
         self.suffix = [self.index["<eos>"]] if spec.get("add_eos") else []
 
     def encode(self, item: Any, i: int) -> list[int]:
         genes, values = as_profile(item, i)
         if np.any(values < 0):
-            raise ValueError(f"rna input {i}: negative expression values (the geneformer encoder expects counts)")
+            raise ValueError(f"rna input {i}: negative expression values (the geneformer encoder expects counts); "
+                             f"{SCALED_FIX}")
+        if self.input_scale == "log_normalized":  # back to depth-normalised counts: the ranking's own scale
+            values = np.expm1(values)
+        elif not self.warned and self.input_scale == "counts" and detect_scale(values) == "log_normalized":
+            self.warned = True
+            warnings.warn(f"rna input {i}: its values look log-normalised (not integers, at most {LOG_MAX:g}) but the "
+                          "geneformer encoder takes them as counts; pass input_scale=log_normalized if they are",
+                          stacklevel=2)
         known = [j for j, g in enumerate(genes) if g in self.index]
         if not known:
             raise ValueError(
@@ -124,8 +139,9 @@ class GeneformerEncoder(HFTokenEncoder):
     """ctheodoris/Geneformer (a BertForMaskedLM checkpoint) or a local folder. Options: `vocab_file` (token
     dictionary, JSON or Geneformer's .pkl; default `token_dictionary.json`), `medians_file` (the gene median
     dictionary: required, as Geneformer's encoding divides by it, unless `skip_medians: true`, which the saved config
-    records), `max_length`, `add_cls` / `add_eos` (Geneformer V2). File names are paths, or files of the source
-    (a local folder or a hub repository)."""
+    records), `max_length`, `add_cls` / `add_eos` (Geneformer V2), `input_scale` (counts, the default, or fpkm_tpm:
+    ranked as given, as the encoding normalises each cell's total; log_normalized: expm1 first). File names are
+    paths, or files of the source (a local folder or a hub repository)."""
 
     model_class = BertModel
     config_class = BertConfig
@@ -156,19 +172,29 @@ class GeneformerEncoder(HFTokenEncoder):
             "max_length": min(self.options.get("max_length", 2048), self.model.config.max_position_embeddings),
             "add_cls": self.options.get("add_cls", False),
             "add_eos": self.options.get("add_eos", False),
+            "input_scale": self.options.get("input_scale", "counts"),
         }
 
 
 class PanelFeaturizer(Featurizer):
-    """Align a cell to the encoder's gene panel (missing genes are 0 and masked), optionally log1p."""
+    """Align a cell to the encoder's gene panel (missing genes are 0 and masked). With `transform_scale` the cell is
+    first brought to the log-normalised scale from the scale it was given on (counts: depth-normalised over all of its
+    genes, then log1p; FPKM / TPM: log1p), as the standard analysis does; without it, values are taken as given
+    (optionally log1p, the option older models saved)."""
 
     def __call__(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
         panel: list[str] = self.spec["genes"]
+        scale = self.spec.get("transform_scale")
         where = {g: j for j, g in enumerate(panel)}
         values = torch.zeros(len(items), len(panel))
         mask = torch.zeros(len(items), len(panel), dtype=torch.bool)
         for i, item in enumerate(items):
             genes, vals = as_profile(item, i)
+            if scale:
+                if scale in ("counts", "fpkm_tpm") and (vals < 0).any():
+                    raise ValueError(f"rna input {i}: negative expression values, but this encoder takes {scale} "
+                                     f"values; {SCALED_FIX}")
+                vals = to_log_normalized(vals, scale)
             hits = [(where[g], v) for g, v in zip(genes, vals, strict=True) if g in where]
             if not hits:
                 raise ValueError(f"rna input {i}: none of its {len(genes)} genes are in the {len(panel)}-gene panel")
@@ -185,7 +211,9 @@ class PanelFeaturizer(Featurizer):
 @register_encoder("expression")
 class ExpressionEncoder(Encoder):
     """MLP over a gene panel -> `num_tokens` vectors. Options: `genes` (required), `hidden_size` (256),
-    `num_tokens` (1), `log1p` (False: pbmc-style inputs are often log-normalised already)."""
+    `num_tokens` (1), `input_scale` (the scale cells come on: counts, fpkm_tpm, log_normalized or scaled; detected
+    from the source .h5ad when not given, and each cell is brought to the log-normalised scale accordingly; without
+    a scale, values are taken as given), `log1p` (only without `input_scale`: what models saved before it used)."""
 
     featurizer_class = PanelFeaturizer
     trainable_by_default = True
@@ -196,6 +224,11 @@ class ExpressionEncoder(Encoder):
         if not genes:
             raise ValueError("the expression encoder needs options['genes'], the gene panel")
         hidden, tokens = self.options.setdefault("hidden_size", 256), self.options.setdefault("num_tokens", 1)
+        scale = self.options.get("input_scale")
+        if scale is not None and scale not in SCALES:
+            raise ValueError(f"the expression encoder's input_scale must be one of {SCALES}, got {scale!r}")
+        if scale is not None and self.options.get("log1p"):
+            raise ValueError("the expression encoder: give input_scale (it decides the transform) or log1p, not both")
         self.mlp = nn.Sequential(nn.Linear(len(genes), hidden), nn.GELU(), nn.Linear(hidden, hidden * tokens))
 
     @property
@@ -207,7 +240,10 @@ class ExpressionEncoder(Encoder):
         if source and "genes" not in options:  # a gene list file, one gene a line, or an .h5ad whose var_names to use
             if source.endswith(".h5ad"):
                 anndata = optional_import("anndata", "pip install anndata")
-                options["genes"] = [str(g) for g in anndata.read_h5ad(source, backed="r").var_names]
+                cells = anndata.read_h5ad(source, backed="r")
+                options["genes"] = [str(g) for g in cells.var_names]
+                if "input_scale" not in options and not options.get("log1p"):
+                    options["input_scale"] = detect_scale(cells.X[: min(cells.n_obs, 2000)])
             else:
                 with open(source, encoding="utf-8") as fh:
                     options["genes"] = [ln.strip() for ln in fh if ln.strip()]
@@ -215,7 +251,7 @@ class ExpressionEncoder(Encoder):
 
     def featurizer_spec(self) -> dict:
         return {"type": self.type_name, "genes": self.options["genes"], "num_tokens": self.options["num_tokens"],
-                "log1p": self.options.get("log1p", False)}
+                "log1p": self.options.get("log1p", False), "transform_scale": self.options.get("input_scale")}
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.mlp(values.to(self.mlp[0].weight.dtype)).view(values.shape[0], self.options["num_tokens"], -1)

@@ -22,12 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from bioreason.data.expression import SCALED_FIX
 from bioreason.encoders.base import Encoder, optional_import, register_encoder
 from bioreason.encoders.rna import PanelFeaturizer
 
 FIT_SCALES = ("counts", "fpkm_tpm", "log_normalized")
-SCALED_FIX = ("scaled values (negative entries) have lost each cell's depth and cannot be normalised again: give the "
-              "raw counts (`--use-raw` in `bioreason data build` where the file keeps them in .raw)")
 
 
 class PCAFeaturizer(PanelFeaturizer):
