@@ -781,3 +781,91 @@ def test_a_stage_cache_entry_holds_the_stage_changes_and_rebuilds_the_merged_mod
         rebuilt = entry.apply(fresh)
     for name, value in merged.state_dict().items():
         assert torch.equal(value, rebuilt.state_dict()[name]), name
+
+
+def fake_grpo_trainer(generations: int = 2):
+    """The dynamic-sampling selection alone: a BioGRPOTrainer without a model, holding what the selection reads."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from bioreason.training.grpo_trainer import BioGRPOTrainer
+
+    trainer = object.__new__(BioGRPOTrainer)
+    trainer.num_generations = generations
+    trainer.sampling_record = {"groups_generated": 0, "groups_with_advantage": 0, "groups_dropped": 0,
+                               "unfilled_groups": 0, "stopped_without_advantage_at": None}
+    trainer._metrics = {"train": defaultdict(list)}
+    trainer.state = SimpleNamespace(global_step=3)
+    trainer.control = SimpleNamespace(should_training_stop=False)
+    return trainer
+
+
+def generated(advantages: list[float]) -> dict:
+    rows = len(advantages)
+    return {"prompt_ids": torch.arange(rows)[:, None].repeat(1, 3), "completion_ids": torch.arange(rows)[:, None],
+            "completion_mask": torch.tensor([[1, 1, 0]] * rows), "advantages": torch.tensor(advantages),
+            "num_items_in_batch": torch.tensor(99), "protein_values": torch.zeros(rows, 1, 5)}
+
+
+def test_dynamic_sampling_keeps_the_groups_with_advantage_and_recounts_the_tokens():
+    trainer = fake_grpo_trainer()
+    # 4 groups of 2 samples: groups 0 and 2 have all-equal rewards (zero advantage), 1 and 3 do not; 2 are needed
+    kept = trainer._keep_groups_with_advantage(generated([0, 0, 1, -1, 0, 0, -1, 1]), rows=8, groups=2)
+    assert kept["completion_ids"].flatten().tolist() == [2, 3, 6, 7]
+    assert kept["prompt_ids"].shape == (4, 3) and kept["protein_values"].shape == (4, 1, 5)
+    assert (kept["advantages"].view(-1, 2) != 0).any(-1).all()
+    assert int(kept["num_items_in_batch"]) == 8  # 4 rows x 2 completion tokens, not the 99 of the whole draw
+    assert trainer.sampling_record == {"groups_generated": 4, "groups_with_advantage": 2, "groups_dropped": 2,
+                                       "unfilled_groups": 0, "stopped_without_advantage_at": None}
+    assert not trainer.control.should_training_stop
+
+
+def test_dynamic_sampling_fills_with_groups_without_advantage_and_stops_only_when_every_rollout_is_right():
+    trainer = fake_grpo_trainer()
+    trainer._metrics["train"]["rewards/correctness/mean"].append(0.0)  # all wrong: more samples may find a right one
+    kept = trainer._keep_groups_with_advantage(generated([0, 0, 0, 0, 1, -1]), rows=6, groups=2)
+    assert kept["completion_ids"].flatten().tolist() == [0, 1, 4, 5]  # the group with advantage, then one without
+    assert trainer.sampling_record["unfilled_groups"] == 1 and not trainer.control.should_training_stop
+    trainer._keep_groups_with_advantage(generated([0, 0, 0, 0]), rows=4, groups=1)
+    assert not trainer.control.should_training_stop
+    trainer._metrics["train"]["rewards/correctness/mean"].append(1.0)  # every rollout right: solved
+    trainer._keep_groups_with_advantage(generated([0, 0, 0, 0]), rows=4, groups=1)
+    assert trainer.control.should_training_stop and trainer.sampling_record["stopped_without_advantage_at"] == 4
+
+
+@pytest.fixture
+def prompt_dependent_reward():
+    """Rewards that differ between samples for 'heavy' prompts only: groups of 'light' prompts have no advantage."""
+    def reward(completions, answer, **_):
+        return [float(len(str(c)) % 3) if a == "heavy" else 1.0 for c, a in zip(completions, answer, strict=True)]
+
+    register_reward("test_heavy_only")(reward)
+    yield "test_heavy_only"
+    REWARDS.pop("test_heavy_only")
+
+
+def test_grpo_with_dynamic_sampling_trains_on_groups_with_advantage_only(tmp_path, task, model_dir,
+                                                                         prompt_dependent_reward, monkeypatch):
+    from bioreason.recipes import grpo
+
+    batches = []
+    original = grpo.BioGRPOTrainer._keep_groups_with_advantage
+
+    def spy(self, output, rows, groups):
+        kept = original(self, output, rows, groups)
+        batches.append(kept["advantages"].view(-1, self.num_generations))
+        return kept
+
+    monkeypatch.setattr(grpo.BioGRPOTrainer, "_keep_groups_with_advantage", spy)
+    result = grpo.main(["--model_name_or_path", model_dir, "--dataset", task, "--max_train_examples", "16",
+                        "--max_eval_examples", "2", "--output_dir", str(tmp_path / "out"),
+                        "--per_device_train_batch_size", "4", "--num_generations", "2", "--max_steps", "2",
+                        "--max_completion_length", "6", "--learning_rate", "1e-2", "--gradient_checkpointing",
+                        "false", "--rewards", prompt_dependent_reward, "--dynamic_sampling", "4", "--evaluate",
+                        "false", "--llm_trainable", "false", *CPU])
+    assert result["steps"] == 2 and len(batches) == 2 and all(b.shape == (2, 2) for b in batches)
+    record = result["dynamic_sampling"]
+    assert record["groups_generated"] == 16 and record["groups_dropped"] == 12  # 4 x 2 groups drawn per step
+    filled = 4 - record["unfilled_groups"]
+    assert sum(int((b != 0).any(-1).sum()) for b in batches) == filled  # every kept group with advantage counted
+    assert record["groups_with_advantage"] >= filled > 0

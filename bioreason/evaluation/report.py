@@ -96,6 +96,10 @@ def stage_tables(metrics: dict) -> str:
     rl_notes = [f"- {s['name']}: {s['zero_advantage_steps']} of {s.get('steps')} steps had no group with a reward "
                 "spread (no advantage, no gradient)"
                 + (f"; stopped early: {s['stopped_early']}" if s.get("stopped_early") else "")
+                + (f"; dynamic sampling: {s['dynamic_sampling']['groups_with_advantage']} of "
+                   f"{s['dynamic_sampling']['groups_generated']} groups drawn had advantage, "
+                   f"{s['dynamic_sampling']['unfilled_groups']} batch places left to groups without"
+                   if s.get("dynamic_sampling") else "")
                 for s in stages if "zero_advantage_steps" in s]
     if rl_notes:
         text += "\n".join(rl_notes) + "\n\n"

@@ -29,6 +29,9 @@ class GRPORecipeArguments:
     stop_when_solved: int = field(default=2, metadata={
         "help": "end the stage after this many consecutive steps in which every rollout is right (every group "
                 "without advantage: no gradient to learn from); 0 = never"})
+    dynamic_sampling: int = field(default=0, metadata={
+        "help": "k > 1: sample k times each batch's prompts and train on the groups whose rewards differ (advantage); "
+                "a batch with no such group and every rollout right ends the stage; 0 = TRL's sampling"})
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint-N in output_dir"})
 
 
@@ -48,10 +51,16 @@ def run(recipe: GRPORecipeArguments, model_args: ModelArguments, data: DataArgum
         return BioGRPOTrainer(model=model, args=config, train_dataset=grpo_dataset(train), processor=processor,
                               cells=cells, reward_funcs=[get_reward(name) for name in recipe.rewards],
                               callbacks=[*(callbacks or []), *fault_callbacks(), solved],
-                              share_prompts=recipe.share_prompts)
+                              share_prompts=recipe.share_prompts, dynamic_sampling=recipe.dynamic_sampling)
 
     result, trainer = run_stage(recipe, model_args, data, config, make_trainer, model=model, processor=processor)
     result.update(solved.record())
+    if recipe.dynamic_sampling > 1:
+        sampling = dict(trainer.sampling_record)
+        if sampling["stopped_without_advantage_at"] is not None:
+            result["stopped_early"] = (f"no sampled group had advantage and every rollout was right at step "
+                                       f"{sampling['stopped_without_advantage_at']}")
+        result["dynamic_sampling"] = sampling
     rewards = [log.get("reward") for log in trainer.state.log_history if "reward" in log]
     if rewards:
         result["mean_reward"] = float(sum(rewards) / len(rewards))

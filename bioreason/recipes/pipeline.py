@@ -425,8 +425,8 @@ def _train_stage(p: PipelineArguments, model_args: ModelArguments, data: DataArg
     if hasattr(model, "merge_and_unload"):  # hand-off: merge this stage's adapter before the next one starts
         model = model.merge_and_unload()
     record = stage_record(stage, result, previous, steps=result["steps"], seconds=result["seconds"],
-                          **{k: result[k] for k in ("mean_reward", "zero_advantage_steps", "stopped_early")
-                             if k in result})
+                          **{k: result[k] for k in ("mean_reward", "zero_advantage_steps", "stopped_early",
+                                                     "dynamic_sampling") if k in result})
     if p.eval_every_steps:
         curve.append({"stage": stage, "step": result["steps"], "validation": record["validation"]})
     return model, record

@@ -17,6 +17,12 @@ prefills each unique prompt once, and every log-prob pass runs the prompt once p
 per sample. Frozen encoders run once per unique input through the feature cache (`feature_cache`, in ModelArguments).
 Rewards are `bioreason.training.rewards.REWARDS` entries; dataset columns (`answer`, `label_set`) reach them as keyword
 lists.
+
+Dynamic sampling (`dynamic_sampling` = k > 1, after DAPO): a group whose rewards are all equal has zero advantage and
+carries no gradient. Each generation then samples k times the batch's prompts (the batch's own first, then prompts drawn
+from the train set by a seeded generator) in one generation pass, and keeps the first groups with advantage; only
+where too few have any does the batch keep groups without (counted as `unfilled`). A batch in which no group has
+advantage and every rollout is right ends the stage: the policy has solved what it is shown.
 """
 
 from __future__ import annotations
@@ -67,10 +73,15 @@ def check_trl_contract(trainer_class: type = GRPOTrainer) -> None:
 
 
 class BioGRPOTrainer(AtomicCheckpointMixin, ProjectorLearningRateMixin, GRPOTrainer):
-    def __init__(self, *args, processor, cells=None, share_prompts: bool = True, **kwargs):
+    def __init__(self, *args, processor, cells=None, share_prompts: bool = True, dynamic_sampling: int = 0, **kwargs):
         check_trl_contract(GRPOTrainer)
         self.bio_processor = processor
         self.share_prompts = share_prompts
+        self.dynamic_sampling = int(dynamic_sampling)
+        # what dynamic sampling did, over the stage: groups generated, kept (with advantage), dropped, and batches
+        # that had to keep groups without advantage (and how many)
+        self.sampling_record = {"groups_generated": 0, "groups_with_advantage": 0, "groups_dropped": 0,
+                                "unfilled_groups": 0, "stopped_without_advantage_at": None}
         self.cells = cells
         self._rows: list[dict] | None = None  # dataset rows of the batch being generated
         self._modality_rows: dict[str, torch.Tensor] | None = None  # row-aligned tensors for the log-prob passes
@@ -94,12 +105,56 @@ class BioGRPOTrainer(AtomicCheckpointMixin, ProjectorLearningRateMixin, GRPOTrai
                 disable_dropout_in_model(reference)
             add_compact_lm_head(reference, temperature=self.temperature)
             self.ref_model = self.accelerator.prepare_model(reference, evaluation_mode=True)
+        if self.dynamic_sampling > 1 and self.accelerator.num_processes > 1:
+            raise ValueError("dynamic_sampling draws and selects groups within one process; with "
+                             f"{self.accelerator.num_processes} processes a group's samples are split across them: "
+                             "set dynamic_sampling: 0")
+        self._draws = torch.Generator().manual_seed(int(self.args.seed))
         if getattr(self, "generation_config", None) is not None:  # (vLLM generates elsewhere and has none)
             # TRL passes this generation config to every `generate` call; the model reads the option from it
             self.generation_config.share_prompt_prefill = share_prompts
 
     # Generation ------------------------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
+        if self.dynamic_sampling <= 1 or not self.model.training:
+            return self._generate_rows(inputs)
+        groups = len(inputs) // self.num_generations
+        extra = [dict(self.train_dataset[int(i)]) for i in
+                 torch.randint(len(self.train_dataset), ((self.dynamic_sampling - 1) * groups,), generator=self._draws)]
+        drawn = list(inputs) + [row for row in extra for _ in range(self.num_generations)]
+        output = self._generate_rows(drawn)
+        return self._keep_groups_with_advantage(output, len(drawn), groups)
+
+    def _keep_groups_with_advantage(self, output: dict, rows: int, groups: int) -> dict:
+        """The first `groups` groups of `output` whose advantages are not all zero (then, if too few, groups without),
+        every per-row tensor indexed alike; the token count the loss divides by is recounted over the kept rows."""
+        g = self.num_generations
+        has_advantage = (output["advantages"].view(-1, g) != 0).any(-1).tolist()
+        chosen = [i for i, a in enumerate(has_advantage) if a][:groups]
+        unfilled = groups - len(chosen)
+        chosen += [i for i, a in enumerate(has_advantage) if not a][:unfilled]
+        record = self.sampling_record
+        record["groups_generated"] += len(has_advantage)
+        record["groups_with_advantage"] += sum(has_advantage)
+        record["groups_dropped"] += len(has_advantage) - groups
+        record["unfilled_groups"] += unfilled
+        self._metrics["train"]["dynamic_sampling/groups_with_advantage"].append(sum(has_advantage) / len(has_advantage))
+        self._metrics["train"]["dynamic_sampling/unfilled_groups"].append(float(unfilled))
+        if not any(has_advantage) and self._metrics["train"].get("rewards/correctness/mean", [0.0])[-1] >= 1.0:
+            record["stopped_without_advantage_at"] = self.state.global_step + 1  # the step being generated for
+            self.control.should_training_stop = True  # this batch's loss is 0: every rollout right, nothing to learn
+        index = torch.tensor([i * g + j for i in sorted(chosen) for j in range(g)])
+        kept = {}
+        for key, value in output.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == rows:
+                kept[key] = value[index.to(value.device)]
+            else:
+                kept[key] = value
+        mask = kept["completion_mask"] if kept.get("tool_mask") is None else kept["completion_mask"] * kept["tool_mask"]
+        kept["num_items_in_batch"] = mask.sum()
+        return kept
+
+    def _generate_rows(self, inputs):
         self._rows = inputs
         try:
             output = super()._generate_and_score_completions(inputs)
