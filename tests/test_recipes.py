@@ -786,17 +786,14 @@ def test_a_stage_cache_entry_holds_the_stage_changes_and_rebuilds_the_merged_mod
 def fake_grpo_trainer(generations: int = 2):
     """The dynamic-sampling selection alone: a BioGRPOTrainer without a model, holding what the selection reads."""
     from collections import defaultdict
-    from types import SimpleNamespace
 
     from bioreason.training.grpo_trainer import BioGRPOTrainer
 
     trainer = object.__new__(BioGRPOTrainer)
     trainer.num_generations = generations
     trainer.sampling_record = {"groups_generated": 0, "groups_with_advantage": 0, "groups_dropped": 0,
-                               "unfilled_groups": 0, "stopped_without_advantage_at": None}
+                               "unfilled_groups": 0}
     trainer._metrics = {"train": defaultdict(list)}
-    trainer.state = SimpleNamespace(global_step=3)
-    trainer.control = SimpleNamespace(should_training_stop=False)
     return trainer
 
 
@@ -816,21 +813,17 @@ def test_dynamic_sampling_keeps_the_groups_with_advantage_and_recounts_the_token
     assert (kept["advantages"].view(-1, 2) != 0).any(-1).all()
     assert int(kept["num_items_in_batch"]) == 8  # 4 rows x 2 completion tokens, not the 99 of the whole draw
     assert trainer.sampling_record == {"groups_generated": 4, "groups_with_advantage": 2, "groups_dropped": 2,
-                                       "unfilled_groups": 0, "stopped_without_advantage_at": None}
-    assert not trainer.control.should_training_stop
+                                       "unfilled_groups": 0}
 
 
-def test_dynamic_sampling_fills_with_groups_without_advantage_and_stops_only_when_every_rollout_is_right():
+def test_dynamic_sampling_fills_with_groups_without_advantage_only_where_too_few_have_it():
     trainer = fake_grpo_trainer()
-    trainer._metrics["train"]["rewards/correctness/mean"].append(0.0)  # all wrong: more samples may find a right one
     kept = trainer._keep_groups_with_advantage(generated([0, 0, 0, 0, 1, -1]), rows=6, groups=2)
     assert kept["completion_ids"].flatten().tolist() == [0, 1, 4, 5]  # the group with advantage, then one without
-    assert trainer.sampling_record["unfilled_groups"] == 1 and not trainer.control.should_training_stop
-    trainer._keep_groups_with_advantage(generated([0, 0, 0, 0]), rows=4, groups=1)
-    assert not trainer.control.should_training_stop
-    trainer._metrics["train"]["rewards/correctness/mean"].append(1.0)  # every rollout right: solved
-    trainer._keep_groups_with_advantage(generated([0, 0, 0, 0]), rows=4, groups=1)
-    assert trainer.control.should_training_stop and trainer.sampling_record["stopped_without_advantage_at"] == 4
+    assert trainer.sampling_record["unfilled_groups"] == 1
+    kept = trainer._keep_groups_with_advantage(generated([0, 0, 0, 0]), rows=4, groups=1)
+    assert kept["completion_ids"].flatten().tolist() == [0, 1] and trainer.sampling_record["unfilled_groups"] == 2
+    assert trainer._metrics["train"]["dynamic_sampling/groups_with_advantage"] == [1 / 3, 0.0]
 
 
 @pytest.fixture

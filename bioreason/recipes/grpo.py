@@ -31,7 +31,7 @@ class GRPORecipeArguments:
                 "without advantage: no gradient to learn from); 0 = never"})
     dynamic_sampling: int = field(default=0, metadata={
         "help": "k > 1: sample k times each batch's prompts and train on the groups whose rewards differ (advantage); "
-                "a batch with no such group and every rollout right ends the stage; 0 = TRL's sampling"})
+                "0 = TRL's sampling. With it, stop_when_solved counts batches whose whole draw had none"})
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint-N in output_dir"})
 
 
@@ -56,11 +56,7 @@ def run(recipe: GRPORecipeArguments, model_args: ModelArguments, data: DataArgum
     result, trainer = run_stage(recipe, model_args, data, config, make_trainer, model=model, processor=processor)
     result.update(solved.record())
     if recipe.dynamic_sampling > 1:
-        sampling = dict(trainer.sampling_record)
-        if sampling["stopped_without_advantage_at"] is not None:
-            result["stopped_early"] = (f"no sampled group had advantage and every rollout was right at step "
-                                       f"{sampling['stopped_without_advantage_at']}")
-        result["dynamic_sampling"] = sampling
+        result["dynamic_sampling"] = dict(trainer.sampling_record)
     rewards = [log.get("reward") for log in trainer.state.log_history if "reward" in log]
     if rewards:
         result["mean_reward"] = float(sum(rewards) / len(rewards))

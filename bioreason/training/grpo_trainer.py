@@ -21,8 +21,9 @@ lists.
 Dynamic sampling (`dynamic_sampling` = k > 1, after DAPO): a group whose rewards are all equal has zero advantage and
 carries no gradient. Each generation then samples k times the batch's prompts (the batch's own first, then prompts drawn
 from the train set by a seeded generator) in one generation pass, and keeps the first groups with advantage; only
-where too few have any does the batch keep groups without (counted as `unfilled`). A batch in which no group has
-advantage and every rollout is right ends the stage: the policy has solved what it is shown.
+where too few have any does the batch keep groups without (counted as `unfilled`). The logged `frac_reward_zero_std`
+covers every group drawn, so `StopWhenSolved` (`stop_when_solved: N`) ends the stage after N batches in which none of
+the k-fold draw had advantage and every rollout was right.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class BioGRPOTrainer(AtomicCheckpointMixin, ProjectorLearningRateMixin, GRPOTrai
         # what dynamic sampling did, over the stage: groups generated, kept (with advantage), dropped, and batches
         # that had to keep groups without advantage (and how many)
         self.sampling_record = {"groups_generated": 0, "groups_with_advantage": 0, "groups_dropped": 0,
-                                "unfilled_groups": 0, "stopped_without_advantage_at": None}
+                                "unfilled_groups": 0}
         self.cells = cells
         self._rows: list[dict] | None = None  # dataset rows of the batch being generated
         self._modality_rows: dict[str, torch.Tensor] | None = None  # row-aligned tensors for the log-prob passes
@@ -140,9 +141,6 @@ class BioGRPOTrainer(AtomicCheckpointMixin, ProjectorLearningRateMixin, GRPOTrai
         record["unfilled_groups"] += unfilled
         self._metrics["train"]["dynamic_sampling/groups_with_advantage"].append(sum(has_advantage) / len(has_advantage))
         self._metrics["train"]["dynamic_sampling/unfilled_groups"].append(float(unfilled))
-        if not any(has_advantage) and self._metrics["train"].get("rewards/correctness/mean", [0.0])[-1] >= 1.0:
-            record["stopped_without_advantage_at"] = self.state.global_step + 1  # the step being generated for
-            self.control.should_training_stop = True  # this batch's loss is 0: every rollout right, nothing to learn
         index = torch.tensor([i * g + j for i in sorted(chosen) for j in range(g)])
         kept = {}
         for key, value in output.items():
