@@ -30,15 +30,15 @@ def to_log_normalized(values: np.ndarray, scale: str, target_sum: float = 1e4) -
     """One cell's values (all of its genes, so the total is the cell's depth) on the log-normalised scale the standard
     analysis works in: counts are normalised to `target_sum` then log1p'd, FPKM / TPM are log1p'd, log-normalised and
     scaled values are returned as they are (scaled ones cannot be normalised again; the caller decides whether to
-    accept them). "as_given" is the same as log_normalized: no transform."""
+    accept them)."""
     if scale == "counts":
         total = float(values.sum())
         return np.log1p(values / total * target_sum) if total > 0 else values.astype(np.float64)
     if scale == "fpkm_tpm":
         return np.log1p(values)
-    if scale in ("log_normalized", "scaled", "as_given"):
+    if scale in ("log_normalized", "scaled"):
         return values
-    raise ValueError(f"unknown input scale {scale!r}; one of {SCALES} or 'as_given'")
+    raise ValueError(f"unknown input scale {scale!r}; one of {SCALES}")
 
 
 def detect_scale(matrix) -> str:
