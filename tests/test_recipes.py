@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -862,3 +863,48 @@ def test_grpo_with_dynamic_sampling_trains_on_groups_with_advantage_only(tmp_pat
     filled = 4 - record["unfilled_groups"]
     assert sum(int((b != 0).any(-1).sum()) for b in batches) == filled  # every kept group with advantage counted
     assert record["groups_with_advantage"] >= filled > 0
+
+
+def test_grpo_with_dynamic_sampling_killed_midway_resumes_to_the_uninterrupted_draws(tmp_path, task, model_dir,
+                                                                                     prompt_dependent_reward,
+                                                                                     monkeypatch):
+    """The extra prompts come from the trainer's own generator: a resumed stage restores its state from the
+    checkpoint, so steps 3-4 draw what the uninterrupted stage drew (the weights match) and the counts cover all 4."""
+    from bioreason.recipes import grpo
+
+    argv = ["--model_name_or_path", model_dir, "--dataset", task, "--max_train_examples", "16",
+            "--max_eval_examples", "2", "--per_device_train_batch_size", "4", "--num_generations", "2",
+            "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--max_completion_length", "6",
+            "--learning_rate", "1e-2", "--gradient_checkpointing", "false", "--rewards", prompt_dependent_reward,
+            "--dynamic_sampling", "4", "--stop_when_solved", "0", "--evaluate", "false", "--use_peft", "true",
+            "--lora_r", "4", *CPU]
+    full = grpo.main([*argv, "--output_dir", str(tmp_path / "full")])
+    assert full["dynamic_sampling"]["groups_generated"] == 32  # 4 steps x 2 groups x 4 draws
+
+    original = grpo.BioGRPOTrainer.__init__
+
+    def with_kill(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.add_callback(Kill())
+
+    monkeypatch.setattr(grpo.BioGRPOTrainer, "__init__", with_kill)
+    with pytest.raises(KeyboardInterrupt):
+        grpo.main([*argv, "--output_dir", str(tmp_path / "killed")])
+    checkpoint = tmp_path / "killed" / "checkpoint-2"
+    saved = json.loads((checkpoint / grpo.BioGRPOTrainer.DRAWS_FILE).read_text())
+    assert saved["record"]["groups_generated"] == 16
+    monkeypatch.setattr(grpo.BioGRPOTrainer, "__init__", original)
+    resumed = grpo.main([*argv, "--output_dir", str(tmp_path / "killed"), "--resume", "true"])
+    assert resumed["dynamic_sampling"] == full["dynamic_sampling"]
+    a, b = weights(tmp_path / "full" / "final"), weights(tmp_path / "killed" / "final")
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+    (checkpoint / grpo.BioGRPOTrainer.DRAWS_FILE).unlink()  # a checkpoint without the draw state is refused, named
+    for name in os.listdir(tmp_path / "killed"):
+        if name.startswith("checkpoint-") and name != "checkpoint-2":
+            shutil.rmtree(tmp_path / "killed" / name)
+    (tmp_path / "killed" / "metrics.json").unlink(missing_ok=True)
+    shutil.rmtree(tmp_path / "killed" / "final")
+    with pytest.raises(FileNotFoundError, match="checkpoint-2: no dynamic_sampling.json"):
+        grpo.main([*argv, "--output_dir", str(tmp_path / "killed"), "--resume", "true"])

@@ -23,12 +23,16 @@ carries no gradient. Each generation then samples k times the batch's prompts (t
 from the train set by a seeded generator) in one generation pass, and keeps the first groups with advantage; only
 where too few have any does the batch keep groups without (counted as `unfilled`). The logged `frac_reward_zero_std`
 covers every group drawn, so `StopWhenSolved` (`stop_when_solved: N`) ends the stage after N batches in which none of
-the k-fold draw had advantage and every rollout was right.
+the k-fold draw had advantage and every rollout was right. The draw generator's state and the counts go into each
+checkpoint next to the RNG states Trainer saves (`dynamic_sampling.json`, plain JSON), so a resumed stage draws the
+prompts the uninterrupted one would have and its counts cover the whole stage.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import os
 
 import torch
 from trl import GRPOTrainer
@@ -114,6 +118,30 @@ class BioGRPOTrainer(AtomicCheckpointMixin, ProjectorLearningRateMixin, GRPOTrai
         if getattr(self, "generation_config", None) is not None:  # (vLLM generates elsewhere and has none)
             # TRL passes this generation config to every `generate` call; the model reads the option from it
             self.generation_config.share_prompt_prefill = share_prompts
+
+    # Checkpoints ----------------------------------------------------------------------------------------------------
+    DRAWS_FILE = "dynamic_sampling.json"
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        super()._save_rng_state(output_dir)
+        if self.dynamic_sampling > 1 and self.args.should_save:
+            state = {"generator": self._draws.get_state().tolist(), "record": self.sampling_record}
+            with open(os.path.join(output_dir, self.DRAWS_FILE), "w", encoding="utf-8") as fh:
+                json.dump(state, fh)
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        super()._load_rng_state(checkpoint)
+        path = os.path.join(checkpoint, self.DRAWS_FILE) if checkpoint else None
+        if self.dynamic_sampling <= 1 or path is None:
+            return
+        if not os.path.isfile(path):  # a checkpoint written without dynamic sampling, or before its state was saved
+            raise FileNotFoundError(f"{checkpoint}: no {self.DRAWS_FILE}; this stage samples dynamically and cannot "
+                                    "resume it with the prompts it would have drawn: start the stage again "
+                                    "(resume=false) or resume with the dynamic_sampling it was started with")
+        with open(path, encoding="utf-8") as fh:
+            state = json.load(fh)
+        self._draws.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+        self.sampling_record.update(state["record"])
 
     # Generation ------------------------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
