@@ -514,6 +514,50 @@ STUDY_CONFIGS = sorted(os.path.join(REPO, "recipes", "configs", "study", f)
                        for f in os.listdir(os.path.join(REPO, "recipes", "configs", "study")))
 
 
+def test_a_pipeline_that_chooses_scores_validation_only(tmp_path, task, model_dir, monkeypatch):
+    """`score_test_splits: false`: every stage, the base model and the baselines are scored on validation alone (no
+    record of id_test / ood_test reaches the scorer); the report, the card and run-folder checks say so."""
+    from bioreason.evaluation import baselines as baseline_module
+    from bioreason.recipes.pipeline import verify_run_folder
+    from bioreason.training import task as task_module
+
+    seen = []
+    original = task_module.evaluate_records
+
+    def spy(model, processor, records, **kwargs):
+        seen.append(kwargs.get("desc"))
+        return original(model, processor, records, **kwargs)
+
+    monkeypatch.setattr(task_module, "evaluate_records", spy)
+    splits_given = []
+    original_baselines = baseline_module.baseline_scores
+
+    def spy_baselines(model, processor, train, splits, *args, **kwargs):
+        splits_given.append(set(splits))
+        return original_baselines(model, processor, train, splits, *args, **kwargs)
+
+    monkeypatch.setattr(baseline_module, "baseline_scores", spy_baselines)
+    from bioreason.recipes import pipeline
+
+    out = tmp_path / "run"
+    args = pipeline_args(tmp_path, f"output_dir: {out}\nmodel_name_or_path: {model_dir}\ndataset: {task}\n"
+                         "stages: [sft]\nsft_examples: 4\nmax_eval_examples: 3\nscore_test_splits: false\n"
+                         "bf16: false\nsft:\n  lora_r: 4\n  per_device_train_batch_size: 2\n")
+    metrics = pipeline.run(*args)
+    assert seen == ["evaluate validation", "evaluate validation"]  # base, then SFT: nothing else was scored
+    assert splits_given == [{"validation"}]
+    assert metrics["scored_splits"] == ["validation"]
+    base, sft = metrics["stages"]
+    assert sft["validation"]["n"] == 3 and sft["id"] == {} and sft["ood"] == {}
+    assert set(sft["correct"]) == {"validation"} and set(sft["vs_previous"]) == {"validation"}
+    for baseline in metrics["baselines"].values():
+        assert "validation" in baseline and "id" not in baseline and "ood" not in baseline
+    assert verify_run_folder(str(out), stages=("sft",)) == metrics
+    report = (out / "report.md").read_text()
+    assert "validation only" in report and "| sft vs base |" in report
+    assert "validation only" in (out / "README.md").read_text()
+
+
 @pytest.mark.parametrize("path", PIPELINE_CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
 def test_benchmark_pipeline_configs_parse_into_the_pipeline_fields(path):
     """Every shipped pipeline config is valid (a misspelt key, top level or in a section, is an error) and names a

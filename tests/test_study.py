@@ -57,7 +57,7 @@ def test_backbone_axis_sets_the_llm(tmp_path):
 
 
 def fake_run(out, name, axes, sft_ood, grpo_ood, sft_examples=32, rl_examples=8, ranks=(16, 4), majority_id=0.5,
-             curve=(), correct=None, validation=None):
+             curve=(), correct=None, validation=None, validation_only=False):
     run_dir = os.path.join(out, "runs", name)
     os.makedirs(run_dir)
     with open(os.path.join(run_dir, "run_config.json"), "w") as fh:
@@ -75,12 +75,17 @@ def fake_run(out, name, axes, sft_ood, grpo_ood, sft_examples=32, rl_examples=8,
         stage["validation"] = {"accuracy": acc, "accuracy_lo": acc - 0.1, "accuracy_hi": acc + 0.05}
     budget = {"sft_examples": sft_examples, "sft_epochs": 1, "rl_examples": rl_examples, "sft_lora_r": ranks[0],
               "grpo_lora_r": ranks[1]}
+    baselines = {"majority": {"label": "x", "id": {"accuracy": majority_id}, "ood": {"accuracy": 0.5}},
+                 "probe": {"id": {"accuracy": 0.95}, "ood": {"accuracy": 0.9}}}
+    if validation_only:  # `score_test_splits: false`: the test splits unread, the baselines on validation
+        for stage in stages:
+            stage["id"], stage["ood"] = {}, {}
+        baselines = {"majority": {"label": "x", "validation": {"accuracy": majority_id}},
+                     "probe": {"validation": {"accuracy": 0.95}}}
     with open(os.path.join(run_dir, "metrics.json"), "w") as fh:
         json.dump({"stages": stages, "budget": budget, "curve": [
                       {"stage": "sft", "step": step, "id": {"accuracy": acc, "reliance": 0.1}, "ood": {"accuracy": acc}}
-                      for step, acc in curve],
-                   "baselines": {"majority": {"label": "x", "id": {"accuracy": majority_id}, "ood": {"accuracy": 0.5}},
-                                 "probe": {"id": {"accuracy": 0.95}, "ood": {"accuracy": 0.9}}}}, fh)
+                      for step, acc in curve], "baselines": baselines}, fh)
     with open(os.path.join(run_dir, "axes.json"), "w") as fh:
         json.dump(axes, fh)
     open(os.path.join(run_dir, "DONE"), "w").close()
@@ -117,6 +122,26 @@ def test_harvest_and_report(tmp_path, monkeypatch):
     assert row["probe_id_accuracy"] == 0.95 and row["majority_ood_accuracy"] == 0.5
     assert "1 of 4 runs end SFT at or below the majority class" in report
     assert "majority ID 0.575 / OOD 0.500; probe ID 0.950 / OOD 0.900" in report  # (0.8 + 3 x 0.5) / 4
+
+
+def test_a_study_of_validation_only_runs_reports_on_validation(tmp_path):
+    """Runs that choose a config (`score_test_splits: false`) have no ID / OOD: the report ranks and plots
+    validation, counts the majority-class runs there, and says why it draws no ID vs OOD plot."""
+    out = str(tmp_path)
+    fake_run(out, "short", {"sft_examples": 32}, None, None, sft_examples=32, majority_id=0.7, validation=[0.6, 0.65],
+             validation_only=True)
+    fake_run(out, "long", {"sft_examples": 64}, None, None, sft_examples=64, majority_id=0.7, validation=[0.8, 0.85],
+             validation_only=True)
+    table = study.harvest(out).set_index("run")
+    assert "id_accuracy" not in table and table.loc["long", "validation_accuracy"] == 0.85
+    assert table.loc["short", "majority_validation_accuracy"] == 0.7
+    report = open(write_study_report(out)).read()
+    ranked = report.split("Top runs by final validation accuracy")[1]
+    assert ranked.index("| long |") < ranked.index("| short |")
+    assert "Scored on validation only" in report and "id_vs_ood.png" not in report
+    assert not os.path.exists(os.path.join(out, "id_vs_ood.png"))
+    assert "ood_vs_sft_budget.png" in report and "budget_split.png" in report
+    assert "1 of 2 runs end SFT at or below the majority class (validation)" in report
 
 
 def test_the_study_ranks_on_validation_and_states_rl_as_a_paired_difference(tmp_path):

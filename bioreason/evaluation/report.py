@@ -89,8 +89,13 @@ def stage_tables(metrics: dict) -> str:
     rows += [f"| *{name} baseline* | | | "
              + " | ".join(format_score(b.get(k, {}), m) for k in SPLIT_NAMES for m in ("accuracy", "macro_f1")) + " |"
              for name, b in baselines.items()]
+    validation_only = metrics.get("scored_splits") == ["validation"]
+    if validation_only:
+        counts = f"validation n={stages[0].get('validation', {}).get('n', 0)}" if stages else ""
     text = (f"Scores with 95% intervals (accuracy: Wilson; macro-F1: bootstrap over records); {counts}. Configs and "
-            "checkpoints are chosen on validation; the test splits are for the record.\n\n"
+            "checkpoints are chosen on validation; the test splits are for the record."
+            + (" **Scored on validation only** (`score_test_splits: false`, a run that chooses a config): the "
+               "test splits were not read." if validation_only else "") + "\n\n"
             "| stage | steps | seconds | validation accuracy | validation macro-F1 | ID accuracy | ID macro-F1 | "
             "OOD accuracy | OOD macro-F1 |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n")
     rl_notes = [f"- {s['name']}: {s['zero_advantage_steps']} of {s.get('steps')} steps had no group with a reward "
@@ -103,13 +108,15 @@ def stage_tables(metrics: dict) -> str:
                 for s in stages if "zero_advantage_steps" in s]
     if rl_notes:
         text += "\n".join(rl_notes) + "\n\n"
-    reliance = [f"| {s['name']} | " + " | ".join(format_score(s.get(k, {}), m) for k in ("id", "ood")
-                                                 for m in ("reliance", "reliance_cross_label")) + " |" for s in stages]
-    text += ("Reliance: accuracy minus accuracy with each record's input swapped for another record's (near 0: the "
-             "model ignores its input). Cross-label: the donor always has another label, so a model that reads its "
-             "input fully scores about its accuracy. Intervals: bootstrap over records.\n\n"
-             "| stage | ID reliance | ID cross-label | OOD reliance | OOD cross-label |\n|---|---|---|---|---|\n"
-             + "\n".join(reliance) + "\n\n")
+    if not validation_only:  # reliance is measured on the test splits
+        reliance = [f"| {s['name']} | " + " | ".join(format_score(s.get(k, {}), m) for k in ("id", "ood")
+                                                     for m in ("reliance", "reliance_cross_label")) + " |"
+                    for s in stages]
+        text += ("Reliance: accuracy minus accuracy with each record's input swapped for another record's (near 0: "
+                 "the model ignores its input). Cross-label: the donor always has another label, so a model that "
+                 "reads its input fully scores about its accuracy. Intervals: bootstrap over records.\n\n"
+                 "| stage | ID reliance | ID cross-label | OOD reliance | OOD cross-label |\n|---|---|---|---|---|\n"
+                 + "\n".join(reliance) + "\n\n")
     paired = [f"| {s['name']} vs {s['vs_previous'][next(iter(s['vs_previous']))]['stage']} | "
               + " | ".join(format_difference(s["vs_previous"][k]) if k in s["vs_previous"] else "-"
                            for k in SPLIT_NAMES) + " |"

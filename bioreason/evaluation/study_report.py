@@ -45,11 +45,21 @@ def _save(fig, out: str, name: str) -> str:
     return name
 
 
+SPLIT_LABELS = {"validation": "validation", "id": "ID", "ood": "OOD"}
+
+
+def scored_splits(table: pd.DataFrame, prefix: str = "") -> list[str]:
+    """The held-out splits the runs were scored on (`{prefix}{split}_accuracy` columns): validation, ID, OOD, or
+    validation alone where the runs chose a config (`score_test_splits: false`)."""
+    return [split for split in SPLIT_LABELS if f"{prefix}{split}_accuracy" in table
+            and table[f"{prefix}{split}_accuracy"].notna().any()]
+
+
 def baselines_of(table: pd.DataFrame) -> dict:
     """`{"majority": {"id": {"accuracy"}, "ood": ...}, "probe": ...}` averaged over the runs that recorded them."""
     out: dict = {}
     for name in ("majority", "probe", "input_probe"):
-        for split in ("id", "ood"):
+        for split in SPLIT_LABELS:
             column = f"{name}_{split}_accuracy"
             if column in table and table[column].notna().any():
                 out.setdefault(name, {})[split] = {"accuracy": float(table[column].mean())}
@@ -128,14 +138,8 @@ def stage_pairs(out: str, before: str, after: str) -> dict[str, dict]:
     return {split: c for split, c in pairs.items() if c["n"]}
 
 
-def write_study_report(out: str) -> str:
-    table = pd.read_csv(os.path.join(out, "results.csv"))
-    if table.empty:
-        raise ValueError(f"{out}: no finished runs to report")
-    plots, notes = [], []
-    baselines = baselines_of(table)
-
-    # ID vs OOD with the Pareto front
+def _id_vs_ood(out: str, table: pd.DataFrame, baselines: dict) -> str:
+    """Final ID vs OOD accuracy of every run, the Pareto front, and the baselines as points."""
     pts = table[["id_accuracy", "ood_accuracy"]].to_numpy(dtype=float)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     ax.scatter(pts[:, 0], pts[:, 1], alpha=0.7, label="runs (final stage)")
@@ -149,14 +153,29 @@ def write_study_report(out: str) -> str:
     ax.set_ylabel("OOD accuracy")
     ax.legend(fontsize=7)
     ax.set_title("ID vs OOD")
-    plots.append(_save(fig, out, "id_vs_ood.png"))
+    return _save(fig, out, "id_vs_ood.png")
+
+
+def write_study_report(out: str) -> str:
+    table = pd.read_csv(os.path.join(out, "results.csv"))
+    if table.empty:
+        raise ValueError(f"{out}: no finished runs to report")
+    plots, notes = [], []
+    baselines = baselines_of(table)
+
+    splits = scored_splits(table)
+    if {"id", "ood"} <= set(splits):
+        plots.append(_id_vs_ood(out, table, baselines))
+    else:
+        notes.append("Scored on validation only (`score_test_splits: false`): no ID vs OOD plot; the chosen config "
+                     "is scored on the test splits once, in a run of its own.")
 
     # accuracy against SFT budget, after the SFT stage
-    if "sft_examples" in table and table["sft_examples"].nunique() > 1 and "sft_ood_accuracy" in table:
+    sft_splits = [k for k in scored_splits(table, "sft_") if k != "validation" or "id" not in splits]
+    if "sft_examples" in table and table["sft_examples"].nunique() > 1 and sft_splits:
         budget = table["sft_examples"] * table.get("sft_epochs", 1)
-        grouped = table.assign(budget=budget).groupby("budget")[["sft_id_accuracy", "sft_ood_accuracy"]].mean()
-        lines = [(grouped["sft_id_accuracy"], "o-", "ID after SFT"),
-                 (grouped["sft_ood_accuracy"], "o-", "OOD after SFT")]
+        grouped = table.assign(budget=budget).groupby("budget")[[f"sft_{k}_accuracy" for k in sft_splits]].mean()
+        lines = [(grouped[f"sft_{k}_accuracy"], "o-", f"{SPLIT_LABELS[k]} after SFT") for k in sft_splits]
         if "grpo_ood_accuracy" in table:
             after = table.assign(budget=budget).groupby("budget")["grpo_ood_accuracy"].mean()
             lines.append((after, "s--", "OOD after SFT + RL"))
@@ -184,9 +203,10 @@ def write_study_report(out: str) -> str:
     # budget split: RL's share of the examples
     if {"sft_examples", "rl_examples"} <= set(table) and (table["rl_examples"] > 0).any():
         share = table["rl_examples"] / (table["sft_examples"] + table["rl_examples"])
-        grouped = table.assign(share=share.round(3)).groupby("share")[["id_accuracy", "ood_accuracy"]].mean()
+        shown = [k for k in splits if k != "validation"] or splits
+        grouped = table.assign(share=share.round(3)).groupby("share")[[f"{k}_accuracy" for k in shown]].mean()
         if len(grouped) > 1:
-            lines = [(grouped["id_accuracy"], "o-", "ID"), (grouped["ood_accuracy"], "o-", "OOD")]
+            lines = [(grouped[f"{k}_accuracy"], "o-", SPLIT_LABELS[k]) for k in shown]
             plots.append(_line_plot(out, "budget_split.png", lines, "RL share of training examples",
                                     "final accuracy (mean over runs)", baselines))
         else:
@@ -195,7 +215,9 @@ def write_study_report(out: str) -> str:
     # rank pairs
     ranks = {"sft_lora_r", "grpo_lora_r"} <= set(table)
     if ranks and table["sft_lora_r"].nunique() * table["grpo_lora_r"].nunique() > 1:
-        heat = table.pivot_table(index="sft_lora_r", columns="grpo_lora_r", values="ood_accuracy", aggfunc="mean")
+        shown = "ood" if "ood" in splits else "validation"
+        heat = table.pivot_table(index="sft_lora_r", columns="grpo_lora_r", values=f"{shown}_accuracy",
+                                 aggfunc="mean")
         fig, ax = plt.subplots(figsize=(5, 4))
         im = ax.imshow(heat.to_numpy(), cmap="viridis", origin="lower")
         ax.set_xticks(range(len(heat.columns)), heat.columns)
@@ -204,11 +226,12 @@ def write_study_report(out: str) -> str:
         ax.set_ylabel("SFT LoRA rank")
         for (i, j), v in np.ndenumerate(heat.to_numpy()):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w")
-        bar = fig.colorbar(im, ax=ax, label="final OOD accuracy")
+        bar = fig.colorbar(im, ax=ax, label=f"final {SPLIT_LABELS[shown]} accuracy")
         for name, style in (("majority", ":"), ("probe", "--"), ("input_probe", "-.")):  # marks on the colour bar
-            if "ood" in baselines.get(name, {}):
-                bar.ax.axhline(baselines[name]["ood"]["accuracy"], color="k", linestyle=style, linewidth=2)
-        ax.set_title("OOD; colour bar: majority (dotted), probe (dashed), input probe (dash-dot)", fontsize=8)
+            if shown in baselines.get(name, {}):
+                bar.ax.axhline(baselines[name][shown]["accuracy"], color="k", linestyle=style, linewidth=2)
+        ax.set_title(f"{SPLIT_LABELS[shown]}; colour bar: majority (dotted), probe (dashed), input probe "
+                     "(dash-dot)", fontsize=8)
         plots.append(_save(fig, out, "rank_heatmap.png"))
     else:
         notes.append("LoRA ranks did not vary: no rank heatmap.")
@@ -228,10 +251,12 @@ def write_study_report(out: str) -> str:
                      f", worse in {(diff < 0).sum()}, same in {(diff == 0).sum()} of {len(diff)} runs) and ID "
                      f"accuracy by {diff_id.mean():+.3f}.\n\n")
     at_majority = ""
-    if "majority_id_accuracy" in table and "sft_id_accuracy" in table:
+    judged = "id" if "id" in splits else "validation"
+    if f"majority_{judged}_accuracy" in table and f"sft_{judged}_accuracy" in table:
         # a run "ends SFT at the majority class" when its SFT accuracy is no better than always answering the prior
-        stuck = int((table["sft_id_accuracy"] <= table["majority_id_accuracy"] + 1e-9).sum())
-        at_majority = f"{stuck} of {len(table)} runs end SFT at or below the majority class (ID).\n\n"
+        stuck = int((table[f"sft_{judged}_accuracy"] <= table[f"majority_{judged}_accuracy"] + 1e-9).sum())
+        at_majority = (f"{stuck} of {len(table)} runs end SFT at or below the majority class "
+                       f"({SPLIT_LABELS[judged]}).\n\n")
     if baselines:
         at_majority += "Baselines (mean over runs): " + "; ".join(
             f"{name} ID {b['id']['accuracy']:.3f} / OOD {b['ood']['accuracy']:.3f}"

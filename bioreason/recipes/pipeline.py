@@ -96,6 +96,10 @@ class PipelineArguments:
                 "the newest one only) every N optimizer steps, so a stage killed midway resumes from it instead of "
                 "from its start; 0 = off"})
     evaluate_base: bool = field(default=True, metadata={"help": "score the model before any stage"})
+    score_test_splits: bool = field(default=True, metadata={
+        "help": "score id_test / ood_test after each stage; false: validation only, for the runs that choose a "
+                "config (the chosen config is then scored on the test splits once). Skips most of the scoring time "
+                "where the test splits are large, and the reliance passes"})
     reliance: str = field(default="all", metadata={
         "help": "which stages measure their reliance on the input (two more scoring passes over each test split): "
                 "all (base too), last (the final stage only), none"})
@@ -317,7 +321,8 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
     stages, curve = state["stages"], state["curve"]
     baselines = state.get("baselines")
     if baselines is None:
-        baselines = baseline_metrics(model, processor, dataset, cells, data, bf16=precision.bf16)
+        baselines = baseline_metrics(model, processor, dataset, cells, data, bf16=precision.bf16,
+                                     keys=tuple(EVAL_SPLITS) if p.score_test_splits else ("validation",))
         state.update(baselines=baselines)
     print("baselines: " + baseline_line(baselines), flush=True)
 
@@ -327,6 +332,9 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
         return {k: strip(v) for k, v in metrics.items()}
 
     def score(m, stage: str) -> dict:  # after a stage: every held-out split, reliance where the setting asks
+        if not p.score_test_splits:  # a run that chooses: its test splits stay unread
+            return evaluate_splits(m, processor, dataset, cells, data, bf16=precision.bf16, keys=("validation",),
+                                   reliance=())
         return evaluate_splits(m, processor, dataset, cells, data, bf16=precision.bf16,
                                reliance=reliance_keys(p, stage))
 
@@ -368,6 +376,7 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
         state.finish_stage(stage, model, processor, stages=stages, curve=curve)  # stages[-1] is this stage
         kill_point("stage-saved")
     metrics = {"baselines": baselines, "stages": stages, "curve": curve, "precision": precision.as_dict(),
+               "scored_splits": list(EVAL_SPLITS) if p.score_test_splits else ["validation"],
                "budget": {"sft_examples": n_sft, "sft_epochs": sections["sft"]["num_train_epochs"],
                           "rl_examples": n_rl, "sft_lora_r": sections["sft"]["lora_r"],
                           "grpo_lora_r": sections["grpo"]["lora_r"]}}
@@ -462,11 +471,17 @@ def verify_run_folder(path: str, stages: tuple[str, ...] = ("cpt", "sft", "grpo"
     names = [s["name"] for s in metrics["stages"] if s["name"] != "base"]
     if tuple(names) != tuple(stages):
         raise ValueError(f"{path}: stages {names}, expected {list(stages)}")
+    scored = metrics.get("scored_splits", list(EVAL_SPLITS))  # validation only: a run that chose a config
     for i, stage in enumerate(metrics["stages"]):
         missing = {"name", "validation", "id", "ood", "steps", "seconds"} - set(stage)
         if missing:
             raise ValueError(f"{path}: stage {stage.get('name')} lacks {sorted(missing)}")
         for key in EVAL_SPLITS:
+            if key not in scored:
+                if stage[key]:
+                    raise ValueError(f"{path}: stage {stage['name']} has {key} scores in a run that scored "
+                                     f"{', '.join(scored)} only")
+                continue
             need = {"n", "prediction_rate",
                     *(f"{m}{end}" for m in ("accuracy", "macro_f1") for end in ("", "_lo", "_hi"))}
             if key != "validation" and (i == len(metrics["stages"]) - 1 or "reliance" in stage[key]):
@@ -475,7 +490,7 @@ def verify_run_folder(path: str, stages: tuple[str, ...] = ("cpt", "sft", "grpo"
             absent = need - set(stage[key])
             if absent and stage[key].get("n"):
                 raise ValueError(f"{path}: stage {stage['name']} {key} lacks {sorted(absent)}")
-        if i and not {"validation", "id", "ood"} <= set(stage.get("vs_previous", {})):
+        if i and not set(scored) <= set(stage.get("vs_previous", {})):
             raise ValueError(f"{path}: stage {stage['name']} lacks its paired comparison with the stage before")
     missing = {"majority", "probe", "input_probe"} - set(metrics.get("baselines", {}))
     if missing:

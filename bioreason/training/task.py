@@ -77,12 +77,13 @@ def _evaluate_splits(model, processor, dataset, cells, data: DataArguments, keys
     return out
 
 
-def baseline_metrics(model, processor, dataset, cells, data: DataArguments, bf16: bool = False) -> dict:
-    """`{"majority": {...}, "probe": {...}}` on the same held-out examples as the model's scores; the probe is fit
-    on the whole train split, on the model's encoders (through its feature cache, under the run's autocast so
-    training hits the same entries)."""
+def baseline_metrics(model, processor, dataset, cells, data: DataArguments, bf16: bool = False,
+                     keys: tuple[str, ...] = tuple(EVAL_SPLITS)) -> dict:
+    """`{"majority": {...}, "probe": {...}}` on the same held-out examples as the model's scores (the splits `keys`);
+    the probe is fit on the whole train split, on the model's encoders (through its feature cache, under the run's
+    autocast so training hits the same entries)."""
     from bioreason.evaluation.baselines import baseline_scores
 
     with autocast_for(model, bf16):
         return baseline_scores(base_model(model), processor, [dict(r) for r in dataset["train"]],
-                               eval_splits(dataset, data), cells, seed=data.task_seed)
+                               eval_splits(dataset, data, keys), cells, seed=data.task_seed)
