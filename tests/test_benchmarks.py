@@ -82,6 +82,18 @@ def test_split_rules_hold(built):
     assert ood_clusters == {"5", "6", "9"}
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_no_held_out_input_is_in_the_cpt_corpus_of_a_benchmark(built, name):
+    """CPT align trains on the train split's descriptions: no input of validation / id_test / ood_test is among
+    them (the check CPT runs before training, on the whole split rather than one draw)."""
+    from bioreason.data.leakage import check_align_corpus, held_out_inputs
+
+    path, summary = built[name]
+    ds = load_from_disk(path)
+    assert check_align_corpus(ds["train"], ds, path) == summary["splits"]["train"]["records"]
+    assert len(held_out_inputs(ds)) > 0
+
+
 @pytest.mark.parametrize(("name", "length"), [("jaspar_tf_class", 48), ("jaspar_tf_class_1kb", 1000)])
 def test_jaspar_sites_come_from_their_matrix(built, name, length):
     from bioreason.data.benchmarks.jaspar import load_matrices

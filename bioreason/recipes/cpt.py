@@ -1,6 +1,8 @@
 """Continued pre-training: `text` mode trains the LLM on biological text (txt / jsonl / parquet with a `text` column,
 packed by TRL); `align` mode trains only the projectors on sequence -> description pairs (a task dataset's records with
-their reasoning text as the description), so a freshly composed model learns to read its encoders first.
+their reasoning text as the description), so a freshly composed model learns to read its encoders first. Neither
+trains on a corpus that holds an input of the task's held-out splits (`bioreason.data.leakage`): align checks its
+train draw, text checks each file against the task's sequences when a `dataset` is given.
 
     bioreason run cpt --config recipes/configs/antibody_chain/cpt.yaml [key=value ...]
 """
@@ -28,8 +30,9 @@ class CPTRecipeArguments:
     evaluate: bool = field(default=True, metadata={"help": "align: score the held-out splits after training"})
 
 
-def load_text_corpus(files: list[str]):
-    """A `datasets.Dataset` with one `text` column from .txt / .jsonl / .parquet files."""
+def load_text_corpus(files: list[str], task=None):
+    """A `datasets.Dataset` with one `text` column from .txt / .jsonl / .parquet files; with `task` (a task
+    DatasetDict) each file is refused if a document quotes one of its held-out sequences."""
     from datasets import Dataset, concatenate_datasets, load_dataset
 
     parts = []
@@ -44,6 +47,10 @@ def load_text_corpus(files: list[str]):
             parts.append(load_dataset("parquet", data_files=path, split="train").select_columns(["text"]))
         else:
             raise ValueError(f"{path}: text corpora are .txt, .jsonl or .parquet")
+        if task is not None:
+            from bioreason.data.leakage import check_text_corpus
+
+            check_text_corpus(parts[-1]["text"], path, task)
     return concatenate_datasets(parts)
 
 
@@ -54,6 +61,11 @@ def run(recipe: CPTRecipeArguments, model_args: ModelArguments, data: DataArgume
         # collator trains on the description of each input
         model_args = replace(model_args, use_peft=False, encoders_trainable=False, projectors_trainable=True,
                              llm_trainable=False)
+        from bioreason.data.leakage import check_align_corpus
+        from bioreason.training.task import load_task, train_records
+
+        task, _ = load_task(data)
+        check_align_corpus(train_records(task, data), task, data.dataset)
         return sft.run(sft.SFTRecipeArguments(target="describe", resume=recipe.resume, evaluate=recipe.evaluate),
                        model_args, data, config, model=model, processor=processor, callbacks=callbacks)
     if recipe.mode != "text" or not recipe.text_files:
@@ -69,8 +81,13 @@ def run(recipe: CPTRecipeArguments, model_args: ModelArguments, data: DataArgume
         return BioSFTTrainer(model=model, args=config, train_dataset=train, processing_class=processor.tokenizer,
                              callbacks=[*(callbacks or []), *fault_callbacks()])
 
+    task = None
+    if data.dataset:  # the task this model will be fine-tuned on: its held-out sequences stay out of the corpus
+        from bioreason.training.task import load_task
+
+        task, _ = load_task(data)
     result, _ = run_stage(recipe, model_args, data, config, make_trainer, model=model, processor=processor,
-                          train=load_text_corpus(recipe.text_files))
+                          train=load_text_corpus(recipe.text_files, task))
     return result
 
 
