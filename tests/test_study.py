@@ -313,3 +313,30 @@ def test_eval_cli_and_curve(tiny_setup, tmp_path):
     points = json.loads((tmp_path / "curve" / "curve.json").read_text())
     assert [p["label"] for p in points] == ["1", "2"] and (tmp_path / "curve" / "curve.png").exists()
     assert points[0]["id_test"] == points[1]["id_test"]  # the same model twice gives the same point
+
+
+def test_a_grid_axis_is_reported_as_a_paired_difference_matched_on_the_other_axes(tmp_path):
+    """cpt on vs off at two SFT budgets over two seeds: each budget gets its own paired comparison, the seeds matched
+    (seed s with CPT against seed s without), the last stage's per-record vectors stacked as seeds."""
+    from bioreason.evaluation.study_report import axis_pairs
+
+    out = str(tmp_path)
+    vectors = {  # (cpt, budget, seed) -> the last stage's OOD vector over the same 4 records
+        (False, 64, 0): [0, 0, 1, 1], (True, 64, 0): [1, 1, 1, 1],
+        (False, 64, 1): [0, 1, 1, 1], (True, 64, 1): [1, 1, 1, 1],
+        (False, 128, 0): [1, 1, 1, 1], (True, 128, 0): [1, 1, 1, 0],
+        (False, 128, 1): [1, 1, 1, 1], (True, 128, 1): [1, 1, 1, 1],
+    }
+    for (cpt, budget, seed), ood in vectors.items():
+        fake_run(out, f"cpt-{cpt}_seed-{seed}_sft-{budget}", {"cpt": cpt, "seed": seed, "sft_examples": budget},
+                 0.5, sum(ood) / 4, sft_examples=budget, correct=[{"ood": [0, 0, 0, 0]}, {"ood": ood}])
+    pairs = {c["given"]["sft_examples"]: c for c in axis_pairs(out, "cpt") if c["split"] == "ood"}
+    assert set(pairs) == {"64", "128"} and all(c["a"] is False and c["b"] is True for c in pairs.values())
+    assert pairs["64"]["seeds"] == 2 and pairs["64"]["n"] == 4
+    assert pairs["64"]["difference"] == 3 / 8 and (pairs["64"]["a_only"], pairs["64"]["b_only"]) == (0, 3)
+    assert pairs["128"]["difference"] == -1 / 8
+    study.harvest(out)
+    report = open(write_study_report(out)).read()
+    assert "- `cpt` True vs False (sft_examples=64): OOD +0.375 [" in report
+    assert "- `cpt` True vs False (sft_examples=128): OOD -0.125 [" in report
+    assert "- `sft_examples` 128 vs 64 (cpt=False): OOD +0.375 [" in report  # every axis, matched on the others

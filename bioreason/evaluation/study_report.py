@@ -156,6 +156,71 @@ def _id_vs_ood(out: str, table: pd.DataFrame, baselines: dict) -> str:
     return _save(fig, out, "id_vs_ood.png")
 
 
+def _finished_runs(out: str) -> list[tuple[dict, dict, tuple | None]]:
+    """(axes, {stage name: stage record}, records key) of every finished run with per-record vectors."""
+    import json
+
+    runs = []
+    runs_dir = os.path.join(out, "runs")
+    for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
+        run_dir = os.path.join(runs_dir, name)
+        if not os.path.exists(os.path.join(run_dir, "DONE")) or not os.path.exists(os.path.join(run_dir, "axes.json")):
+            continue
+        with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as fh:
+            stages = {s["name"]: s for s in json.load(fh)["stages"]}
+        with open(os.path.join(run_dir, "axes.json"), encoding="utf-8") as fh:
+            axes = json.load(fh)
+        runs.append((axes, stages, _records_key(run_dir)))
+    return runs
+
+
+def _ordered(values: list) -> list:
+    unique = []
+    for v in values:
+        if v not in unique:
+            unique.append(v)
+    try:
+        return sorted(unique)
+    except TypeError:  # mixed kinds: the grid's order of appearance
+        return unique
+
+
+def axis_pairs(out: str, axis: str, stage: str | None = None, seed_axis: str = "seed") -> list[dict]:
+    """Each value of a grid `axis` against its first (sorted) value, as paired comparisons on the same records: runs
+    that differ only in `axis` and the seed are matched by seed, and their per-record vectors of `stage` (default:
+    each run's last stage) are stacked as seeds (`paired_comparison`), separately for each setting of the other axes.
+    Returns one entry per (value, other axes, split): `{"axis", "a", "b", "given", "split", **comparison}`; runs
+    scored on other records (a different `RECORD_KEYS`) are not paired."""
+    from bioreason.evaluation.intervals import paired_comparison
+
+    runs = [r for r in _finished_runs(out) if axis in r[0]]
+    values = _ordered([r[0][axis] for r in runs])
+    if len(values) < 2:
+        return []
+    cells: dict[tuple, dict] = {}  # (other axes, value) -> {seed: (vectors, records key)}
+    for axes, stages, key in runs:
+        name = stage if stage is not None else [n for n in stages if n != "base"][-1]
+        if name not in stages or "correct" not in stages[name]:
+            continue
+        others = tuple(sorted((k, repr(v)) for k, v in axes.items() if k not in (axis, seed_axis)))
+        cells.setdefault((others, repr(axes[axis])), {})[axes.get(seed_axis)] = (stages[name]["correct"], key)
+    found = []
+    for (others, value), by_seed in cells.items():
+        if value == repr(values[0]):
+            continue
+        base = cells.get((others, repr(values[0])), {})
+        seeds = [s for s in by_seed if s in base and by_seed[s][1] == base[s][1]]
+        for split in ("validation", "id", "ood"):
+            pairs = [(base[s][0].get(split), by_seed[s][0].get(split)) for s in seeds]
+            pairs = [(a, b) for a, b in pairs if a is not None and b is not None and len(a) == len(b)]
+            if not pairs or len({len(a) for a, _ in pairs}) > 1:
+                continue
+            comparison = paired_comparison([a for a, _ in pairs], [b for _, b in pairs])
+            found.append({"axis": axis, "a": values[0], "b": next(v for v in values if repr(v) == value),
+                          "given": dict(others), "split": split, **comparison})
+    return found
+
+
 def write_study_report(out: str) -> str:
     table = pd.read_csv(os.path.join(out, "results.csv"))
     if table.empty:
@@ -250,6 +315,23 @@ def write_study_report(out: str) -> str:
         rl_effect = (f"RL after SFT changed OOD accuracy by {diff.mean():+.3f} on average (better in {(diff > 0).sum()}"
                      f", worse in {(diff < 0).sum()}, same in {(diff == 0).sum()} of {len(diff)} runs) and ID "
                      f"accuracy by {diff_id.mean():+.3f}.\n\n")
+    axis_effects = []
+    axis_names = [c[len("axis_"):] for c in table.columns if c.startswith("axis_") and c != "axis_seed"]
+    for axis in axis_names:
+        if table[f"axis_{axis}"].nunique() < 2:
+            continue
+        from bioreason.evaluation.intervals import format_difference
+
+        by_setting: dict = {}
+        for c in axis_pairs(out, axis):
+            given = ", ".join(f"{k}={v}" for k, v in c["given"].items())
+            by_setting.setdefault((repr(c["b"]), given, c["a"], c["b"]), []).append(
+                f"{SPLIT_LABELS[c['split']]} {format_difference(c)}")
+        axis_effects += [f"- `{axis}` {b} vs {a}" + (f" ({given})" if given else "") + ": " + "; ".join(parts)
+                         for (_, given, a, b), parts in by_setting.items()]
+    if axis_effects:
+        rl_effect += ("Each grid axis, a value against the first, paired on the same records over the seeds (last "
+                      "stage; accuracy difference, 95% interval, McNemar p):\n\n" + "\n".join(axis_effects) + "\n\n")
     at_majority = ""
     judged = "id" if "id" in splits else "validation"
     if f"majority_{judged}_accuracy" in table and f"sft_{judged}_accuracy" in table:
