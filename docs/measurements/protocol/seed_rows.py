@@ -41,7 +41,27 @@ def summarize(study: str) -> dict:
         first = json.load(fh)
     out["n"] = {split: first["stages"][-1][split]["n"] for split in ("validation", "id", "ood")}
     out["grpo_vs_sft"] = stage_pairs(study, "sft", "grpo")
+    curve = sft_validation_curve(study, out["runs"])
+    if curve:
+        out["sft_validation_curve"] = curve
     return out
+
+
+def sft_validation_curve(study: str, runs: list[str]) -> dict:
+    """Validation accuracy along SFT (the runs' `eval_every_steps` points, the last one the stage's own score), by
+    SFT examples seen: `{examples: {"mean", "sd", "values"}}`, where every run was scored there."""
+    by_examples: dict[int, list[float]] = {}
+    for run in runs:
+        with open(os.path.join(study, "runs", run, "metrics.json"), encoding="utf-8") as fh:
+            metrics = json.load(fh)
+        with open(os.path.join(study, "runs", run, "run_config.json"), encoding="utf-8") as fh:
+            batch = json.load(fh)["pipeline"]["sft"]["per_device_train_batch_size"]
+        for point in metrics.get("curve") or []:
+            if point["stage"] == "sft" and "accuracy" in point.get("validation", {}):
+                by_examples.setdefault(point["step"] * batch, []).append(point["validation"]["accuracy"])
+    return {str(k): {"mean": float(pd.Series(v).mean()), "sd": float(pd.Series(v).std(ddof=1)) if len(v) > 1 else 0.0,
+                     "values": v}
+            for k, v in sorted(by_examples.items()) if len(v) == len(runs)}
 
 
 def cell(summary: dict, column: str) -> str:
@@ -70,6 +90,8 @@ def main(study: str, benchmark: str) -> None:
 
     for split, comparison in summary["grpo_vs_sft"].items():
         print(f"GRPO vs SFT, {split}: {format_difference(comparison)}")
+    for examples, point in summary.get("sft_validation_curve", {}).items():
+        print(f"validation after {examples} SFT examples: {point['mean']:.3f} ± {point['sd']:.3f} {point['values']}")
 
 
 if __name__ == "__main__":
