@@ -514,7 +514,7 @@ STUDY_CONFIGS = sorted(os.path.join(REPO, "recipes", "configs", "study", f)
                        for f in os.listdir(os.path.join(REPO, "recipes", "configs", "study")))
 
 
-def test_a_pipeline_that_chooses_scores_validation_only(tmp_path, task, model_dir, monkeypatch):
+def test_a_pipeline_that_chooses_scores_validation_only(tmp_path, task, model_dir, monkeypatch, capsys):
     """`score_test_splits: false`: every stage, the base model and the baselines are scored on validation alone (no
     record of id_test / ood_test reaches the scorer); the report, the card and run-folder checks say so."""
     from bioreason.evaluation import baselines as baseline_module
@@ -545,6 +545,7 @@ def test_a_pipeline_that_chooses_scores_validation_only(tmp_path, task, model_di
                          "bf16: false\nsft:\n  lora_r: 4\n  per_device_train_batch_size: 2\n")
     metrics = pipeline.run(*args)
     assert seen == ["evaluate validation", "evaluate validation"]  # base, then SFT: nothing else was scored
+    assert "baselines: majority validation " in capsys.readouterr().out
     assert splits_given == [{"validation"}]
     assert metrics["scored_splits"] == ["validation"]
     base, sft = metrics["stages"]

@@ -450,9 +450,11 @@ def reliance_keys(p: PipelineArguments, stage: str) -> tuple[str, ...]:
 
 
 def baseline_line(baselines: dict) -> str:
-    """One line: majority and probe accuracy, ID / OOD."""
-    return "; ".join(f"{name} ID {b['id']['accuracy']:.3f} / OOD {b['ood']['accuracy']:.3f}"
-                     for name, b in baselines.items() if "id" in b and "ood" in b)
+    """One line: each baseline's accuracy on the splits it was scored on (ID / OOD, or validation alone)."""
+    names = {"validation": "validation", "id": "ID", "ood": "OOD"}
+    return "; ".join(f"{name} " + " / ".join(f"{names[k]} {b[k]['accuracy']:.3f}" for k in names
+                                            if k in b and (k != "validation" or "id" not in b))
+                     for name, b in baselines.items() if any(k in b for k in names))
 
 
 def stage_budgets(p: PipelineArguments) -> tuple[int, int]:
