@@ -238,6 +238,20 @@ class Kill(TrainerCallback):
             raise KeyboardInterrupt("killed")
 
 
+def killed_at_step_3(monkeypatch, trainer_class, run):
+    """`run()` with every `trainer_class` killed at the end of step 3 (KeyboardInterrupt), then the class restored."""
+    original = trainer_class.__init__
+
+    def with_kill(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.add_callback(Kill())
+
+    monkeypatch.setattr(trainer_class, "__init__", with_kill)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(trainer_class, "__init__", original)
+
+
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, task, model_dir, monkeypatch):
     from bioreason.recipes import sft
 
@@ -246,17 +260,9 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, task, model_dir,
             "2", "--learning_rate", "1e-2", "--use_peft", "true", "--lora_r", "4", *CPU]
     sft.main([*argv, "--output_dir", str(tmp_path / "full")])
 
-    original = sft.BioSFTTrainer.__init__
-
-    def with_kill(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        self.add_callback(Kill())
-
-    monkeypatch.setattr(sft.BioSFTTrainer, "__init__", with_kill)
-    with pytest.raises(KeyboardInterrupt):
-        sft.main([*argv, "--output_dir", str(tmp_path / "killed")])
+    killed_at_step_3(monkeypatch, sft.BioSFTTrainer,
+                     lambda: sft.main([*argv, "--output_dir", str(tmp_path / "killed")]))
     assert sorted(p for p in os.listdir(tmp_path / "killed") if p.startswith("checkpoint-")) == ["checkpoint-2"]
-    monkeypatch.setattr(sft.BioSFTTrainer, "__init__", original)
     sft.main([*argv, "--output_dir", str(tmp_path / "killed"), "--resume", "true"])
     full, resumed = weights(tmp_path / "full" / "final"), weights(tmp_path / "killed" / "final")
     for key in full:
@@ -926,19 +932,11 @@ def test_grpo_with_dynamic_sampling_killed_midway_resumes_to_the_uninterrupted_d
     full = grpo.main([*argv, "--output_dir", str(tmp_path / "full")])
     assert full["dynamic_sampling"]["groups_generated"] == 32  # 4 steps x 2 groups x 4 draws
 
-    original = grpo.BioGRPOTrainer.__init__
-
-    def with_kill(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        self.add_callback(Kill())
-
-    monkeypatch.setattr(grpo.BioGRPOTrainer, "__init__", with_kill)
-    with pytest.raises(KeyboardInterrupt):
-        grpo.main([*argv, "--output_dir", str(tmp_path / "killed")])
+    killed_at_step_3(monkeypatch, grpo.BioGRPOTrainer,
+                     lambda: grpo.main([*argv, "--output_dir", str(tmp_path / "killed")]))
     checkpoint = tmp_path / "killed" / "checkpoint-2"
     saved = json.loads((checkpoint / grpo.BioGRPOTrainer.DRAWS_FILE).read_text())
     assert saved["record"]["groups_generated"] == 16
-    monkeypatch.setattr(grpo.BioGRPOTrainer, "__init__", original)
     resumed = grpo.main([*argv, "--output_dir", str(tmp_path / "killed"), "--resume", "true"])
     assert resumed["dynamic_sampling"] == full["dynamic_sampling"]
     a, b = weights(tmp_path / "full" / "final"), weights(tmp_path / "killed" / "final")
