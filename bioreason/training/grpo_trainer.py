@@ -56,6 +56,9 @@ TRL_CONTRACT: dict[str, tuple[str, ...]] = {
     "_compute_loss": ("self", "model", "inputs"),
     "_get_per_token_logps_and_entropies": ("self", "model", "input_ids", "attention_mask", "logits_to_keep",
                                            "batch_size", "compute_entropy", "compute_aux_loss"),
+    # transformers' Trainer, inherited: where dynamic sampling's draw state joins the checkpoint's RNG states
+    "_save_rng_state": ("self", "output_dir"),
+    "_load_rng_state": ("self", "checkpoint"),
 }
 
 
