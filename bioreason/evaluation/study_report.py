@@ -104,23 +104,14 @@ def stage_pairs(out: str, before: str, after: str) -> dict[str, dict]:
     record is the unit, and three seeds of one record are not three records. Otherwise each run's records are
     concatenated and the interval resamples (run, record) pairs. McNemar counts every (run, record) pair either way.
     Runs that predate the per-record vectors are skipped."""
-    import json
-
     from bioreason.evaluation.intervals import paired_comparison
 
     a: dict[str, list[list[int]]] = {}
     b: dict[str, list[list[int]]] = {}
     keys: dict[str, set] = {}
-    runs_dir = os.path.join(out, "runs")
-    for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
-        path = os.path.join(runs_dir, name, "metrics.json")
-        if not os.path.exists(os.path.join(runs_dir, name, "DONE")) or not os.path.exists(path):
-            continue
-        with open(path, encoding="utf-8") as fh:
-            stages = {s["name"]: s for s in json.load(fh)["stages"]}
+    for _, stages, key in _finished_runs(out):
         if before not in stages or after not in stages:
             continue
-        key = _records_key(os.path.join(runs_dir, name))
         for split, correct in stages[after].get("correct", {}).items():
             previous = stages[before].get("correct", {}).get(split)
             if previous is not None and len(previous) == len(correct):
@@ -157,19 +148,23 @@ def _id_vs_ood(out: str, table: pd.DataFrame, baselines: dict) -> str:
 
 
 def _finished_runs(out: str) -> list[tuple[dict, dict, tuple | None]]:
-    """(axes, {stage name: stage record}, records key) of every finished run with per-record vectors."""
+    """(axes, {stage name: stage record}, records key) of every finished run of a study, in name order; axes `{}`
+    where a run has no axes.json."""
     import json
 
     runs = []
     runs_dir = os.path.join(out, "runs")
     for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
         run_dir = os.path.join(runs_dir, name)
-        if not os.path.exists(os.path.join(run_dir, "DONE")) or not os.path.exists(os.path.join(run_dir, "axes.json")):
+        metrics = os.path.join(run_dir, "metrics.json")
+        if not os.path.exists(os.path.join(run_dir, "DONE")) or not os.path.exists(metrics):
             continue
-        with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as fh:
+        with open(metrics, encoding="utf-8") as fh:
             stages = {s["name"]: s for s in json.load(fh)["stages"]}
-        with open(os.path.join(run_dir, "axes.json"), encoding="utf-8") as fh:
-            axes = json.load(fh)
+        axes = {}
+        if os.path.exists(os.path.join(run_dir, "axes.json")):
+            with open(os.path.join(run_dir, "axes.json"), encoding="utf-8") as fh:
+                axes = json.load(fh)
         runs.append((axes, stages, _records_key(run_dir)))
     return runs
 
