@@ -330,3 +330,43 @@ def test_compose_says_nothing_that_is_not_about_the_run():
     finally:
         hf_logger.removeHandler(handler)
     assert not [m for m in seen if "multivariate normal" in m], seen
+
+
+def test_embedding_output_norm_is_the_llms_embedding_norm_and_survives_save_load(tmp_path):
+    tok = tiny_tokenizer()
+    llm = tiny_llm("llama", vocab_size=len(tok))
+    expected = float(llm.get_input_embeddings().weight.detach().float().norm(dim=-1).mean())
+    model, processor = compose(llm, {"protein": tiny_encoder("esm2")}, tokenizer=tok,
+                               projector={"type": "mlp2x_gelu", "options": {"output_norm": "embedding"}})
+    projector = model.model.projectors["protein"]
+    assert projector.output_norm == pytest.approx(expected, abs=1e-4)
+    assert model.config.modalities["protein"]["projector"]["options"]["output_norm"] == projector.output_norm
+    inputs = processor(**prompt_for("esm2"))
+    features = model.model.get_modality_features("protein", inputs["protein_values"], inputs["protein_mask"])
+    assert torch.allclose(features.norm(dim=-1), torch.full(features.shape[:1], projector.output_norm), atol=1e-3)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert loaded.model.projectors["protein"].output_norm == projector.output_norm
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, loaded(**inputs).logits)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("embedding", "embedding"), ("3.5", 3.5)])
+def test_projector_output_norm_argument_reaches_the_projector_spec(monkeypatch, value, expected):
+    import bioreason.model.composition as composition
+    from bioreason.training.arguments import ModelArguments
+    from bioreason.training.prepare import load_model
+
+    seen = {}
+
+    def fake_compose(llm, encoders, projector, **kwargs):
+        seen["projector"] = projector
+        raise RuntimeError("stop after the spec")
+
+    monkeypatch.setattr(composition, "compose", fake_compose)
+    args = ModelArguments(llm="unused", projector="resampler", num_queries=8, projector_output_norm=value)
+    with pytest.raises(RuntimeError, match="stop after the spec"):
+        load_model(args)
+    assert seen["projector"] == {"type": "resampler", "options": {"num_queries": 8, "output_norm": expected}}

@@ -50,3 +50,30 @@ def test_unknown_projector_names_the_available_ones():
     with pytest.raises(ValueError, match=rf"Unknown projector 'qformer'; available: {available}"):
         build_projector("qformer", 4, 8)
     assert set(PROJECTORS) == {"linear", "mlp", "resampler", "mean"}
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_output_norm_fixes_every_token_norm_and_travels_in_the_options(spec):
+    spec = normalize_spec(spec)
+    spec["options"]["output_norm"] = 2.5
+    projector = build_projector(spec, in_dim=12, out_dim=20)
+    emb, mask = torch.randn(3, 7, 12) * 50, torch.ones(3, 7, dtype=torch.bool)
+    out = projector.rescale(projector(emb, mask))
+    assert torch.allclose(out.norm(dim=-1), torch.full(out.shape[:2], 2.5), atol=1e-4)
+    assert projector.options["output_norm"] == 2.5
+    rebuilt = build_projector({"type": spec["type"], "options": projector.options}, in_dim=12, out_dim=20)
+    rebuilt.load_state_dict(projector.state_dict())
+    assert torch.equal(rebuilt.rescale(rebuilt(emb, mask)), out)
+
+
+def test_without_output_norm_the_scale_is_the_projectors_own():
+    projector = build_projector("linear", 12, 20)
+    emb, mask = torch.randn(2, 5, 12), torch.ones(2, 5, dtype=torch.bool)
+    assert torch.equal(projector.rescale(projector(emb, mask)), projector(emb, mask))
+    assert "output_norm" not in projector.options
+
+
+@pytest.mark.parametrize("bad", ["loud", 0, -1.0])
+def test_a_bad_output_norm_is_refused(bad):
+    with pytest.raises(ValueError, match="output_norm must be"):
+        build_projector({"type": "linear", "options": {"output_norm": bad}}, 12, 20)

@@ -152,6 +152,13 @@ def _encoder_from(spec: Any) -> Encoder:
     raise TypeError(f"cannot build an encoder from {type(spec).__name__}")
 
 
+def embedding_norm(llm: PreTrainedModel) -> float:
+    """Mean L2 norm of the rows of `llm`'s input embedding matrix (a quantized matrix is dequantized by `.float()`
+    where bitsandbytes allows; compose fails clearly otherwise)."""
+    weight = llm.get_input_embeddings().weight
+    return float(weight.detach().float().norm(dim=-1).mean())
+
+
 def compose(
     llm: str | PreTrainedModel,
     encoders: dict[str, Any],
@@ -210,16 +217,21 @@ def compose(
     # the loaded encoders become the model's own modules: built once, not rebuilt from their specs and copied
     model = BioReasonForCausalLM._from_config(config, encoders=built,
                                               attn_implementation=attn_implementation or default_attn_implementation())
-    # the projector specs now carry every derived option (resampler width / heads), so reloads rebuild them exactly
-    for modality, proj in model.model.projectors.items():
-        config.modalities[modality]["projector"]["options"] = dict(proj.options)
-        proc_modalities[modality]["projector"]["options"] = dict(proj.options)
-
     # Copy the pretrained weights in (one initialisation, no second random init on top of them)
     base = llm_model.get_submodule(llm_model.base_model_prefix)
     model.model.language_model.load_state_dict(base.state_dict(), strict=True)
     model.lm_head.load_state_dict(llm_model.get_output_embeddings().state_dict())
     model.tie_weights()
+    # output_norm "embedding": the mean norm of the LLM's own token embeddings (before the placeholders are added),
+    # so projected tokens arrive at the scale the LLM's first layer was trained on
+    for proj in model.model.projectors.values():
+        if proj.output_norm == "embedding":
+            proj.set_output_norm(round(embedding_norm(llm_model), 4))
+    # the projector specs now carry every derived option (resampler width / heads, the resolved output norm), so
+    # reloads rebuild them exactly
+    for modality, proj in model.model.projectors.items():
+        config.modalities[modality]["projector"]["options"] = dict(proj.options)
+        proc_modalities[modality]["projector"]["options"] = dict(proj.options)
     # the placeholder tokens start at the mean embedding (chosen on purpose; transformers logs its notice of that
     # choice on every compose, which says nothing about the user's run, so it is silenced here)
     from transformers.utils import logging as hf_logging

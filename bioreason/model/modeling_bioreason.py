@@ -142,7 +142,7 @@ class BioReasonModel(BioReasonPreTrainedModel):
         order, which is the order `masked_scatter` fills the placeholders."""
         projector = self.projectors[modality]
         embeddings, emb_mask = self.encode(modality, values, mask)
-        projected = projector(embeddings.to(self.language_model.dtype), emb_mask)
+        projected = projector.rescale(projector(embeddings.to(self.language_model.dtype), emb_mask))
         return projected[projector.output_mask(emb_mask)]
 
     def get_placeholder_mask(self, modality: str, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,10 @@ class ModelArguments(ModelConfig):
         "help": "linear | mlp2x_gelu | resampler | mean: maps encoder outputs to LLM embeddings"})
     num_queries: int = field(default=32, metadata={
         "help": "resampler: learned query tokens per input (its output length)"})
+    projector_output_norm: str | None = field(default=None, metadata={
+        "help": "fix each projected token's L2 norm: 'embedding' (the LLM's mean token-embedding norm), a number, or "
+                "null (unscaled). Projector alignment (CPT) doubled the unscaled norm and the SFT after it did "
+                "worse than SFT alone (docs/STUDY.md)"})
     encoders_trainable: bool | None = field(default=None, metadata={
         "help": "true trains every encoder; false freezes every encoder (trainable-by-design ones such as "
                 "`expression` too: a fixed featurizer, the features the probe baseline reads); unset keeps each "

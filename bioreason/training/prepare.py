@@ -39,12 +39,23 @@ def load_model(model_args: ModelArguments):
                              "model_name_or_path")
         llm = default_llm_path() if model_args.llm == "default" else model_args.llm
         encoders = dict(e.split("=", 1) for e in model_args.encoders)
-        projector = model_args.projector
-        if projector == "resampler":
-            projector = {"type": "resampler", "options": {"num_queries": model_args.num_queries}}
+        projector = {"type": model_args.projector, "options": {}}
+        if model_args.projector == "resampler":
+            projector["options"]["num_queries"] = model_args.num_queries
+        if model_args.projector_output_norm is not None:
+            projector["options"]["output_norm"] = _output_norm(model_args.projector_output_norm)
         model, processor = compose(llm=llm, encoders=encoders, projector=projector, dtype=dtype,
                                    attn_implementation=model_args.attn_implementation)
     return prepare_model(model, model_args), processor
+
+
+def _output_norm(value: str) -> float | str:
+    """`projector_output_norm` as the projector takes it: a number from its string form, else the word itself
+    ("embedding"; any other word is refused by `Projector.set_output_norm`)."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def prepare_model(model, model_args: ModelArguments):
