@@ -340,3 +340,51 @@ def test_a_grid_axis_is_reported_as_a_paired_difference_matched_on_the_other_axe
     assert "- `cpt` True vs False (sft_examples=64): OOD +0.375 [" in report
     assert "- `cpt` True vs False (sft_examples=128): OOD -0.125 [" in report
     assert "- `sft_examples` 128 vs 64 (cpt=False): OOD +0.375 [" in report  # every axis, matched on the others
+
+
+def choice_run(out: str, name: str, axes: dict, validation: list[int]) -> None:
+    """A finished validation-only run of a choosing study: its SFT stage's per-record validation vector."""
+    run_dir = os.path.join(out, "runs", name)
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, "metrics.json"), "w") as fh:
+        json.dump({"stages": [{"name": "sft", "correct": {"validation": validation}}]}, fh)
+    with open(os.path.join(run_dir, "axes.json"), "w") as fh:
+        json.dump(axes, fh)
+    open(os.path.join(run_dir, "DONE"), "w").close()
+
+
+def test_choose_config_takes_the_cheapest_config_not_worse_than_the_best(tmp_path):
+    """docs/EVALUATION.md's rule on hand-made validation vectors (20 records, 2 seeds): 1024 examples is best (all
+    right); 512 misses one record per seed (its paired interval reaches 0: chosen); 256 misses half (wholly below)."""
+    from bioreason.evaluation.study_report import choice_text, choose_config
+
+    out = str(tmp_path)
+    wrong = {256: 10, 512: 1, 1024: 0}
+    for budget, misses in wrong.items():
+        for seed in (0, 1):
+            vector = [0] * misses + [1] * (20 - misses)
+            choice_run(out, f"seed-{seed}_sft-{budget}", {"seed": seed, "sft_examples": budget}, vector)
+    choice = choose_config(out)
+    assert choice["best"] == {"sft_examples": 1024} and choice["chosen"] == {"sft_examples": 512}
+    rows = {r["config"]["sft_examples"]: r for r in choice["configs"]}
+    assert [r["config"]["sft_examples"] for r in choice["configs"]] == [256, 512, 1024]  # cost order
+    assert rows[256]["vs_best"]["difference"] == -0.5 and rows[256]["vs_best"]["difference_hi"] < 0
+    assert rows[512]["vs_best"]["difference"] == -0.05 and rows[512]["vs_best"]["difference_hi"] >= 0
+    assert rows[1024]["vs_best"] is None and choice["seeds"] == [0, 1]
+    text = choice_text(out)
+    assert "**sft_examples=512**" in text and "- sft_examples=1024: validation 1.000 (the best)" in text
+    assert "- sft_examples=256: validation 0.500; minus the best -0.500 [" in text
+
+
+def test_choose_config_breaks_an_accuracy_tie_towards_the_cheaper_config(tmp_path):
+    from bioreason.evaluation.study_report import choose_config
+
+    out = str(tmp_path)
+    for cpt in (False, True):
+        for budget in (64, 128):
+            vector = [1, 1, 0, 1] if budget == 128 else [0, 0, 0, 1]
+            choice_run(out, f"cpt-{cpt}_sft-{budget}", {"cpt": cpt, "sft_examples": budget}, vector)
+    choice = choose_config(out)
+    assert choice["best"] == {"cpt": False, "sft_examples": 128}  # CPT and no CPT tie: no CPT is cheaper
+    assert [tuple(r["config"].values()) for r in choice["configs"]] == [
+        (False, 64), (True, 64), (False, 128), (True, 128)]

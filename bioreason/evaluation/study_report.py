@@ -216,6 +216,70 @@ def axis_pairs(out: str, axis: str, stage: str | None = None, seed_axis: str = "
     return found
 
 
+COST_ORDER = ("sft_examples", "sft_epochs", "rl_examples", "total_examples", "cpt_examples", "cpt")
+"""Grid axes that make a config dearer as their value grows, most important first: `choose_config` breaks ties
+towards the config that is cheaper on them (fewer SFT examples, then no CPT)."""
+
+
+def choose_config(out: str, split: str = "validation", seed_axis: str = "seed") -> dict | None:
+    """The config a choosing study picks (docs/EVALUATION.md, "The rule that chooses"): the cheapest config (by the
+    grid axes in `COST_ORDER`, then the others in sorted order) whose `split` accuracy is not below the best
+    config's by a paired difference whose 95% interval lies wholly below 0. A config is a setting of every grid axis
+    but the seed; its seeds' per-record vectors (last stage) are stacked on the same records, and only the seeds every
+    config has are compared. Returns `{"best", "chosen", "configs": [{"config", "accuracy", "vs_best"}, ...]}` in
+    cost order, or None where fewer than two configs have `split` scored."""
+    from bioreason.evaluation.intervals import paired_comparison
+
+    cells: dict[tuple, dict] = {}  # config -> {seed: correct vector}
+    for axes, stages, _ in _finished_runs(out):
+        name = [n for n in stages if n != "base"][-1]
+        correct = stages[name].get("correct", {}).get(split)
+        if correct is None:
+            continue
+        config = tuple(sorted((k, v) for k, v in axes.items() if k != seed_axis))
+        cells.setdefault(config, {})[axes.get(seed_axis)] = list(correct)
+    if len(cells) < 2:
+        return None
+    seeds = sorted(set.intersection(*(set(by_seed) for by_seed in cells.values())), key=repr)
+    if not seeds:
+        return None
+
+    def cost(config: tuple) -> tuple:
+        values = dict(config)
+        return (tuple(values[a] for a in COST_ORDER if a in values),
+                tuple(repr(values[a]) for a in sorted(values) if a not in COST_ORDER))
+
+    stacked = {config: [by_seed[s] for s in seeds] for config, by_seed in cells.items()}
+    accuracy = {config: float(np.mean(vectors)) for config, vectors in stacked.items()}
+    best = min(stacked, key=lambda c: (-accuracy[c], cost(c)))  # equal accuracy: the cheaper config is the best
+    rows = []
+    for config in sorted(stacked, key=cost):
+        vs_best = paired_comparison(stacked[best], stacked[config]) if config != best else None
+        rows.append({"config": dict(config), "accuracy": accuracy[config], "vs_best": vs_best})
+    chosen = next(r["config"] for r in rows if r["vs_best"] is None or r["vs_best"]["difference_hi"] >= 0)
+    return {"split": split, "seeds": seeds, "best": dict(best), "chosen": chosen, "configs": rows}
+
+
+def choice_text(out: str) -> str:
+    """The report's paragraph on `choose_config`'s pick: every config's validation accuracy and its paired difference
+    from the best; empty where the study has fewer than two configs scored on validation."""
+    from bioreason.evaluation.intervals import format_difference
+
+    choice = choose_config(out)
+    if choice is None:
+        return ""
+
+    def name(config: dict) -> str:
+        return ", ".join(f"{k}={v}" for k, v in config.items()) or "(no axis)"
+
+    lines = [f"- {name(r['config'])}: validation {r['accuracy']:.3f}"
+             + (f"; minus the best {format_difference(r['vs_best'])}" if r["vs_best"] else " (the best)")
+             for r in choice["configs"]]
+    return (f"Chosen on validation by the rule of docs/EVALUATION.md (the cheapest config whose paired difference "
+            f"from the best does not lie wholly below 0; seeds {choice['seeds']}): **{name(choice['chosen'])}**."
+            "\n\n" + "\n".join(lines) + "\n\n")
+
+
 def write_study_report(out: str) -> str:
     table = pd.read_csv(os.path.join(out, "results.csv"))
     if table.empty:
@@ -327,6 +391,7 @@ def write_study_report(out: str) -> str:
     if axis_effects:
         rl_effect += ("Each grid axis, a value against the first, paired on the same records over the seeds (last "
                       "stage; accuracy difference, 95% interval, McNemar p):\n\n" + "\n".join(axis_effects) + "\n\n")
+    rl_effect += choice_text(out)
     at_majority = ""
     judged = "id" if "id" in splits else "validation"
     if f"majority_{judged}_accuracy" in table and f"sft_{judged}_accuracy" in table:
