@@ -951,3 +951,37 @@ def test_grpo_with_dynamic_sampling_killed_midway_resumes_to_the_uninterrupted_d
     shutil.rmtree(tmp_path / "killed" / "final")
     with pytest.raises(FileNotFoundError, match="checkpoint-2: no dynamic_sampling.json"):
         grpo.main([*argv, "--output_dir", str(tmp_path / "killed"), "--resume", "true"])
+
+
+def test_curve_splits_score_ood_along_sft_and_a_choosing_run_refuses_them(tmp_path, task, model_dir):
+    """`curve_splits: [validation, ood]` puts OOD beside validation at every periodic point (to see an OOD peak
+    along SFT), the last point being the stage's own scores; a run that leaves its test splits unread refuses them."""
+    from bioreason.evaluation.study import curve_rows
+    from bioreason.recipes import pipeline
+
+    text = (f"model_name_or_path: {model_dir}\ndataset: {task}\nstages: [sft]\nsft_examples: 8\n"
+            "max_eval_examples: 3\nbf16: false\nevaluate_base: false\neval_every_steps: 1\nreliance: none\n"
+            "sft:\n  per_device_train_batch_size: 4\n  lora_r: 4\n")
+    config = tmp_path / "curve.yaml"
+    config.write_text(text + f"output_dir: {tmp_path / 'run'}\ncurve_splits: [validation, ood]\n")
+    metrics = pipeline.main(["--config", str(config)])
+    sft = metrics["stages"][0]
+    points = metrics["curve"]
+    assert [c["step"] for c in points] == list(range(1, sft["steps"] + 1)) and len(points) == 2
+    assert all(set(c) == {"stage", "step", "validation", "ood"} for c in points)
+    assert all(c["ood"]["n"] == 3 and 0 <= c["ood"]["accuracy"] <= 1 for c in points)
+    assert points[-1]["ood"] == sft["ood"] and points[-1]["validation"] == sft["validation"]
+    rows = curve_rows(str(tmp_path / "run"), "run", metrics)
+    assert [r["ood_accuracy"] for r in rows] == [c["ood"]["accuracy"] for c in points]
+    assert all(r["id_accuracy"] is None for r in rows)  # not asked for: not scored
+
+    choosing = tmp_path / "choosing.yaml"
+    choosing.write_text(text + f"output_dir: {tmp_path / 'choose'}\ncurve_splits: [validation, ood]\n"
+                        "score_test_splits: false\n")
+    with pytest.raises(ValueError, match="score_test_splits is false"):
+        pipeline.main(["--config", str(choosing)])
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(text + f"output_dir: {tmp_path / 'unknown'}\ncurve_splits: [ood]\n")
+    with pytest.raises(ValueError, match="must hold validation"):
+        pipeline.main(["--config", str(unknown)])
+    assert not (tmp_path / "choose").exists() and not (tmp_path / "unknown").exists()

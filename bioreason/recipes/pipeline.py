@@ -91,6 +91,10 @@ class PipelineArguments:
     eval_every_steps: int = field(default=0, metadata={
         "help": "also score the validation split every N optimizer steps (the curve in metrics.json, where "
                 "checkpoints are chosen); 0 = off"})
+    curve_splits: list[str] = field(default_factory=lambda: ["validation"], metadata={
+        "help": "the splits each periodic evaluation scores: validation (where checkpoints and configs are chosen), "
+                "and id / ood for the record, to see OOD along SFT (an OOD peak before the end); the test splits "
+                "only where score_test_splits is true"})
     checkpoint_every_steps: int = field(default=50, metadata={
         "help": "save a stage's trainer checkpoint (its adapter, trained modules, optimizer, RNG and data position; "
                 "the newest one only) every N optimizer steps, so a stage killed midway resumes from it instead of "
@@ -182,6 +186,13 @@ def check_sections(p: PipelineArguments, model_args: ModelArguments) -> None:
     unknown = [s for s in p.stages if s not in ("cpt", "sft", "grpo")]
     if unknown:
         raise ValueError(f"pipeline: unknown stages {unknown} in stages {p.stages}; available: cpt, sft, grpo")
+    curve = list(p.curve_splits or [])
+    if "validation" not in curve or set(curve) - set(EVAL_SPLITS):
+        raise ValueError(f"pipeline: curve_splits {curve} must hold validation (where checkpoints are chosen) and "
+                         f"only {', '.join(EVAL_SPLITS)}")
+    if not p.score_test_splits and set(curve) - {"validation"}:
+        raise ValueError(f"pipeline: curve_splits {curve} score test splits along training, but score_test_splits "
+                         "is false (a run that chooses leaves them unread); drop them or score the test splits")
     for stage in ("cpt", "sft", "grpo"):
         section = getattr(p, stage) or {}
         if not isinstance(section, dict):
@@ -326,9 +337,9 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
         state.update(baselines=baselines)
     print("baselines: " + baseline_line(baselines), flush=True)
 
-    def evaluate(m):  # the periodic curve: validation only, where checkpoints and configs are chosen
-        metrics = evaluate_splits(m, processor, dataset, cells, data, bf16=precision.bf16, keys=("validation",),
-                                  reliance=())
+    def evaluate(m):  # the periodic curve: validation (where checkpoints are chosen), the test splits if asked
+        metrics = evaluate_splits(m, processor, dataset, cells, data, bf16=precision.bf16,
+                                  keys=tuple(p.curve_splits), reliance=())
         return {k: strip(v) for k, v in metrics.items()}
 
     def score(m, stage: str) -> dict:  # after a stage: every held-out split, reliance where the setting asks
@@ -437,7 +448,7 @@ def _train_stage(p: PipelineArguments, model_args: ModelArguments, data: DataArg
                           **{k: result[k] for k in ("mean_reward", "zero_advantage_steps", "stopped_early",
                                                      "dynamic_sampling") if k in result})
     if p.eval_every_steps:
-        curve.append({"stage": stage, "step": result["steps"], "validation": record["validation"]})
+        curve.append({"stage": stage, "step": result["steps"], **{key: record[key] for key in p.curve_splits}})
     return model, record
 
 
