@@ -142,6 +142,7 @@ def test_a_study_of_validation_only_runs_reports_on_validation(tmp_path):
     assert not os.path.exists(os.path.join(out, "id_vs_ood.png"))
     assert "ood_vs_sft_budget.png" in report and "budget_split.png" in report
     assert "1 of 2 runs end SFT at or below the majority class (validation)" in report
+    assert "Baselines (mean over runs): majority validation 0.700; probe validation 0.950." in report
 
 
 def test_the_study_ranks_on_validation_and_states_rl_as_a_paired_difference(tmp_path):

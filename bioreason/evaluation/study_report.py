@@ -400,9 +400,11 @@ def write_study_report(out: str) -> str:
         at_majority = (f"{stuck} of {len(table)} runs end SFT at or below the majority class "
                        f"({SPLIT_LABELS[judged]}).\n\n")
     if baselines:
+        # each split the runs scored: validation alone where the test splits stayed unread
+        shown = [(name, [k for k in splits if k in b]) for name, b in baselines.items()]
         at_majority += "Baselines (mean over runs): " + "; ".join(
-            f"{name} ID {b['id']['accuracy']:.3f} / OOD {b['ood']['accuracy']:.3f}"
-            for name, b in baselines.items() if {"id", "ood"} <= set(b)) + ".\n\n"
+            f"{name} " + " / ".join(f"{SPLIT_LABELS[k]} {baselines[name][k]['accuracy']:.3f}" for k in keys)
+            for name, keys in shown if keys) + ".\n\n"
     # the best runs are chosen on validation (choosing on a test split would tune to it); the test figures are shown
     rank = "validation_accuracy" if "validation_accuracy" in table else "ood_accuracy"
     columns = [c for c in ("run", "sft_examples", "rl_examples", "sft_lora_r", "grpo_lora_r", "validation_accuracy",
