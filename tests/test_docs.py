@@ -162,3 +162,30 @@ def test_each_three_seed_row_is_its_committed_summary(name):
     assert summary["sft_id_accuracy"]["seeds"] == 3
     for comparison in summary["grpo_vs_sft"].values():
         assert comparison["seeds"] == 3 and format_difference(comparison) in text
+
+
+def choices() -> list[str]:
+    return sorted(name for name in os.listdir(PROTOCOL) if name.endswith("_choice.json"))
+
+
+@pytest.mark.parametrize("name", choices())
+def test_a_config_validation_chose_is_the_one_its_row_runs(name):
+    """Where the README says validation chose a benchmark's config, the committed choice (`choose.py`'s JSON) is the
+    config its 3-seed row runs (`seeds_<benchmark>.yaml`), and the README shows its validation figure."""
+    import yaml
+
+    from bioreason.evaluation.intervals import format_difference
+
+    with open(os.path.join(PROTOCOL, name), encoding="utf-8") as fh:
+        choice = json.load(fh)
+    benchmark = name.removesuffix("_choice.json")
+    text = " ".join(readme().split())  # the paragraph's line breaks fall anywhere
+    assert f"`{benchmark}`: **validation chose its config**" in text
+    assert choice["split"] == "validation" and choice["seeds"] == [0, 1, 2]
+    with open(os.path.join(ROOT, "recipes", "configs", "study", f"seeds_{benchmark}.yaml"), encoding="utf-8") as fh:
+        row = yaml.safe_load(fh)["base"]
+    for axis, value in choice["chosen"].items():
+        ran = ("cpt" in row["stages"]) if axis == "cpt" else row[axis]
+        assert ran == value, (axis, ran, value)
+    chosen = next(r for r in choice["configs"] if r["config"] == choice["chosen"])
+    assert f"{chosen['accuracy']:.3f} ({format_difference(chosen['vs_best']).split(' (n=')[0]})" in text
