@@ -113,11 +113,16 @@ def expand(study: dict) -> list[Run]:
 
 def thread_env(threads: int | None) -> dict:
     """The environment of a run: limited to `threads` intra-op threads (None: as inherited), and told its parent
-    (the run dies with a killed study: `bioreason.training.faults.die_with_parent`)."""
+    (the run dies with a killed study: `bioreason.training.faults.die_with_parent`). Runs side by side also get
+    `OMP_WAIT_POLICY=PASSIVE` (unless set): oneDNN's bf16 matmuls open a 2-thread OpenMP team even under
+    `OMP_NUM_THREADS=1`, and its idle thread spins at the barrier, on the core the other run needs. Measured on
+    pbmc_cell_type's SFT, two runs at once on a 2-core Intel Xeon (AMX-BF16): 45 s a step each with the spin, 2.6 s
+    without it (one run alone: 1.7 s; docs/STUDY.md)."""
     env = {**os.environ, "BIOREASON_PARENT_PID": str(os.getpid())}
     if threads is not None:
         value = str(max(1, threads))
         env.update(OMP_NUM_THREADS=value, MKL_NUM_THREADS=value)
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 
