@@ -188,4 +188,5 @@ def test_a_config_validation_chose_is_the_one_its_row_runs(name):
         ran = ("cpt" in row["stages"]) if axis == "cpt" else row[axis]
         assert ran == value, (axis, ran, value)
     chosen = next(r for r in choice["configs"] if r["config"] == choice["chosen"])
-    assert f"{chosen['accuracy']:.3f} ({format_difference(chosen['vs_best']).split(' (n=')[0]})" in text
+    against = "the best" if chosen["vs_best"] is None else format_difference(chosen["vs_best"]).split(" (n=")[0]
+    assert f"{chosen['accuracy']:.3f} ({against}" in text
