@@ -283,18 +283,42 @@ def test_geneformer_reads_a_hub_sources_files_from_the_hub_not_as_a_local_path(t
     assert encoder.featurizer_spec()["medians"] == files["medians.json"]
 
 
-def test_geneformer_pickle_dictionary_refuses_objects(tmp_path):
+def test_geneformer_pickle_dictionary_is_read_without_unpickling(tmp_path, monkeypatch):
     import pickle
 
+    from bioreason.encoders.plain_pickle import PlainPickleError
     from bioreason.encoders.rna import load_gene_dict
 
-    plain = tmp_path / "plain.pkl"
-    plain.write_bytes(pickle.dumps({"ENSG1": 1, "ENSG2": 2}))
-    assert load_gene_dict(str(plain)) == {"ENSG1": 1, "ENSG2": 2}
-    hostile = tmp_path / "hostile.pkl"
-    hostile.write_bytes(pickle.dumps({"ENSG1": os.getcwd}))  # any global reference, e.g. a callable
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load object"):
-        load_gene_dict(str(hostile))
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("the gene dictionary was unpickled")
+
+    monkeypatch.setattr(pickle, "load", no_unpickling)
+    monkeypatch.setattr(pickle, "loads", no_unpickling)
+    monkeypatch.setattr(pickle, "Unpickler", no_unpickling)
+    tokens = {"<pad>": 0, "<mask>": 1, **{f"ENSG{i:011d}": i + 2 for i in range(300)}}  # memo past 256: LONG_BINPUT
+    medians = {"ENSG1": 1.5, "ENSG2": 2, "ENSG3": 2**40}
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):  # protocol 0 writes text opcodes (UNICODE, INT, FLOAT, DICT)
+        for table in (tokens, medians):
+            path = tmp_path / f"p{protocol}.pkl"
+            path.write_bytes(pickle.dumps(table, protocol=protocol))
+            assert load_gene_dict(str(path)) == table
+    shared = tmp_path / "shared.pkl"  # a repeated string is pickled once and fetched from the memo (BINGET)
+    name = "ENSG" * 5
+    shared.write_bytes(pickle.dumps({name: 1, "b": 2, "c": 3} | {"d": 4}, protocol=2))
+    assert load_gene_dict(str(shared)) == {name: 1, "b": 2, "c": 3, "d": 4}
+    bad = {"callable": {"ENSG1": os.getcwd}, "list": {"ENSG1": [1, 2]}, "text": {"ENSG1": "x"},
+           "int keys": {1: 2}, "nested": {"a": {"b": 1}}}
+    errors = {"callable": "opcode .*GLOBAL", "list": "opcode .*LIST", "text": "is a str, not a number",
+              "int keys": "key 1 is not a string", "nested": "is a dict, not a number"}
+    for label, table in bad.items():
+        path = tmp_path / f"{label.replace(' ', '_')}.pkl"
+        path.write_bytes(pickle.dumps(table))
+        with pytest.raises(PlainPickleError, match=f"{path.name}.*{errors[label]}"):
+            load_gene_dict(str(path))
+    truncated = tmp_path / "truncated.pkl"
+    truncated.write_bytes(pickle.dumps(tokens)[:-40])
+    with pytest.raises(PlainPickleError, match="truncated.pkl: not a well-formed pickle"):
+        load_gene_dict(str(truncated))
 
 
 def test_enformer_loads_from_local_folder_and_saves_no_shared_tensors(tmp_path):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +24,7 @@ from transformers import BertConfig, BertModel
 
 from bioreason.data.expression import LOG_MAX, SCALED_FIX, SCALES, detect_scale, to_log_normalized
 from bioreason.encoders.base import Encoder, Featurizer, optional_import, pad_sequences, register_encoder
+from bioreason.encoders.plain_pickle import read_plain_pickle
 from bioreason.encoders.tokenized import HFTokenEncoder
 
 
@@ -56,18 +56,12 @@ def as_profile(item: Any, index: int) -> tuple[list[str], np.ndarray]:
 
 
 def load_gene_dict(path: str) -> dict:
-    """A gene -> value mapping from JSON, or from a Geneformer .pkl through an unpickler that allows no objects at all
-    (plain dicts, strings and numbers only), so a hostile pickle cannot run code."""
+    """A gene -> value mapping from JSON, or from a Geneformer .pkl read opcode by opcode without unpickling it
+    (`plain_pickle`: plain dicts, strings and numbers only), so a hostile pickle cannot run code."""
     if path.endswith(".json"):
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
-
-    class NoObjects(pickle.Unpickler):
-        def find_class(self, module, name):
-            raise pickle.UnpicklingError(f"{path}: refusing to load object {module}.{name} from a pickle")
-
-    with open(path, "rb") as fh:
-        return {str(k): (float(v) if not isinstance(v, int) else v) for k, v in NoObjects(fh).load().items()}
+    return read_plain_pickle(path)
 
 
 def source_file(source: str, name: str) -> str:
