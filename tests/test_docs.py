@@ -184,9 +184,13 @@ def test_a_config_validation_chose_is_the_one_its_row_runs(name):
     assert choice["split"] == "validation" and choice["seeds"] == [0, 1, 2]
     with open(os.path.join(ROOT, "recipes", "configs", "study", f"seeds_{benchmark}.yaml"), encoding="utf-8") as fh:
         row = yaml.safe_load(fh)["base"]
+    with open(os.path.join(PROTOCOL, f"{benchmark}_seeds.json"), encoding="utf-8") as fh:
+        trained = json.load(fh).get("budget", {})  # rows measured before seed_rows.py recorded it have none
     for axis, value in choice["chosen"].items():
         ran = ("cpt" in row["stages"]) if axis == "cpt" else row[axis]
         assert ran == value, (axis, ran, value)
+        if axis in trained:  # the row's runs trained the chosen config, not only its yaml says so
+            assert trained[axis] == value, (axis, trained[axis], value)
     chosen = next(r for r in choice["configs"] if r["config"] == choice["chosen"])
     against = "the best" if chosen["vs_best"] is None else format_difference(chosen["vs_best"]).split(" (n=")[0]
     assert f"{chosen['accuracy']:.3f} ({against}" in text

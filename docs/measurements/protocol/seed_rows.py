@@ -40,6 +40,7 @@ def summarize(study: str) -> dict:
     with open(os.path.join(study, "runs", out["runs"][0], "metrics.json"), encoding="utf-8") as fh:
         first = json.load(fh)
     out["n"] = {split: first["stages"][-1][split]["n"] for split in ("validation", "id", "ood")}
+    out["budget"] = first["budget"]  # what the row trained: checked against the config validation chose
     out["grpo_vs_sft"] = stage_pairs(study, "sft", "grpo")
     curve = sft_validation_curve(study, out["runs"])
     if curve:
