@@ -302,10 +302,6 @@ def test_geneformer_pickle_dictionary_is_read_without_unpickling(tmp_path, monke
             path = tmp_path / f"p{protocol}.pkl"
             path.write_bytes(pickle.dumps(table, protocol=protocol))
             assert load_gene_dict(str(path)) == table
-    shared = tmp_path / "shared.pkl"  # a repeated string is pickled once and fetched from the memo (BINGET)
-    name = "ENSG" * 5
-    shared.write_bytes(pickle.dumps({name: 1, "b": 2, "c": 3} | {"d": 4}, protocol=2))
-    assert load_gene_dict(str(shared)) == {name: 1, "b": 2, "c": 3, "d": 4}
     bad = {"callable": {"ENSG1": os.getcwd}, "list": {"ENSG1": [1, 2]}, "text": {"ENSG1": "x"},
            "int keys": {1: 2}, "nested": {"a": {"b": 1}}}
     errors = {"callable": "opcode .*GLOBAL", "list": "opcode .*LIST", "text": "is a str, not a number",

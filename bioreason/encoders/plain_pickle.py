@@ -2,9 +2,10 @@
 
 Geneformer ships its gene -> token and gene -> median tables as `.pkl` files. Unpickling runs whatever the file says,
 so a restricted `pickle.Unpickler` is still an unpickler over a file the user handed us. Instead the file is read with
-`pickletools.genops`, which only decodes opcodes, and a dozen data opcodes (dicts, strings, numbers, the memo) are
-interpreted here; any other opcode (a global, a call, a list, bytes, ...) is refused with the file, byte offset and
-opcode named. Nothing in the file can construct an object or call a function.
+`pickletools.genops`, which only decodes opcodes, and the data opcodes of a dict of strings and numbers are
+interpreted here; any other opcode (a global, a call, a list, bytes, a memo fetch, ...) is refused with the file,
+byte offset and opcode named. Nothing in the file can construct an object or call a function. Memo writes are
+skipped: such a dict repeats no object, so nothing fetches from the memo.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ import pickletools
 
 SCALARS = {"BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "UNICODE", "BININT", "BININT1", "BININT2", "INT",
            "LONG", "LONG1", "LONG4", "BINFLOAT", "FLOAT"}
-PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
-GETS = {"GET", "BINGET", "LONG_BINGET"}
-FRAMING = {"PROTO", "FRAME"}
+SKIPPED = {"PROTO", "FRAME", "MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"}  # framing, memo writes
 
 
 class PlainPickleError(ValueError):
@@ -37,11 +36,10 @@ def read_plain_pickle(path: str) -> dict[str, int | float]:
         data = fh.read()
     stack: list = []
     marks: list[int] = []
-    memo: dict[int, object] = {}
     try:
         for op, arg, pos in pickletools.genops(data):
             name = op.name
-            if name in FRAMING:
+            if name in SKIPPED:
                 continue
             if name == "STOP":
                 break
@@ -66,16 +64,10 @@ def read_plain_pickle(path: str) -> dict[str, int | float]:
                 if not stack or not isinstance(stack[-1], dict):
                     raise PlainPickleError(f"{path}: byte {pos}: SETITEM without a dictionary under it")
                 stack[-1].update(_pairs(path, [key, value], pos))
-            elif name == "MEMOIZE":
-                memo[len(memo)] = stack[-1]
-            elif name in PUTS:
-                memo[arg] = stack[-1]
-            elif name in GETS:
-                stack.append(memo[arg])
             else:
                 raise PlainPickleError(f"{path}: byte {pos}: pickle opcode {name} is not plain data (only a "
                                        "{str: number} dictionary is read; nothing in the file is executed)")
-    except (ValueError, IndexError, KeyError) as err:  # genops on a truncated file, an empty stack, an unset memo
+    except (ValueError, IndexError) as err:  # genops on a truncated file, an empty stack
         if isinstance(err, PlainPickleError):
             raise
         raise PlainPickleError(f"{path}: not a well-formed pickle ({err})") from None
