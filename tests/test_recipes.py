@@ -51,7 +51,12 @@ def changed(before, after, prefix):
 
 def test_sft_with_lora_changes_llm_and_projector_not_encoder(tmp_path, task, model_dir, monkeypatch):
     from bioreason.recipes.sft import main
+    from bioreason.training import task as task_module
 
+    scored = []  # whether the model scored still has LoRA layers: it is scored as saved, merged
+    evaluate_records = task_module.evaluate_records
+    monkeypatch.setattr(task_module, "evaluate_records", lambda model, *a, **k: (
+        scored.append(any("lora_" in name for name, _ in model.named_modules())), evaluate_records(model, *a, **k))[1])
     result = main(["--model_name_or_path", model_dir, "--dataset", task, "--max_train_examples", "16",
                    "--max_eval_examples", "4", "--output_dir", str(tmp_path / "out"),
                    "--per_device_train_batch_size", "4", "--max_steps", "2", "--learning_rate", "1e-2",
@@ -61,6 +66,7 @@ def test_sft_with_lora_changes_llm_and_projector_not_encoder(tmp_path, task, mod
     assert changed(before, after, "model.language_model.layers.")  # the merged LoRA delta
     assert not changed(before, after, "model.encoders.")
     assert result["steps"] == 2 and {"id", "ood"} <= set(result)
+    assert scored and not any(scored)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["id"]["n"] == 4 and 0 <= metrics["ood"]["accuracy"] <= 1
     # the saved model carries its task, and `bioreason generate` asks the task's question without --prompt
@@ -518,6 +524,40 @@ PIPELINE_CONFIGS = sorted([os.path.join(REPO, "recipes", "configs", "quickstart.
 
 STUDY_CONFIGS = sorted(os.path.join(REPO, "recipes", "configs", "study", f)
                        for f in os.listdir(os.path.join(REPO, "recipes", "configs", "study")))
+
+
+def test_each_stage_is_scored_with_its_adapter_merged_as_the_saved_model(tmp_path, task, model_dir, monkeypatch):
+    """A stage's scores are those of the weights `final/` holds: the model scored has no LoRA layer left (an
+    adapter beside the base weights rounds differently under bf16 autocast: scores before the merge differed from
+    the saved model's by a record or two), and `final/`, loaded again, answers every record as the run scored it."""
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    from bioreason.recipes import pipeline
+    from bioreason.training import task as task_module
+    from bioreason.training.task import evaluate_splits, load_task
+
+    scored = []
+    original = task_module.evaluate_records
+
+    def spy(model, processor, records, **kwargs):
+        scored.append(any("lora_" in name for name, _ in model.named_modules()))
+        return original(model, processor, records, **kwargs)
+
+    monkeypatch.setattr(task_module, "evaluate_records", spy)
+    out = tmp_path / "run"
+    p, model_args, data = pipeline_args(
+        tmp_path, f"output_dir: {out}\nmodel_name_or_path: {model_dir}\ndataset: {task}\nstages: [sft]\n"
+        "sft_examples: 8\nmax_eval_examples: 6\nscore_test_splits: false\nevaluate_base: false\nbf16: false\n"
+        "sft:\n  lora_r: 4\n  per_device_train_batch_size: 2\n  learning_rate: 0.01\n")
+    metrics = pipeline.run(p, model_args, data)
+    assert scored == [False]  # the SFT stage, scored once, merged
+    monkeypatch.setattr(task_module, "evaluate_records", original)
+    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    processor = AutoProcessor.from_pretrained(out / "final")
+    dataset, cells = load_task(data)
+    again = evaluate_splits(model.eval(), processor, dataset, cells, data, keys=("validation",), reliance=())
+    assert again["validation"]["correct"] == metrics["stages"][-1]["correct"]["validation"]
+    assert again["validation"]["accuracy"] == metrics["stages"][-1]["validation"]["accuracy"]
 
 
 def test_a_pipeline_that_chooses_scores_validation_only(tmp_path, task, model_dir, monkeypatch, capsys):

@@ -33,7 +33,7 @@ from bioreason.training.config import RENAMED as STAGE_RENAMED
 from bioreason.training.config import parse_arguments
 from bioreason.training.faults import kill_point
 from bioreason.training.prepare import base_model, default_freeze_policy
-from bioreason.training.run_io import resume_checkpoint, run_folder, save_final, write_json
+from bioreason.training.run_io import merged, resume_checkpoint, run_folder, save_final, write_json
 from bioreason.training.run_state import RunState, config_key
 from bioreason.training.stage_cache import StageCache, StageEntry, prefix_key
 from bioreason.training.task import baseline_metrics, evaluate_splits, load_task
@@ -438,12 +438,13 @@ def _train_stage(p: PipelineArguments, model_args: ModelArguments, data: DataArg
         curve.extend(periodic.points)
     model = result.pop("model")
     result.pop("processor")
+    if keep is not None and PartialState().is_main_process:
+        keep.store_changes(model)  # the adapter itself, before the merge
+    # merge this stage's adapter before it is scored: the scores are the saved model's (`merged`), and the next stage
+    # starts from these weights
+    model = merged(model)
     if PartialState().is_main_process:
         result.update(score(model, stage))
-    if keep is not None and PartialState().is_main_process:
-        keep.store_changes(model)
-    if hasattr(model, "merge_and_unload"):  # hand-off: merge this stage's adapter before the next one starts
-        model = model.merge_and_unload()
     record = stage_record(stage, result, previous, steps=result["steps"], seconds=result["seconds"],
                           **{k: result[k] for k in ("mean_reward", "zero_advantage_steps", "stopped_early",
                                                      "dynamic_sampling") if k in result})

@@ -95,11 +95,18 @@ def save_failed(err: OSError, what: str, kept: str | None) -> OSError:
                               f"{kept_text}")
 
 
+def merged(model):
+    """`model` with its LoRA adapter merged into the base weights: the weights `final/` holds and `from_pretrained`
+    loads. A stage is scored on these, not on the adapter beside the base weights: under bf16 autocast the two round
+    differently, and scores taken before the merge differed from the saved model's by a record or two in 507."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
 def save_final(model, processor, out: str, merge_lora: bool = True) -> None:
     """Save a loadable BioReason folder atomically; LoRA adapters are merged so `from_pretrained` needs no PEFT. A
     failed write (e.g. ENOSPC) removes its staging folder and leaves an earlier `out` as it was."""
-    if merge_lora and hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+    if merge_lora:
+        model = merged(model)
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)

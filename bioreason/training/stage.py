@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bioreason.training.run_io import end_processes, resume_checkpoint, run_folder, save_final, write_json
+from bioreason.training.run_io import end_processes, merged, resume_checkpoint, run_folder, save_final, write_json
 
 # make_trainer(model, processor, train records, cells) -> a Trainer
 TrainerFactory = Callable[[Any, Any, Any, Any], Any]
@@ -22,7 +22,7 @@ def run_stage(recipe, model_args, data, config, make_trainer: TrainerFactory, mo
     text), the model (`model` continued from an earlier stage, or loaded; both through `prepare_model`), the trainer
     from `make_trainer`, training (from the newest checkpoint with `recipe.resume`), then the held-out scores with
     `recipe.evaluate`. Returns `(result, trainer)`; `result` has steps, seconds, world_size, precision, the scores,
-    and the trained `model` and `processor`."""
+    and the trained `model` and `processor` (where it was scored, the model with its adapter merged, as saved)."""
     from accelerate import PartialState
     from transformers import set_seed
 
@@ -49,9 +49,11 @@ def run_stage(recipe, model_args, data, config, make_trainer: TrainerFactory, mo
     trainer.train(resume_from_checkpoint=resume_checkpoint(config, getattr(recipe, "resume", False)))
     result: dict = {"steps": trainer.state.global_step, "seconds": round(time.time() - start, 1),
                     "world_size": trainer.accelerator.num_processes, "precision": precision_record(config)}
+    model = trainer.model
     if getattr(recipe, "evaluate", False) and dataset is not None and trainer.accelerator.is_main_process:
-        result.update(evaluate_splits(trainer.model, processor, dataset, cells, data, bf16=config.bf16))
-    result["model"], result["processor"] = trainer.model, processor
+        model = merged(model)  # the scores are those of the saved model
+        result.update(evaluate_splits(model, processor, dataset, cells, data, bf16=config.bf16))
+    result["model"], result["processor"] = model, processor
     return result, trainer
 
 
