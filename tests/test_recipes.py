@@ -560,6 +560,24 @@ def test_each_stage_is_scored_with_its_adapter_merged_as_the_saved_model(tmp_pat
     assert again["validation"]["accuracy"] == metrics["stages"][-1]["validation"]["accuracy"]
 
 
+def test_a_budget_split_end_point_skips_the_stage_it_gives_nothing(tmp_path, task, model_dir, capsys):
+    """`rl_fraction: 0` is SFT alone (the budget-split study's 1:0 point): GRPO, given no prompts, is skipped and
+    said to be, not started on an empty dataset; a fraction outside [0, 1] is refused before anything loads."""
+    from bioreason.recipes import pipeline
+
+    out = tmp_path / "run"
+    text = (f"output_dir: {out}\nmodel_name_or_path: {model_dir}\ndataset: {task}\nstages: [sft, grpo]\n"
+            "total_examples: 4\nmax_eval_examples: 3\nscore_test_splits: false\nevaluate_base: false\n"
+            "bf16: false\nsft:\n  lora_r: 4\n  per_device_train_batch_size: 2\n")
+    metrics = pipeline.run(*pipeline_args(tmp_path, text, "--rl_fraction", "0"))
+    assert [s["name"] for s in metrics["stages"]] == ["sft"] and metrics["stages"][0]["steps"] == 2
+    assert metrics["budget"]["sft_examples"] == 4 and metrics["budget"]["rl_examples"] == 0
+    assert "grpo: 0 prompts in this budget; stage skipped" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"rl_fraction must lie in \[0, 1\], not 1.5"):
+        pipeline.run(*pipeline_args(tmp_path, text.replace("run\n", "run2\n", 1), "--rl_fraction", "1.5"))
+    assert not (tmp_path / "run2").exists()
+
+
 def test_a_pipeline_that_chooses_scores_validation_only(tmp_path, task, model_dir, monkeypatch, capsys):
     """`score_test_splits: false`: every stage, the base model and the baselines are scored on validation alone (no
     record of id_test / ood_test reaches the scorer); the report, the card and run-folder checks say so."""

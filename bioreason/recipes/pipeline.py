@@ -78,7 +78,9 @@ class PipelineArguments:
         "help": "stages in order, from cpt, sft, grpo"})
     total_examples: int = field(default=512, metadata={
         "help": "training examples split between SFT and RL by rl_fraction"})
-    rl_fraction: float = field(default=0.5, metadata={"help": "share of total_examples that goes to RL prompts"})
+    rl_fraction: float = field(default=0.5, metadata={
+        "help": "share of total_examples that goes to RL prompts (0: SFT alone, 1: RL alone; a stage given none is "
+                "skipped)"})
     sft_examples: int | None = field(default=None, metadata={
         "help": "SFT examples (overrides total_examples x (1 - rl_fraction))"})
     rl_examples: int | None = field(default=None, metadata={
@@ -306,6 +308,7 @@ def stage_record(name: str, evaluated: dict, previous: dict | None, **fields) ->
 
 def run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) -> dict:
     check_sections(p, model_args)
+    stage_budgets(p)  # a budget that cannot be split is refused before anything loads
     with run_folder(p.output_dir):
         return _run(p, model_args, data)
 
@@ -362,6 +365,10 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
     budgets = {"cpt": p.cpt_examples, "sft": n_sft, "grpo": n_rl}
     for stage in p.stages:
         if stage in state.done:
+            continue
+        if budgets[stage] == 0 and stage in ("sft", "grpo"):  # a budget split's end point (rl_fraction 0 or 1)
+            print(f"{stage}: 0 {'prompts' if stage == 'grpo' else 'examples'} in this budget; stage skipped",
+                  flush=True)
             continue
         with contextlib.ExitStack() as held:
             entry = shared = None
@@ -471,6 +478,8 @@ def baseline_line(baselines: dict) -> str:
 
 def stage_budgets(p: PipelineArguments) -> tuple[int, int]:
     """(SFT examples, RL prompts): explicit budgets, else `total_examples` split by `rl_fraction`."""
+    if not 0 <= p.rl_fraction <= 1:
+        raise ValueError(f"pipeline: rl_fraction must lie in [0, 1], not {p.rl_fraction}")
     n_sft = p.sft_examples if p.sft_examples is not None else int(round(p.total_examples * (1 - p.rl_fraction)))
     n_rl = p.rl_examples if p.rl_examples is not None else p.total_examples - n_sft
     return (n_sft if "sft" in p.stages else 0), (n_rl if "grpo" in p.stages else 0)
