@@ -12,8 +12,8 @@ LLM source), `cpt` (bool: run the CPT stage) and `rl_start` (`warm`: RL after SF
 Each run lives in `OUT/runs/<name>/` and is finished when its `DONE` marker exists; an unfinished run resumes after
 its last finished stage (`bioreason/training/run_state.py`), and runs die with a killed study
 (`bioreason.training.faults.die_with_parent`). Executors: `local` (each run in its own process; `jobs` of them at a
-time, each given an equal share of the CPU cores as its thread count) and `submitit` (SLURM, or submitit's local
-executor for testing).
+time, the most training first, each given an equal share of the CPU cores as its thread count) and `submitit`
+(SLURM, or submitit's local executor for testing).
 """
 
 from __future__ import annotations
@@ -161,6 +161,34 @@ def prepare(runs: list[Run], out: str) -> list[str]:
     return todo
 
 
+def planned_work(config: dict) -> float:
+    """A run's training work in examples: CPT examples, SFT examples x epochs, and each RL prompt x its samples
+    (`num_generations`: each is generated and trained on). It ranks runs, it does not time them."""
+    import dataclasses
+
+    from bioreason.recipes.pipeline import PipelineArguments, resolved_sections, stage_budgets
+
+    names = {f.name for f in dataclasses.fields(PipelineArguments)}
+    p = PipelineArguments(**{k: v for k, v in config.items() if k in names})
+    sections = resolved_sections(p)
+    n_sft, n_rl = stage_budgets(p)
+    cpt = p.cpt_examples if "cpt" in p.stages else 0
+    return (cpt + n_sft * float(sections["sft"]["num_train_epochs"])
+            + n_rl * int(sections["grpo"]["num_generations"]))
+
+
+def longest_first(todo: list[str]) -> list[str]:
+    """The run folders, the most planned work first (ties in grid order), so runs side by side end close together.
+    In grid order the longest runs of a budget axis come last and one of them runs alone: `choose_jaspar_tf_class`
+    (SFT 1,536 / 3,072 / 6,144 x 3 seeds, about 13 / 27 / 55 min a run on one core), two at a time, takes 163 min in
+    grid order, its last run alone for 41 min; longest first, 149 min, the two ending 13 min apart."""
+    def work(run_dir: str) -> float:
+        with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as fh:
+            return planned_work(yaml.safe_load(fh))
+
+    return sorted(todo, key=work, reverse=True)  # sorted is stable: equal work keeps the grid order
+
+
 def run_local(todo: list[str], jobs: int = 1) -> list[str]:
     """Run the folders `jobs` at a time on this machine; returns the failures. Several small runs side by side use a
     few cores better than one run's threads do (model loading, evaluation and generation are serial), so each run
@@ -192,7 +220,7 @@ def run_study(config_path: str, out: str, executor: str = "local", slurm: dict |
     print(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run", flush=True)
     failures = []
     if executor == "local":
-        failures = run_local(todo, jobs)
+        failures = run_local(longest_first(todo) if jobs > 1 else todo, jobs)
     elif executor == "submitit":
         import submitit
 
