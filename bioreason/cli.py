@@ -400,8 +400,10 @@ def cmd_study(args: argparse.Namespace) -> int:
             print(f"{run.name}: stages={'+'.join(run.config['stages'])} {run.axes}")
         print(f"{len(runs)} runs")
     elif args.study_command == "run":
+        from bioreason.recipes.pipeline import planned_work
+
         summary = study.run_study(args.config, args.out, executor=args.executor, cluster=args.cluster,
-                                  jobs=args.jobs)
+                                  jobs=args.jobs, work=planned_work)
         print(summary)
         if summary["failed"]:
             return 1

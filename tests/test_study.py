@@ -276,9 +276,12 @@ def test_local_jobs_run_side_by_side_with_a_share_of_the_cores(tiny_setup, tmp_p
 
 
 def test_runs_side_by_side_start_with_the_most_training(tmp_path, monkeypatch):
-    """With `jobs` > 1 the runs start in order of planned training work (SFT examples x epochs, RL prompts x samples,
-    CPT examples), ties in grid order, so the longest run does not start last and run alone; one job keeps the grid
-    order."""
+    """With `jobs` > 1 the runs start in order of planned training work (the pipeline's `planned_work`: SFT examples
+    x epochs, RL prompts x samples, CPT examples), ties in grid order, so the longest run does not start last and run
+    alone; one job keeps the grid order. `bioreason study run` passes the pipeline's measure."""
+    from bioreason.cli import main as cli
+    from bioreason.recipes.pipeline import planned_work
+
     grid = {"sft_examples": [8, 32, 16], "seed": [0, 1]}
     base = {"stages": ["sft", "grpo"], "rl_examples": 4, "grpo": {"num_generations": 2}}
     order = {}
@@ -290,18 +293,18 @@ def test_runs_side_by_side_start_with_the_most_training(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "run_local", record)
     monkeypatch.setattr(study, "harvest", lambda out: [])
     config = write_study(tmp_path / "s.yaml", grid, base)
-    study.run_study(config, str(tmp_path / "two"), jobs=2)
-    study.run_study(config, str(tmp_path / "one"), jobs=1)
+    assert cli(["study", "run", config, "--out", str(tmp_path / "two"), "--jobs", "2"]) == 0
+    study.run_study(config, str(tmp_path / "one"), jobs=1, work=planned_work)
     assert order[2] == ["seed-0_sft_examples-32", "seed-1_sft_examples-32", "seed-0_sft_examples-16",
                         "seed-1_sft_examples-16", "seed-0_sft_examples-8", "seed-1_sft_examples-8"]
     assert order[1] == [study.run_name(run.axes) for run in study.expand(study.load_study(config))]
     assert order[1][0] == "seed-0_sft_examples-8"
     # RL prompts count once per sample; epochs multiply SFT; CPT counts where it runs
-    assert study.planned_work({"stages": ["sft", "grpo"], "sft_examples": 8, "rl_examples": 4,
-                               "grpo": {"num_generations": 4}}) == 8 + 16
-    assert study.planned_work({"stages": ["cpt", "sft"], "sft_examples": 8, "cpt_examples": 3,
-                               "sft": {"num_train_epochs": 2}}) == 3 + 16
-    assert study.planned_work({"stages": ["sft"], "total_examples": 10, "rl_fraction": 0.5}) == 5
+    assert planned_work({"stages": ["sft", "grpo"], "sft_examples": 8, "rl_examples": 4,
+                         "grpo": {"num_generations": 4}}) == 8 + 16
+    assert planned_work({"stages": ["cpt", "sft"], "sft_examples": 8, "cpt_examples": 3,
+                         "sft": {"num_train_epochs": 2}}) == 3 + 16
+    assert planned_work({"stages": ["sft"], "total_examples": 10, "rl_fraction": 0.5}) == 5
 
 
 def test_runs_side_by_side_wait_passively_unless_told_otherwise(monkeypatch):

@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -161,32 +162,18 @@ def prepare(runs: list[Run], out: str) -> list[str]:
     return todo
 
 
-def planned_work(config: dict) -> float:
-    """A run's training work in examples: CPT examples, SFT examples x epochs, and each RL prompt x its samples
-    (`num_generations`: each is generated and trained on). It ranks runs, it does not time them."""
-    import dataclasses
-
-    from bioreason.recipes.pipeline import PipelineArguments, resolved_sections, stage_budgets
-
-    names = {f.name for f in dataclasses.fields(PipelineArguments)}
-    p = PipelineArguments(**{k: v for k, v in config.items() if k in names})
-    sections = resolved_sections(p)
-    n_sft, n_rl = stage_budgets(p)
-    cpt = p.cpt_examples if "cpt" in p.stages else 0
-    return (cpt + n_sft * float(sections["sft"]["num_train_epochs"])
-            + n_rl * int(sections["grpo"]["num_generations"]))
-
-
-def longest_first(todo: list[str]) -> list[str]:
-    """The run folders, the most planned work first (ties in grid order), so runs side by side end close together.
-    In grid order the longest runs of a budget axis come last and one of them runs alone: `choose_jaspar_tf_class`
-    (SFT 1,536 / 3,072 / 6,144 x 3 seeds, about 13 / 27 / 55 min a run on one core), two at a time, takes 163 min in
-    grid order, its last run alone for 41 min; longest first, 149 min, the two ending 13 min apart."""
-    def work(run_dir: str) -> float:
+def longest_first(todo: list[str], work: Callable[[dict], float]) -> list[str]:
+    """The run folders, the most planned `work` first (a run's config -> a number; ties in grid order), so runs side
+    by side end close together. In grid order the longest runs of a budget axis come last and one of them runs alone:
+    `choose_jaspar_tf_class` (SFT 1,536 / 3,072 / 6,144 x 3 seeds, about 13 / 27 / 55 min a run on one core), two at
+    a time, takes 163 min in grid order, its last run alone for 41 min; longest first, 149 min, the two ending 13 min
+    apart. The pipeline's measure is `bioreason.recipes.pipeline.planned_work` (the CLI passes it: this layer does not
+    import the recipes)."""
+    def planned(run_dir: str) -> float:
         with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as fh:
-            return planned_work(yaml.safe_load(fh))
+            return work(yaml.safe_load(fh))
 
-    return sorted(todo, key=work, reverse=True)  # sorted is stable: equal work keeps the grid order
+    return sorted(todo, key=planned, reverse=True)  # sorted is stable: equal work keeps the grid order
 
 
 def run_local(todo: list[str], jobs: int = 1) -> list[str]:
@@ -212,7 +199,9 @@ def run_local(todo: list[str], jobs: int = 1) -> list[str]:
 
 
 def run_study(config_path: str, out: str, executor: str = "local", slurm: dict | None = None,
-              cluster: str | None = None, jobs: int = 1) -> dict:
+              cluster: str | None = None, jobs: int = 1, work: Callable[[dict], float] | None = None) -> dict:
+    """Run the study's unfinished runs and harvest the table. `work` (a run's config -> its planned training): with
+    `jobs` > 1 the runs start longest first."""
     study = load_study(config_path)
     runs = expand(study)
     os.makedirs(out, exist_ok=True)
@@ -220,7 +209,7 @@ def run_study(config_path: str, out: str, executor: str = "local", slurm: dict |
     print(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run", flush=True)
     failures = []
     if executor == "local":
-        failures = run_local(longest_first(todo) if jobs > 1 else todo, jobs)
+        failures = run_local(longest_first(todo, work) if jobs > 1 and work else todo, jobs)
     elif executor == "submitit":
         import submitit
 

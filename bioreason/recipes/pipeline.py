@@ -485,6 +485,21 @@ def stage_budgets(p: PipelineArguments) -> tuple[int, int]:
     return (n_sft if "sft" in p.stages else 0), (n_rl if "grpo" in p.stages else 0)
 
 
+def planned_work(config: dict) -> float:
+    """A pipeline config's training work in examples, to start a study's longest runs first
+    (`bioreason.evaluation.study.longest_first`): CPT examples, SFT examples x epochs, and each RL prompt x its samples
+    (`num_generations`: each is generated and trained on). It ranks runs, it does not time them."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(PipelineArguments)}
+    p = PipelineArguments(**{k: v for k, v in config.items() if k in names})
+    sections = resolved_sections(p)
+    n_sft, n_rl = stage_budgets(p)
+    cpt = p.cpt_examples if "cpt" in p.stages else 0
+    return (cpt + n_sft * float(sections["sft"]["num_train_epochs"])
+            + n_rl * int(sections["grpo"]["num_generations"]))
+
+
 def verify_run_folder(path: str, stages: tuple[str, ...] = ("cpt", "sft", "grpo")) -> dict:
     """Check a pipeline run folder has what the README promises; returns its metrics. Used by tests and CI."""
     import json
