@@ -165,10 +165,10 @@ def prepare(runs: list[Run], out: str) -> list[str]:
 def longest_first(todo: list[str], work: Callable[[dict], float]) -> list[str]:
     """The run folders, the most planned `work` first (a run's config -> a number; ties in grid order), so runs side
     by side end close together. In grid order the longest runs of a budget axis come last and one of them runs alone:
-    `choose_jaspar_tf_class` (SFT 1,536 / 3,072 / 6,144 x 3 seeds, about 13 / 27 / 55 min a run on one core), two at
-    a time, takes 163 min in grid order, its last run alone for 41 min; longest first, 149 min, the two ending 13 min
-    apart. The pipeline's measure is `bioreason.recipes.pipeline.planned_work` (the CLI passes it: this layer does not
-    import the recipes)."""
+    `choose_jaspar_tf_class` (SFT 1,536 / 3,072 / 6,144 x 3 seeds; 13 / 23-27 / 44-48 min a run on one core, measured
+    on a 2-core Intel Xeon), two at a time, would take 144 min in grid order, its last run alone for 33 min; longest
+    first, 131 min, the two ending 7 min apart (by those times). The pipeline's measure is
+    `bioreason.recipes.pipeline.planned_work` (the CLI passes it: this layer does not import the recipes)."""
     def planned(run_dir: str) -> float:
         with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as fh:
             return work(yaml.safe_load(fh))
