@@ -78,6 +78,25 @@ def test_probe_features_are_the_encoders_and_come_through_the_feature_cache():
     np.testing.assert_allclose(first[0], emb[0][mask[0]].mean(0).numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_probe_features_of_a_trainable_encoder_do_not_depend_on_dropout_and_the_mode_is_restored():
+    model, processor = tiny_model("esm2", encoders_trainable=True)  # the tiny ESM has dropout 0.1
+    model.train()
+    encoder = model.model.encoders["protein"]
+    assert encoder.training  # a trainable encoder follows the model into train mode
+    test = records(6, "id_test", 1)
+    torch.manual_seed(0)
+    first = pooled_features(model, processor, test)
+    torch.manual_seed(1)
+    again = pooled_features(model, processor, test)
+    np.testing.assert_array_equal(first, again)
+    assert model.training and encoder.training
+    values = processor.featurize("protein", test[0]["protein"])[0]
+    with torch.no_grad():
+        torch.manual_seed(2)
+        noisy, mask = encoder(values["values"], values["mask"].bool())  # what the features were before: dropout on
+    assert not np.allclose(first[0], noisy[0][mask[0]].mean(0).numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_probe_needs_two_labels():
     model, processor = tiny_model("esm2")
     train = [r for r in records(8, "train", 0) if r["answer"] == "alanine"]

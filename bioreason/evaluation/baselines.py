@@ -63,8 +63,20 @@ def _metrics(predictions: Sequence[str], records: Sequence[dict]) -> dict:
 @torch.no_grad()
 def pooled_features(model, processor, records: Sequence[dict], cells=None, batch_size: int = 32) -> np.ndarray:
     """`[N, sum of encoder widths]`: each modality's encoder output mean-pooled over its valid positions (a record's
-    items of one modality averaged), concatenated in the model's modality order; zeros for a modality a record lacks."""
+    items of one modality averaged), concatenated in the model's modality order; zeros for a modality a record lacks.
+    Computed in eval mode (the model's mode restored after): a trainable encoder is in train mode when a run starts,
+    and its dropout made the probe's features, so the probe, differ with the training seed."""
     inner = model.model if hasattr(model, "model") and hasattr(model.model, "encode") else model
+    was_training = inner.training
+    inner.eval()
+    try:
+        return _pooled_features(inner, processor, records, cells, batch_size)
+    finally:
+        inner.train(was_training)
+
+
+def _pooled_features(inner, processor, records: Sequence[dict], cells, batch_size: int) -> np.ndarray:
+    """`pooled_features` on the inner model, in whatever mode it is in."""
     device = next(inner.parameters()).device
     blocks = []
     for modality in inner.config.modalities:
