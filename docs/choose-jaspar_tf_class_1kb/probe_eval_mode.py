@@ -2,7 +2,8 @@
 probe since `b0e21e6`) and, as before that commit, in train mode (dropout 0.1) under three torch seeds: is the
 probe's "chance" in docs/BRIDGE.md the encoder's or the dropout's?
 
-    PYTHONPATH=. .venv/bin/python docs/choose-jaspar_tf_class_1kb/probe_eval_mode.py > docs/choose-jaspar_tf_class_1kb/probe_eval_mode.json
+    D=docs/choose-jaspar_tf_class_1kb  # from the repository root
+    PYTHONPATH=. .venv/bin/python $D/probe_eval_mode.py > $D/probe_eval_mode.json
 
 Needs runs/encoders/nt-tiny (`bioreason encoder init nucleotide_transformer runs/encoders/nt-tiny`, sha256 in
 encoder.sha256) and the built dataset (runs/data).
