@@ -4,6 +4,7 @@ scaled input is refused with the fix named, and the detector tells counts, FPKM,
 from __future__ import annotations
 
 import copy
+import os
 
 import anndata
 import numpy as np
@@ -232,3 +233,25 @@ def test_geneformer_ranks_log_normalised_cells_as_their_counts_and_warns_when_to
         as_counts([(VOCAB_GENES, logged)])
     with pytest.raises(ValueError, match="input_scale must be counts, fpkm_tpm or log_normalized.*--use-raw"):
         build_featurizer({**encoder.featurizer_spec(), "input_scale": "scaled"})
+
+
+FIT_ON_ONE_THREAD = """
+import numpy as np, torch, anndata
+from bioreason.encoders.scanpy_pca import fit_transform_tensors
+matrix = np.random.default_rng(0).poisson(2.0, (60, 80)).astype(np.float32)
+fit_transform_tensors(anndata.AnnData(matrix), n_top_genes=40, n_comps=8)
+print(torch.get_num_threads())
+"""
+
+
+def test_fitting_leaves_torch_with_the_threads_it_was_given():
+    """scanpy's `scale` (numba, OpenMP) set the process's OpenMP threads to the machine's cores the first time it ran,
+    and torch shares that setting: a run given one thread by `OMP_NUM_THREADS=1` (two runs side by side) trained on
+    every core after the rna input probe. A fresh process, since only numba's first launch does it."""
+    import subprocess
+    import sys
+
+    env = {**{k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", FIT_ON_ONE_THREAD], capture_output=True, text=True, env=env,
+                         check=True)
+    assert out.stdout.split()[-1] == "1"

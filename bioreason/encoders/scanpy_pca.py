@@ -42,6 +42,24 @@ class PCAFeaturizer(PanelFeaturizer):
         return out
 
 
+def keeps_torch_threads(fn):
+    """Restore torch's intra-op thread count after `fn`. Why: `sc.pp.scale` runs numba code whose OpenMP threading
+    layer sets the process-wide OpenMP thread count to the machine's cores, and torch reads the same setting, so a run
+    limited to one thread (two runs side by side on two cores) trained on two after the rna input probe."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        threads = torch.get_num_threads()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return wrapper
+
+
+@keeps_torch_threads
 def fit_transform_tensors(adata, input_scale: str = "auto", n_top_genes: int = 2000, n_comps: int = 50,
                           target_sum: float = 1e4, max_value: float = 10.0, seed: int = 0,
                           where: str = "<cells>") -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
