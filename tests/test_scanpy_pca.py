@@ -243,6 +243,16 @@ fit_transform_tensors(anndata.AnnData(matrix), n_top_genes=40, n_comps=8)
 print(torch.get_num_threads())
 """
 
+FIT_WITH_THE_DEFAULT_THREADS = """
+import numpy as np, torch, anndata
+calls = []
+torch.set_num_threads = lambda n: calls.append(n)
+from bioreason.encoders.scanpy_pca import fit_transform_tensors
+matrix = np.random.default_rng(0).poisson(2.0, (60, 80)).astype(np.float32)
+fit_transform_tensors(anndata.AnnData(matrix), n_top_genes=40, n_comps=8)
+print(len(calls))
+"""
+
 
 def test_fitting_leaves_torch_with_the_threads_it_was_given():
     """scanpy's `scale` (numba, OpenMP) set the process's OpenMP threads to the machine's cores the first time it ran,
@@ -255,3 +265,16 @@ def test_fitting_leaves_torch_with_the_threads_it_was_given():
     out = subprocess.run([sys.executable, "-c", FIT_ON_ONE_THREAD], capture_output=True, text=True, env=env,
                          check=True)
     assert out.stdout.split()[-1] == "1"
+
+
+def test_fitting_that_leaves_the_thread_count_alone_does_not_set_it():
+    """`torch.set_num_threads` called with the count torch already had still changed later training by an ulp, which
+    made the full-disk test's in-process SFT differ from its subprocess after any scanpy fit in the same pytest
+    process. With the default threads numba changes nothing, so nothing is set."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", FIT_WITH_THE_DEFAULT_THREADS], capture_output=True, text=True,
+                         env=env, check=True)
+    assert out.stdout.split()[-1] == "0"

@@ -45,7 +45,9 @@ class PCAFeaturizer(PanelFeaturizer):
 def keeps_torch_threads(fn):
     """Restore torch's intra-op thread count after `fn`. Why: `sc.pp.scale` runs numba code whose OpenMP threading
     layer sets the process-wide OpenMP thread count to the machine's cores, and torch reads the same setting, so a run
-    limited to one thread (two runs side by side on two cores) trained on two after the rna input probe."""
+    limited to one thread (two runs side by side on two cores) trained on two after the rna input probe. Only a count
+    that changed is set back: `torch.set_num_threads` called at all, even with the count torch already has, changed
+    later training by an ulp (the full-disk test's SFT weights up to 3.7e-09 apart from a fresh process's)."""
     import functools
 
     @functools.wraps(fn)
@@ -54,7 +56,8 @@ def keeps_torch_threads(fn):
         try:
             return fn(*args, **kwargs)
         finally:
-            torch.set_num_threads(threads)
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
 
     return wrapper
 
