@@ -1043,3 +1043,23 @@ def test_curve_splits_score_ood_along_sft_and_a_choosing_run_refuses_them(tmp_pa
     with pytest.raises(ValueError, match="must hold validation"):
         pipeline.main(["--config", str(unknown)])
     assert not (tmp_path / "choose").exists() and not (tmp_path / "unknown").exists()
+
+
+def test_scoring_along_the_way_leaves_the_trained_model_as_it_was(tmp_path, task, model_dir):
+    """A seeds run scores the base model and validation every few SFT steps; a choosing run does neither. The same
+    config must train the same model either way, or the choosing study and the seeds row would not be one config
+    (the jaspar seeds read 1 record apart from the choosing runs at the same seed)."""
+    from bioreason.recipes import pipeline
+
+    text = (f"model_name_or_path: {model_dir}\ndataset: {task}\nstages: [sft]\nsft_examples: 12\n"
+            "max_eval_examples: 3\nbf16: false\nreliance: none\nsave_model: true\n"
+            "sft:\n  per_device_train_batch_size: 4\n  lora_r: 4\n")
+    quiet, scoring = tmp_path / "quiet.yaml", tmp_path / "scoring.yaml"
+    quiet.write_text(text + f"output_dir: {tmp_path / 'quiet'}\nevaluate_base: false\n")
+    scoring.write_text(text + f"output_dir: {tmp_path / 'scoring'}\nevaluate_base: true\neval_every_steps: 1\n")
+    pipeline.main(["--config", str(quiet)])
+    metrics = pipeline.main(["--config", str(scoring)])
+    assert len(metrics["curve"]) == 3  # it did score along the way
+    a, b = weights(tmp_path / "quiet" / "final"), weights(tmp_path / "scoring" / "final")
+    assert a.keys() == b.keys()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
