@@ -430,3 +430,74 @@ def test_an_encoder_the_hub_cannot_serve_offline_names_the_model_and_the_way_out
     with pytest.raises(OSError, match="encoder esm2: could not load 'facebook/esm2_t6_8M_UR50D'") as caught:
         load_encoder("esm2")
     assert "encoder init" not in str(caught.value)  # no random-init command for this one
+
+
+def no_unpickling(monkeypatch):
+    """torch.load replaced by a failure: a test that reaches it has unpickled a user's file."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"torch.load was called on {args[:1]}")
+
+    monkeypatch.setattr(torch, "load", refuse)
+
+
+def test_an_enformer_folder_with_only_a_pickle_is_refused_unread(tmp_path, monkeypatch):
+    """A pytorch_model.bin is a pickle: reading it runs what it names. The folder is refused with its name and the
+    conversion, and the file is never handed to torch.load."""
+    from enformer_pytorch import Enformer
+
+    from bioreason.encoders.weights import SafetensorsOnlyError
+
+    reference = Enformer.from_hparams(dim=48, depth=1, heads=2, output_heads=dict(human=4), target_length=-1,
+                                      dim_divisible_by=16, attn_dim_key=8)
+    reference.config.save_pretrained(tmp_path)
+    torch.save(reference.state_dict(), tmp_path / "pytorch_model.bin")
+    no_unpickling(monkeypatch)
+    with pytest.raises(SafetensorsOnlyError, match=rf"{tmp_path}: no model.safetensors.*save_file\(torch.load"):
+        load_encoder("enformer", str(tmp_path))
+
+
+def test_an_antiberty_folder_is_read_from_safetensors_or_the_pinned_wheel_pickle_only(tmp_path, monkeypatch):
+    """The wheel's pytorch_model.bin is read because its bytes are pinned by sha256; the same weights in a user's
+    folder are read from model.safetensors, and a user's .bin (even one byte changed) is refused before unpickling."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from bioreason.encoders.protein import load_antiberty_state
+    from bioreason.encoders.weights import SafetensorsOnlyError
+
+    wheel = encoder_path()
+    state = load_antiberty_state(wheel)  # the pinned pickle
+    bert = load_encoder("antiberty").model
+    user = tmp_path / "antiberty"
+    user.mkdir()
+    shutil.copy(os.path.join(wheel, "config.json"), user / "config.json")
+    shutil.copy(os.path.join(os.path.dirname(wheel), "vocab.txt"), user / "vocab.txt")
+    data = bytearray(open(os.path.join(wheel, "pytorch_model.bin"), "rb").read())
+    data[-100] ^= 1
+    (user / "pytorch_model.bin").write_bytes(bytes(data))
+    no_unpickling(monkeypatch)
+    with pytest.raises(SafetensorsOnlyError, match=r"pytorch_model.bin: sha256 [0-9a-f]{64} is not the pinned"):
+        load_encoder("antiberty", str(user))
+    (user / "pytorch_model.bin").unlink()
+    with pytest.raises(SafetensorsOnlyError, match=rf"{user}: no model.safetensors"):
+        load_encoder("antiberty", str(user))
+    save_file({f"bert.{k}": v.contiguous() for k, v in bert.state_dict().items()}, str(user / "model.safetensors"))
+    loaded = load_encoder("antiberty", str(user)).model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in bert.state_dict().items())
+    assert torch.equal(state["embeddings.word_embeddings.weight"], loaded["embeddings.word_embeddings.weight"])
+
+
+def test_a_transformers_encoder_folder_with_only_a_pickle_is_refused_unread(tmp_path, monkeypatch):
+    """ESM2 / Nucleotide Transformer / Geneformer folders load through transformers with safetensors required: the
+    same weights as a pytorch_model.bin are refused, and torch.load is never reached."""
+    model = EsmModel(EsmConfig(vocab_size=len(ESM_VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                               intermediate_size=64, max_position_embeddings=128, pad_token_id=1, mask_token_id=2),
+                     add_pooling_layer=False)
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    _save_vocab(tmp_path, ESM_VOCAB)
+    no_unpickling(monkeypatch)
+    with pytest.raises(OSError, match="model.safetensors"):
+        load_encoder("esm2", str(tmp_path))

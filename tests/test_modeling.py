@@ -370,3 +370,29 @@ def test_projector_output_norm_argument_reaches_the_projector_spec(monkeypatch, 
     with pytest.raises(RuntimeError, match="stop after the spec"):
         load_model(args)
     assert seen["projector"] == {"type": "resampler", "options": {"num_queries": 8, "output_norm": expected}}
+
+
+def test_a_model_folder_or_llm_with_only_a_pickle_is_refused_unread(tmp_path, monkeypatch):
+    """A BioReason folder and a decoder LLM load from safetensors only: the same weights saved as a pytorch_model.bin
+    (a pickle, which runs code when read) are refused, and torch.load is never reached."""
+    from bioreason.model.composition import load_llm
+
+    model, _ = tiny_model("esm2")
+    model.save_pretrained(tmp_path / "bio")
+    (tmp_path / "bio" / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "bio" / "pytorch_model.bin")
+    llm = tiny_llm()
+    llm.save_pretrained(tmp_path / "llm")
+    tiny_tokenizer().save_pretrained(tmp_path / "llm")
+    state = llm.state_dict()
+    (tmp_path / "llm" / "model.safetensors").unlink()
+    torch.save(state, tmp_path / "llm" / "pytorch_model.bin")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"torch.load was called on {args[:1]}")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    with pytest.raises(OSError, match="model.safetensors"):
+        AutoModelForCausalLM.from_pretrained(tmp_path / "bio")
+    with pytest.raises(OSError, match="model.safetensors"):
+        load_llm(str(tmp_path / "llm"))

@@ -94,15 +94,25 @@ def _enformer_config():
     return optional_import("enformer_pytorch.config_enformer", ENFORMER_HINT).EnformerConfig
 
 
+# Hub repos whose main branch holds only pytorch_model.bin, and the revision holding the same weights as safetensors
+# (the Hub's safetensors conversion pull request).
+SAFETENSORS_REVISIONS = {"EleutherAI/enformer-official-rough": "refs/pr/1"}
+
+
 def load_weights(source: str) -> dict[str, torch.Tensor]:
-    """model.safetensors if the source has it, else pytorch_model.bin through the weights-only unpickler."""
+    """The source's `model.safetensors` (a local folder or a hub id; for a hub repo that has it only in its conversion
+    pull request, from that revision). A source with only pytorch_model.bin is refused, not unpickled."""
+    from safetensors.torch import load_file
+
+    from bioreason.encoders.weights import no_safetensors
 
     path = cached_file(source, "model.safetensors", _raise_exceptions_for_missing_entries=False)
-    if path:
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    return torch.load(cached_file(source, "pytorch_model.bin"), map_location="cpu", weights_only=True)
+    if not path and source in SAFETENSORS_REVISIONS:
+        path = cached_file(source, "model.safetensors", revision=SAFETENSORS_REVISIONS[source],
+                           _raise_exceptions_for_missing_entries=False)
+    if not path:
+        raise no_safetensors(source)
+    return load_file(path)
 
 def load_every_weight(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """`load_state_dict` that refuses a checkpoint lacking any tensor of the model or holding tensors it does not

@@ -1,8 +1,9 @@
 """Protein encoders: ESM2 (transformers `EsmModel`), AntiBERTy (weights shipped in the antiberty==0.1.3 wheel) and
 ESM C (EvolutionaryScale `esm`, optional).
 
-AntiBERTy is a BERT: we build `BertModel` ourselves and read its checkpoint with `torch.load(weights_only=True)`, which
-refuses arbitrary pickled objects, because its own runner and tokenizer break under transformers 5.
+AntiBERTy is a BERT: we build `BertModel` ourselves (its own runner and tokenizer break under transformers 5) and read
+the wheel's checkpoint, a pickle, only when its sha256 is the pinned one (`bioreason.encoders.weights`); any other
+folder needs `model.safetensors`.
 """
 
 from __future__ import annotations
@@ -46,15 +47,24 @@ def antiberty_default_dir() -> str:
     return os.path.join(spec.submodule_search_locations[0], "trained_models", "AntiBERTy_md_smooth")
 
 
+# sha256 of trained_models/AntiBERTy_md_smooth/pytorch_model.bin in the antiberty==0.1.3 wheel (104,174,334 bytes).
+ANTIBERTY_BIN_SHA256 = "f1ae33eac8cc8784a7d4be5a600141d2fa7bc7d8d5b3f5324d64a6a63bd0f137"
+
+
 def load_antiberty_state(folder: str) -> dict[str, torch.Tensor]:
-    """The BERT trunk's tensors from safetensors if present, else from the .bin via the weights-only unpickler."""
+    """The BERT trunk's tensors from `model.safetensors`; a folder without one is read only if its .bin is the
+    wheel's, pinned by hash (`bioreason.encoders.weights`): a user's pickle is refused, not unpickled."""
+    from bioreason.encoders.weights import load_pinned_pickle, no_safetensors
+
     st = os.path.join(folder, "model.safetensors")
     if os.path.exists(st):
         from safetensors.torch import load_file
 
         state = load_file(st)
+    elif os.path.exists(os.path.join(folder, "pytorch_model.bin")):
+        state = load_pinned_pickle(os.path.join(folder, "pytorch_model.bin"), ANTIBERTY_BIN_SHA256)
     else:
-        state = torch.load(os.path.join(folder, "pytorch_model.bin"), map_location="cpu", weights_only=True)
+        raise no_safetensors(folder)
     return {k.removeprefix("bert."): v for k, v in state.items() if k.startswith("bert.") or not k.startswith("cls.")}
 
 

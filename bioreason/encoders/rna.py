@@ -145,7 +145,7 @@ class GeneformerEncoder(HFTokenEncoder):
     def from_source(cls, source: str | None, **options: Any) -> GeneformerEncoder:
         if source is None:
             raise ValueError("the geneformer encoder needs a source: a hub id or a local Geneformer folder")
-        model = BertModel.from_pretrained(source, add_pooling_layer=False)
+        model = BertModel.from_pretrained(source, add_pooling_layer=False, use_safetensors=True)  # never a .bin pickle
         if "vocab" not in options:
             token_dict = load_gene_dict(source_file(source, options.pop("vocab_file", None) or "token_dictionary.json"))
             options["vocab"] = [g for g, _ in sorted(token_dict.items(), key=lambda kv: kv[1])]

@@ -101,7 +101,8 @@ class HFTokenEncoder(Encoder):
     def from_source(cls, source: str | None, **options: Any) -> HFTokenEncoder:
         """A transformers checkpoint (hub id or folder) and the `vocab.txt` beside it."""
         source = source or cls.default_source
-        model = cls.model_class.from_pretrained(source, add_pooling_layer=False, dtype=torch.float32)
+        model = cls.model_class.from_pretrained(source, add_pooling_layer=False, dtype=torch.float32,
+                                               use_safetensors=True)  # a .bin is a pickle: never read
         options.setdefault("vocab", read_vocab(cached_file(source, "vocab.txt")))
         return cls.wrap(model, source, options)
 

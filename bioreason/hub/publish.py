@@ -49,6 +49,7 @@ REMOTE_CODE = {
     "bioreason.encoders.protein": "bioreason_encoders_protein",
     "bioreason.encoders.rna": "bioreason_encoders_rna",
     "bioreason.encoders.plain_pickle": "bioreason_encoders_plain_pickle",
+    "bioreason.encoders.weights": "bioreason_encoders_weights",
     "bioreason.encoders.kmer": "bioreason_encoders_kmer",
     "bioreason.encoders.scanpy_pca": "bioreason_encoders_scanpy_pca",
     "bioreason.projectors.base": "bioreason_projectors_base",

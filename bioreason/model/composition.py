@@ -123,6 +123,7 @@ def load_llm(source: str, dtype: torch.dtype | None = None, **kwargs: Any) -> tu
         if not os.path.exists(source):
             raise FileNotFoundError(f"GGUF file not found: {source}")
         source = _gguf_to_plain(source)
+    kwargs.setdefault("use_safetensors", True)  # a pytorch_model.bin is a pickle: refused, never read
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32,
                                                  **offline_kernel_default(kwargs))
     tokenizer = AutoTokenizer.from_pretrained(source)

@@ -60,8 +60,9 @@ class BioReasonPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any):
         """Loading replaces the parameters, so the saved freeze policy is applied again afterwards. Offline, hub
-        kernels are off unless asked for (`offline_kernel_default`)."""
-        model = super().from_pretrained(*args, **offline_kernel_default(kwargs))
+        kernels are off unless asked for (`offline_kernel_default`). Weights come from safetensors only: a folder
+        with a pytorch_model.bin alone is refused, not unpickled."""
+        model = super().from_pretrained(*args, **offline_kernel_default({"use_safetensors": True, **kwargs}))
         model.apply_freeze_policy()
         return model
 
