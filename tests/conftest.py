@@ -151,3 +151,12 @@ sys.meta_path.insert(0, _Block())
 '''
 """Prepended to a snippet run in a subprocess: bioreason (and the repo's top-level folders) cannot be imported, as on
 a machine that has only transformers and the exported folder."""
+
+
+def no_unpickling(monkeypatch):
+    """torch.load replaced by a failure: a test that reaches it has unpickled a user's file."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"torch.load was called on {args[:1]}")
+
+    monkeypatch.setattr(torch, "load", refuse)

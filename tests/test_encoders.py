@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import ENCODER_TYPES, ESM_VOCAB, GENES, sample_items, tiny_encoder
+from conftest import ENCODER_TYPES, ESM_VOCAB, GENES, no_unpickling, sample_items, tiny_encoder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
@@ -430,15 +430,6 @@ def test_an_encoder_the_hub_cannot_serve_offline_names_the_model_and_the_way_out
     with pytest.raises(OSError, match="encoder esm2: could not load 'facebook/esm2_t6_8M_UR50D'") as caught:
         load_encoder("esm2")
     assert "encoder init" not in str(caught.value)  # no random-init command for this one
-
-
-def no_unpickling(monkeypatch):
-    """torch.load replaced by a failure: a test that reaches it has unpickled a user's file."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"torch.load was called on {args[:1]}")
-
-    monkeypatch.setattr(torch, "load", refuse)
 
 
 def test_an_enformer_folder_with_only_a_pickle_is_refused_unread(tmp_path, monkeypatch):

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ENCODER_TYPES, MODALITY_OF, sample_items, tiny_encoder, tiny_llm, tiny_model, tiny_tokenizer
+from conftest import (
+    ENCODER_TYPES,
+    MODALITY_OF,
+    no_unpickling,
+    sample_items,
+    tiny_encoder,
+    tiny_llm,
+    tiny_model,
+    tiny_tokenizer,
+)
 from transformers import AutoModelForCausalLM, AutoProcessor
 
 from bioreason import BioReasonForCausalLM, BioReasonProcessor
@@ -387,11 +396,7 @@ def test_a_model_folder_or_llm_with_only_a_pickle_is_refused_unread(tmp_path, mo
     state = llm.state_dict()
     (tmp_path / "llm" / "model.safetensors").unlink()
     torch.save(state, tmp_path / "llm" / "pytorch_model.bin")
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"torch.load was called on {args[:1]}")
-
-    monkeypatch.setattr(torch, "load", refuse)
+    no_unpickling(monkeypatch)
     with pytest.raises(OSError, match="model.safetensors"):
         AutoModelForCausalLM.from_pretrained(tmp_path / "bio")
     with pytest.raises(OSError, match="model.safetensors"):
