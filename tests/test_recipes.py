@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -809,6 +810,7 @@ def test_runs_that_agree_up_to_a_stage_share_it(tmp_path, task, model_dir, monke
 def test_a_stage_is_shared_only_by_runs_that_agree_up_to_it():
     """The SFT key ignores every later setting and the RL budget; it follows SFT's own settings and budget, and a
     default spelled out equals the default left out."""
+    from bioreason.evaluation.scoring import SCORING_VERSION
     from bioreason.recipes.pipeline import PipelineArguments, resolved_sections, stage_budgets
     from bioreason.training.arguments import DataArguments, ModelArguments
     from bioreason.training.run_state import config_key
@@ -827,6 +829,8 @@ def test_a_stage_is_shared_only_by_runs_that_agree_up_to_it():
     assert key("sft", sft_examples=128) != base
     assert key("sft", seed=1) != base
     assert key("grpo", grpo={"lora_r": 16}) != key("grpo")
+    with mock.patch("bioreason.training.stage_cache.SCORING_VERSION", SCORING_VERSION + 1):
+        assert key("sft") != base  # scores from an older scoring are not served
 
 
 def test_a_stage_cache_entry_serves_only_a_whole_entry_of_its_own_key(tmp_path):

@@ -25,6 +25,10 @@ from bioreason.data.chat import modality_inputs, normalize_label, parse_answer, 
 EMPTY_THINK = "<think>\n\n</think>\n<answer>"
 NORMALIZATIONS = ("mean", "sum")
 DEFAULT_NORMALIZATION = "mean"
+# How a pipeline stage's record is scored, beyond the model and the config: raise it when a change moves scores, so a
+# stage-cache entry scored the old way is not served to a run scored the new way. 2: each stage scored with its
+# adapter merged (a8afcca), as the saved model is.
+SCORING_VERSION = 2
 
 
 def combine_label_scores(logps: torch.Tensor, mask: torch.Tensor, normalization: str) -> torch.Tensor:

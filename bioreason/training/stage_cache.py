@@ -24,19 +24,22 @@ import shutil
 from collections.abc import Iterator
 from typing import Any
 
+from bioreason.evaluation.scoring import SCORING_VERSION
+
 FORMAT = "bioreason-stage-cache/2"  # /2: entries hold the stage's changes, not a merged model
 
 
 def prefix_key(key: dict, stages: list[str], stage: str, sections: dict, budgets: dict) -> dict:
     """What the model after `stage` depends on: the run's config key (`run_state.config_key`) without the sections,
     budgets and stage list of the stages after it, with the resolved sections and budgets of this one and those
-    before it (so a default spelled out and one left out agree)."""
+    before it (so a default spelled out and one left out agree), and the scoring version: an entry holds the stage's
+    scores too, and a study resumed across a change to how stages are scored must not mix the two."""
     done = stages[: stages.index(stage) + 1]
     later_only = {"cpt", "sft", "grpo", "stages", "total_examples", "rl_fraction", "sft_examples", "rl_examples",
                   "cpt_examples", "evaluate_base"}
     pipeline = {k: v for k, v in key["pipeline"].items() if k not in later_only}
     pipeline.update(stages=done, sections={s: sections[s] for s in done}, budgets={s: budgets[s] for s in done})
-    prefix = {**key, "pipeline": pipeline, "format": FORMAT}
+    prefix = {**key, "pipeline": pipeline, "format": FORMAT, "scoring": SCORING_VERSION}
     return json.loads(json.dumps(prefix, sort_keys=True, default=str))
 
 
