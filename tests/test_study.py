@@ -185,6 +185,17 @@ def test_seeds_scored_on_the_same_records_pair_as_seeds_not_as_more_records(tmp_
     assert study_report_pairs(out)["ood"]["n"] == 8
 
 
+def test_stage_pairs_where_keeps_one_cell_of_the_grid(tmp_path):
+    from bioreason.evaluation.study_report import stage_pairs
+
+    out = str(tmp_path)
+    fake_run(out, "a", {"rl_fraction": 0.5}, 0.5, 0.75, correct=[{"ood": [0, 0]}, {"ood": [1, 1]}])
+    fake_run(out, "b", {"rl_fraction": 0.75}, 0.5, 0.75, correct=[{"ood": [1, 1]}, {"ood": [0, 0]}])
+    assert stage_pairs(out, "sft", "grpo")["ood"]["difference"] == 0  # the two cells cancel
+    assert stage_pairs(out, "sft", "grpo", where={"rl_fraction": 0.5})["ood"]["difference"] == 1
+    assert stage_pairs(out, "sft", "grpo", where={"rl_fraction": 0.75})["ood"]["difference"] == -1
+
+
 def study_report_pairs(out):
     from bioreason.evaluation.study_report import stage_pairs
 

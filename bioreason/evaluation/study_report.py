@@ -95,9 +95,10 @@ def _records_key(run_dir: str) -> tuple | None:
     return tuple(config.get(key) for key in RECORD_KEYS)
 
 
-def stage_pairs(out: str, before: str, after: str) -> dict[str, dict]:
+def stage_pairs(out: str, before: str, after: str, where: dict | None = None) -> dict[str, dict]:
     """`{split: paired comparison}` of stage `after` against stage `before` over every finished run that has both,
-    on the same records (the runs' per-record `correct` vectors in their metrics.json).
+    on the same records (the runs' per-record `correct` vectors in their metrics.json); with `where`, only the runs
+    whose grid axes have those values (one cell of a grid, e.g. `{"rl_fraction": 0.5}`).
 
     Runs scored on the same records (equal `RECORD_KEYS` in their configs, as the seeds of one config are) are
     stacked as seeds, so the interval resamples records with each record's difference averaged over the runs: a
@@ -109,8 +110,8 @@ def stage_pairs(out: str, before: str, after: str) -> dict[str, dict]:
     a: dict[str, list[list[int]]] = {}
     b: dict[str, list[list[int]]] = {}
     keys: dict[str, set] = {}
-    for _, stages, key in _finished_runs(out):
-        if before not in stages or after not in stages:
+    for axes, stages, key in _finished_runs(out):
+        if before not in stages or after not in stages or any(axes.get(k) != v for k, v in (where or {}).items()):
             continue
         for split, correct in stages[after].get("correct", {}).items():
             previous = stages[before].get("correct", {}).get(split)

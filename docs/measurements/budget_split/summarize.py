@@ -16,8 +16,8 @@ import os
 import sys
 from statistics import mean
 
-from bioreason.evaluation.intervals import format_difference, paired_comparison
-from bioreason.evaluation.study_report import axis_pairs
+from bioreason.evaluation.intervals import format_difference
+from bioreason.evaluation.study_report import axis_pairs, stage_pairs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPLITS = ("validation", "id", "ood")
@@ -87,9 +87,7 @@ def summarize(study: str) -> dict:
                        "final_accuracy": {k: mean(s[k]["accuracy"] for s in final) for k in SPLITS},
                        "seconds": mean(sum(s["seconds"] for s in r["stages"].values()) for r in group)}
         if all("grpo" in r["stages"] for r in group):
-            entry["grpo_vs_own_sft"] = {
-                k: paired_comparison([r["stages"]["sft"]["correct"][k] for r in group],
-                                     [r["stages"]["grpo"]["correct"][k] for r in group]) for k in SPLITS}
+            entry["grpo_vs_own_sft"] = stage_pairs(study, "sft", "grpo", where={"rl_fraction": fraction})
         out["by_fraction"][str(fraction)] = entry
     out["vs_sft_alone"] = axis_pairs(study, "rl_fraction")  # each run's last stage against rl_fraction 0's
     return out
