@@ -4,6 +4,7 @@ through disk, invalidated when the encoder's weights change, never used for a tr
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -232,6 +233,27 @@ def test_stale_temporary_files_are_removed_and_the_cli_shows_and_frees_the_cache
     assert main(["cache", "clear", "--dir", str(tmp_path)]) == 0
     assert "removed 2 files" in capsys.readouterr().out
     assert not list(tmp_path.rglob("*.safetensors")) and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_an_entry_evicted_by_another_process_during_the_open_is_a_miss_not_a_rejection(tmp_path, monkeypatch):
+    """safetensors reports a file removed between the lookup and the open as a RuntimeError, not FileNotFoundError
+    (seen in the two-process eviction race); that is another process's eviction, not a damaged entry."""
+    import safetensors
+
+    cache = FeatureCache(tmp_path)
+    key = "ef" * 20
+    cache._put(key, _entry(3))
+    path = cache._path(key)
+
+    def evicted_meanwhile(name, *args, **kwargs):
+        os.remove(name)  # the other process's eviction, just before this one opens the file
+        raise RuntimeError(f"unable to open file <{name}> in read-only mode: No such file or directory (2)")
+
+    monkeypatch.setattr(safetensors, "safe_open", evicted_meanwhile)
+    assert cache._read(key, torch.device("cpu")) is None and cache.rejected == 0
+    cache._put(key, _entry(3))  # a file that is there but unreadable is still rejected and deleted
+    monkeypatch.setattr(safetensors, "safe_open", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bad header")))
+    assert cache._read(key, torch.device("cpu")) is None and cache.rejected == 1 and not os.path.exists(path)
 
 
 def test_a_full_disk_costs_the_entry_not_the_run(tmp_path, monkeypatch, caplog):

@@ -141,6 +141,10 @@ class FeatureCache:
         except FileNotFoundError:  # never written, or evicted by another process a moment ago
             return None
         except Exception as err:  # a truncated or corrupt file: safetensors raises its own error types
+            if not os.path.exists(path):
+                # gone between the lookup and the open: safetensors reports an entry evicted by another process
+                # at that moment as a RuntimeError ("No such file or directory"), not FileNotFoundError. A miss.
+                return None
             return self._reject(path, f"unreadable ({type(err).__name__}: {err})")
         if meta.get("format") != FORMAT or meta.get("key") != key:
             return self._reject(path, f"its metadata names key {meta.get('key')!r}, format {meta.get('format')!r}")
