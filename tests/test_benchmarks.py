@@ -94,6 +94,24 @@ def test_no_held_out_input_is_in_the_cpt_corpus_of_a_benchmark(built, name):
     assert len(held_out_inputs(ds)) > 0
 
 
+def test_antibody_descriptions_carry_the_chain_markers_of_the_sequence_without_naming_the_chain(built):
+    """CPT aligns on these descriptions: each reads its CDRs from the record's own sequence, never names a chain type,
+    and over the train split they separate the chains as IMGT numbering does (a light chain's CDR2 has 3 residues,
+    a heavy chain's more; kappa alone fills position 10)."""
+    ds = load_from_disk(built["antibody_chain"][0])["train"]
+    seen = {}
+    for row in ds:
+        text = row["reasoning"]
+        assert not re.search(r"heavy|kappa|lambda|light", text, re.IGNORECASE), text
+        cdr1, cdr2 = re.findall(r"CDR\d (\w+) \((\d+) residues\)", text)
+        assert cdr1[0] in row["protein"][0] and cdr2[0] in row["protein"][0] and len(cdr2[0]) == int(cdr2[1])
+        filled = "position 10 holds" in text
+        seen.setdefault(row["answer"], []).append((len(cdr2[0]), filled))
+    assert all(n > 3 for n, _ in seen["heavy"]) and all(n == 3 for n, _ in seen["kappa"])
+    assert sum(f for _, f in seen["kappa"]) / len(seen["kappa"]) > 0.9
+    assert not any(f for _, f in seen["heavy"] + seen["lambda"])
+
+
 @pytest.mark.parametrize(("name", "length"), [("jaspar_tf_class", 48), ("jaspar_tf_class_1kb", 1000)])
 def test_jaspar_sites_come_from_their_matrix(built, name, length):
     from bioreason.data.benchmarks.jaspar import load_matrices

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import os
-from collections import Counter
 
 from bioreason.data.benchmarks.base import package_dir, register_benchmark, split_groups
 from bioreason.data.records import make_record
@@ -29,11 +28,37 @@ def load_germlines() -> dict:
     raise ValueError(f"{path}: no all_germlines table")
 
 
-def reasoning(seq: str) -> str:
-    cys = [i + 1 for i, c in enumerate(seq) if c == "C"]
-    top = ", ".join(f"{aa} {100 * n / len(seq):.0f}%" for aa, n in Counter(seq).most_common(3))
-    return (f"The sequence has {len(seq)} residues and begins with {seq[:6]}. Cysteines sit at positions "
-            f"{', '.join(map(str, cys)) or 'none'}. Its most frequent residues are {top}.")
+# IMGT unique numbering (Lefranc et al. 2003): the CDRs, and the framework positions where the chain types differ.
+IMGT_CDRS = {"CDR1": (27, 38), "CDR2": (56, 65)}
+IMGT_FR2_HALLMARKS = (42, 49, 50, 52)
+IMGT_CONSERVED = {23: ("Cys", "C"), 41: ("Trp", "W"), 104: ("Cys", "C")}
+
+
+def reasoning(aligned: str) -> str:
+    """A label-free description of an IMGT-gapped V region (128 positions, `-` or `.` where a position is empty): its
+    CDR1 and CDR2 with their lengths, whether position 10 is filled, the FR2 hallmark residues and the conserved
+    Cys 23 / Trp 41 / Cys 104. These are what tells the chain types apart (a light chain's CDR2 has 3 residues, a
+    heavy chain's 7-10; kappa fills position 10; FR2 42/49/50/52 read V G L W in most heavy chains), so projector
+    alignment on them teaches the projector what the downstream question needs without naming the answer; the
+    previous description (length, first residues, cysteine positions, composition) carried none of it and made the
+    SFT that followed worse (docs/STUDY.md, "CPT helps")."""
+    if len(aligned) < 104:
+        raise ValueError(f"an IMGT-gapped V region has at least 104 positions, got {len(aligned)}")
+
+    def at(pos: int) -> str:
+        aa = aligned[pos - 1].upper()
+        return "" if aa in "-." else aa
+
+    cdrs = []
+    for name, (start, end) in IMGT_CDRS.items():
+        cdr = "".join(at(p) for p in range(start, end + 1))
+        cdrs.append(f"{name} {cdr or 'empty'} ({len(cdr)} residues)")
+    p10 = f"holds {at(10)}" if at(10) else "is empty"
+    hallmarks = ", ".join(at(p) or "-" for p in IMGT_FR2_HALLMARKS)
+    conserved = ", ".join(f"{name} {pos} {'present' if at(pos) == aa else 'replaced by ' + (at(pos) or 'a gap')}"
+                          for pos, (name, aa) in IMGT_CONSERVED.items())
+    return (f"In IMGT numbering: {' and '.join(cdrs)}; position 10 {p10}; FR2 positions "
+            f"{', '.join(map(str, IMGT_FR2_HALLMARKS))} hold {hallmarks}; {conserved}.")
 
 
 @register_benchmark(
@@ -54,12 +79,12 @@ def build(out: str, seed: int) -> tuple[list[dict], dict]:
             for gene, aligned in genes.items():
                 seq = aligned.replace("-", "").replace(".", "").upper()
                 if len(seq) >= 60 and set(seq) <= set("ACDEFGHIKLMNPQRSTVWYX"):
-                    rows.append((f"{species}|{gene}", species, name, seq))
-    id_seqs = [seq for _, species, _, seq in rows if species in ID_SPECIES]
+                    rows.append((f"{species}|{gene}", species, name, seq, aligned))
+    id_seqs = [seq for _, species, _, seq, _ in rows if species in ID_SPECIES]
     id_split = split_groups(id_seqs, 0.2, seed)
     records = []
-    for rid, species, name, seq in rows:
+    for rid, species, name, seq, aligned in rows:
         split = "ood_test" if species not in ID_SPECIES else id_split[seq]
         records.append(make_record(rid, "antibody_chain", split, "protein", [seq], question, name, labels,
-                                   reasoning=reasoning(seq), group=seq))
+                                   reasoning=reasoning(aligned), group=seq))
     return records, {"source_rows": len(rows)}
