@@ -64,3 +64,23 @@ def test_packed_attention_equals_the_block_diagonal_mask_and_is_not_saved(tmp_pa
     assert torch.allclose(segmented.loss, padded_loss, atol=1e-5)
     model.save_pretrained(tmp_path)
     assert NAME not in (tmp_path / "config.json").read_text()
+
+
+def test_the_alignment_control_pairs_each_input_with_another_records_description():
+    """CPT's content control (`descriptions: other`): the same inputs and the same description texts, each input
+    trained towards a description that is not its own; `describe` keeps each input's own."""
+    import pytest
+
+    _, processor = tiny_model("esm2", projector="linear")
+    tok = processor.tokenizer
+
+    def targets(batch):
+        return [tok.decode(row[row != -100]) for row in batch["labels"]]
+
+    own = RecordCollator(processor, target="describe")(RECORDS)
+    other = RecordCollator(processor, target="describe_other")(RECORDS)
+    assert [t.startswith(r["reasoning"]) for t, r in zip(targets(own), RECORDS, strict=True)] == [True, True]
+    assert [t.startswith(r["reasoning"]) for t, r in zip(targets(other), RECORDS[::-1], strict=True)] == [True, True]
+    assert torch.equal(own["protein_values"], other["protein_values"])  # the inputs stay where they were
+    with pytest.raises(ValueError, match="describe_others"):
+        RecordCollator(processor, target="describe_others")

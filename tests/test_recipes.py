@@ -687,6 +687,26 @@ def test_a_stage_section_holds_trl_and_model_config_fields_with_the_stage_defaul
     assert not model_args.use_peft  # the run's starting model is loaded without an adapter
 
 
+def test_the_cpt_section_chooses_the_alignment_descriptions_and_they_key_the_cpt_stage(tmp_path):
+    from bioreason.model.precision import choose_bf16
+    from bioreason.recipes.pipeline import check_sections, resolved_sections, stage_arguments
+    from bioreason.training.stage_cache import prefix_key
+
+    precision = choose_bf16("false", "cpu")
+    keys = []
+    for text in ("seed: 0\n", "cpt:\n  descriptions: other\n"):
+        p, model_args, _ = pipeline_args(tmp_path, text)
+        check_sections(p, model_args)
+        config, _, recipe = stage_arguments(p, model_args, "cpt", precision)
+        assert recipe.mode == "align" and config.learning_rate == 1e-3
+        keys.append((recipe.descriptions, prefix_key({"pipeline": {}}, ["cpt", "sft"], "cpt", resolved_sections(p),
+                                                     {"cpt": 64, "sft": 8})))
+    assert [d for d, _ in keys] == ["own", "other"] and keys[0][1] != keys[1][1]
+    p, model_args, _ = pipeline_args(tmp_path, "cpt:\n  descriptions: shuffled\n")
+    with pytest.raises(ValueError, match="cpt descriptions 'shuffled': own or other"):
+        check_sections(p, model_args)  # before any work
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("sft:\n  learnig_rate: 0.001\n", "`sft.learnig_rate` is not a sft setting; did you mean learning_rate"),
     ("grpo:\n  seed: 3\n", "`grpo.seed` is set for every stage by the pipeline; set it at the top level"),

@@ -21,7 +21,21 @@ from bioreason.training.stage import recipe_main, run_stage
 
 
 @dataclass
-class CPTRecipeArguments:
+class AlignArguments:
+    """What projector alignment trains on; also a pipeline's `cpt:` section key."""
+
+    descriptions: str = field(default="own", metadata={
+        "help": "align: own (each input's description) or other (each input paired with another train record's "
+                "description: the same texts and steps with the pairing broken, the control that tells what "
+                "alignment gains from what the descriptions say)"})
+
+    def __post_init__(self):
+        if self.descriptions not in ("own", "other"):
+            raise ValueError(f"cpt descriptions {self.descriptions!r}: own or other")
+
+
+@dataclass
+class CPTRecipeArguments(AlignArguments):
     mode: str = field(default="align", metadata={
         "help": "align: train the projectors to describe sequences; text: train the LLM on a text corpus"})
     text_files: list[str] | None = field(default=None, metadata={
@@ -66,7 +80,8 @@ def run(recipe: CPTRecipeArguments, model_args: ModelArguments, data: DataArgume
 
         task, _ = load_task(data)
         check_align_corpus(train_records(task, data), task, data.dataset)
-        return sft.run(sft.SFTRecipeArguments(target="describe", resume=recipe.resume, evaluate=recipe.evaluate),
+        target = "describe" if recipe.descriptions == "own" else "describe_other"
+        return sft.run(sft.SFTRecipeArguments(target=target, resume=recipe.resume, evaluate=recipe.evaluate),
                        model_args, data, config, model=model, processor=processor, callbacks=callbacks)
     if recipe.mode != "text" or not recipe.text_files:
         raise ValueError("cpt mode must be 'align', or 'text' with text_files")

@@ -51,7 +51,8 @@ STAGE_DEFAULTS: dict[str, dict] = {
 # Set by the pipeline for every stage (top-level fields or the run folder), so a section may not set them.
 PIPELINE_OWNED = {"output_dir", "seed", "bf16", "report_to", "max_train_examples", "model_name_or_path",
                   "encoders_trainable", "llm_trainable"}
-SECTION_CLASSES = {"cpt": (BioSFTConfig,), "sft": (BioSFTConfig,), "grpo": (BioGRPOConfig, grpo.GRPORecipeArguments)}
+SECTION_CLASSES = {"cpt": (BioSFTConfig, cpt.AlignArguments), "sft": (BioSFTConfig,),
+                   "grpo": (BioGRPOConfig, grpo.GRPORecipeArguments)}
 # The flat names these settings had before the sections (refused with their new name).
 RENAMED = {**{f"{stage}_{key}": f"{stage}.{new}" for stage, keys in {
                "cpt": {"learning_rate": "learning_rate", "batch_size": "per_device_train_batch_size"},
@@ -119,7 +120,8 @@ class PipelineArguments:
                 "differ only in their RL settings share one SFT; `bioreason study run` sets it). Single process only"})
     cpt: dict = field(default_factory=dict, metadata={
         "help": "CPT (projector alignment) settings: fields of TRL's SFTConfig, e.g. learning_rate, "
-                "per_device_train_batch_size. Defaults: " + json.dumps(STAGE_DEFAULTS["cpt"])})
+                "per_device_train_batch_size, and descriptions (own, or other: the content control). Defaults: "
+                + json.dumps(STAGE_DEFAULTS["cpt"])})
     sft: dict = field(default_factory=dict, metadata={
         "help": "SFT settings: fields of TRL's SFTConfig (learning_rate, per_device_train_batch_size, "
                 "num_train_epochs, packing ...) and of ModelConfig (use_peft, lora_r, lora_alpha ...). Defaults: "
@@ -210,6 +212,10 @@ def check_sections(p: PipelineArguments, model_args: ModelArguments) -> None:
                 raise ValueError(f"pipeline: `{stage}.{key}` is not a {stage} setting"
                                  + (f"; did you mean {', '.join(near)}?" if near else ""))
             section[key] = typed_value(stage, key, section[key])
+    try:  # the alignment settings' values, before the base model is scored
+        cpt.AlignArguments(**{k: v for k, v in (p.cpt or {}).items() if k in field_names(cpt.AlignArguments)})
+    except ValueError as err:
+        raise ValueError(f"pipeline: {err}") from None
     defaults = ModelArguments()
     for key in sorted(STAGE_MODEL_FIELDS):
         if getattr(model_args, key) != getattr(defaults, key):
@@ -220,7 +226,7 @@ def check_sections(p: PipelineArguments, model_args: ModelArguments) -> None:
 
 
 def stage_arguments(p: PipelineArguments, model_args: ModelArguments, stage: str, precision: Precision):
-    """(TRL config, ModelArguments, GRPO recipe arguments or None) of one stage: the stage's defaults, then its
+    """(TRL config, ModelArguments, CPT / GRPO recipe arguments or None) of one stage: the stage's defaults, then its
     section, on top of what the pipeline sets for every stage."""
     section = resolved_sections(p)[stage]
     config_class = SECTION_CLASSES[stage][0]
@@ -229,6 +235,9 @@ def stage_arguments(p: PipelineArguments, model_args: ModelArguments, stage: str
     config = config_class(**{**common, **{k: v for k, v in section.items() if k in config_keys}})
     stage_model = replace(model_args, **{k: v for k, v in section.items() if k in STAGE_MODEL_FIELDS})
     recipe = None
+    if stage == "cpt":
+        recipe = cpt.CPTRecipeArguments(mode="align", evaluate=False, resume=True,
+                                        **{k: v for k, v in section.items() if k in field_names(cpt.AlignArguments)})
     if stage == "grpo":
         recipe = grpo.GRPORecipeArguments(**{k: v for k, v in section.items()
                                              if k in field_names(grpo.GRPORecipeArguments)})
@@ -433,8 +442,8 @@ def _train_stage(p: PipelineArguments, model_args: ModelArguments, data: DataArg
         print(f"{stage}: continuing from {newest}", flush=True)
     # the stage scripts train, resuming from that checkpoint; the pipeline scores every stage the same way, below
     if stage == "cpt":
-        result = cpt.run(cpt.CPTRecipeArguments(mode="align", evaluate=False, resume=True), stage_model, stage_data,
-                         config, model=model, processor=processor, callbacks=callbacks)
+        result = cpt.run(recipe, stage_model, stage_data, config, model=model, processor=processor,
+                         callbacks=callbacks)
     elif stage == "sft":  # each stage script prepares the model it is given (freeze policy, its own LoRA adapter)
         result = sft.run(sft.SFTRecipeArguments(evaluate=False, resume=True), stage_model, stage_data, config,
                          model=model, processor=processor, callbacks=callbacks)

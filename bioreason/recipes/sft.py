@@ -25,7 +25,8 @@ from bioreason.training.stage import recipe_main, run_stage
 @dataclass
 class SFTRecipeArguments:
     target: str = field(default="answer", metadata={
-        "help": "answer: loss on the assistant turn; describe: on the reasoning text (projector alignment)"})
+        "help": "answer: loss on the assistant turn; describe: on the reasoning text (projector alignment); "
+                "describe_other: on another record's reasoning text (alignment's content control)"})
     evaluate: bool = field(default=True, metadata={"help": "score ID / OOD after training"})
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint-N in output_dir"})
 

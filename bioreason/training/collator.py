@@ -19,6 +19,8 @@ import torch
 
 from bioreason.data.chat import SYSTEM_PROMPT, format_completion, modality_inputs
 
+TARGETS = ("answer", "describe", "describe_other")
+
 
 @dataclass
 class RecordCollator:
@@ -28,12 +30,19 @@ class RecordCollator:
     packing: bool = False
     max_length: int | None = None
     system_prompt: str = SYSTEM_PROMPT
-    target: str = "answer"  # "answer": <think>reasoning</think><answer>label</answer>; "describe": the reasoning text
+    # "answer": <think>reasoning</think><answer>label</answer>; "describe": the reasoning text (projector alignment);
+    # "describe_other": each input paired with the next record's description in its batch, the content control of
+    # alignment (the same texts and steps, the pairing broken: what alignment gains from the descriptions' content)
+    target: str = "answer"
 
-    def messages(self, record: dict) -> tuple[list[dict], str]:
-        if self.target == "describe":  # projector alignment: sequence -> description
+    def __post_init__(self):
+        if self.target not in TARGETS:
+            raise ValueError(f"collator target {self.target!r}; one of {', '.join(TARGETS)}")
+
+    def messages(self, record: dict, description: str | None = None) -> tuple[list[dict], str]:
+        if self.target in ("describe", "describe_other"):  # projector alignment: sequence -> description
             question = record["question"].split("\n", 1)[0] + "\nDescribe this input."
-            return [{"role": "user", "content": question}], record["reasoning"]
+            return [{"role": "user", "content": question}], record["reasoning"] if description is None else description
         reasoning = record.get("reasoning") if self.use_reasoning else ""
         messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": record["question"]}]
         return messages, format_completion(record["answer"], reasoning)
@@ -41,8 +50,11 @@ class RecordCollator:
     def __call__(self, records: list[dict]) -> dict[str, torch.Tensor]:
         template = self.processor.tokenizer.apply_chat_template
         prompts, fulls, items = [], [], {}
-        for record in records:
-            messages, completion = self.messages(record)
+        others = [None] * len(records)
+        if self.target == "describe_other":  # a rotation: no input keeps its own description once the batch has two
+            others = [r["reasoning"] for r in records[1:] + records[:1]]
+        for record, other in zip(records, others, strict=True):
+            messages, completion = self.messages(record, other)
             prompt = template(messages, tokenize=False, add_generation_prompt=True)
             full = template([*messages, {"role": "assistant", "content": completion}], tokenize=False)
             if not full.startswith(prompt):
