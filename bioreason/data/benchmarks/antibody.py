@@ -37,10 +37,10 @@ IMGT_CONSERVED = {23: ("Cys", "C"), 41: ("Trp", "W"), 104: ("Cys", "C")}
 def reasoning(aligned: str) -> str:
     """A label-free description of an IMGT-gapped V region (128 positions, `-` or `.` where a position is empty): its
     CDR1 and CDR2 with their lengths, whether position 10 is filled, the FR2 hallmark residues and the conserved
-    Cys 23 / Trp 41 / Cys 104. These are what tells the chain types apart (a light chain's CDR2 has 3 residues, a
-    heavy chain's 7-10; kappa fills position 10; FR2 42/49/50/52 read V G L W in most heavy chains), so projector
-    alignment on them teaches the projector what the downstream question needs without naming the answer; the
-    previous description (length, first residues, cysteine positions, composition) carried none of it and made the
+    Cys 23 / Trp 41 / Cys 104. These are what tells the chain types apart (CDR2 has 3 residues in kappa and most
+    lambda chains, 6-10 in heavy; kappa fills position 10; FR2 42/49/50/52 read V G L W in most heavy chains), so
+    projector alignment on them teaches the projector what the downstream question needs without naming the answer;
+    the previous description (length, first residues, cysteine positions, composition) carried none of it and made the
     SFT that followed worse (docs/STUDY.md, "CPT helps")."""
     if len(aligned) < 104:
         raise ValueError(f"an IMGT-gapped V region has at least 104 positions, got {len(aligned)}")
