@@ -1056,7 +1056,12 @@ def test_curve_splits_score_ood_along_sft_and_a_choosing_run_refuses_them(tmp_pa
     assert [c["step"] for c in points] == list(range(1, sft["steps"] + 1)) and len(points) == 2
     assert all(set(c) == {"stage", "step", "validation", "ood"} for c in points)
     assert all(c["ood"]["n"] == 3 and 0 <= c["ood"]["accuracy"] <= 1 for c in points)
-    assert points[-1]["ood"] == sft["ood"] and points[-1]["validation"] == sft["validation"]
+    # each point keeps its per-record vectors, so two points of the run compare paired (`curve_pairs`)
+    assert all(len(c[k]["correct"]) == c[k]["n"] and sum(c[k]["correct"]) / c[k]["n"] == c[k]["accuracy"]
+               for c in points for k in ("validation", "ood"))
+    last = {k: {m: v for m, v in points[-1][k].items() if m != "correct"} for k in ("validation", "ood")}
+    assert last["ood"] == sft["ood"] and last["validation"] == sft["validation"]
+    assert points[-1]["ood"]["correct"] == sft["correct"]["ood"]
     rows = curve_rows(str(tmp_path / "run"), "run", metrics)
     assert [r["ood_accuracy"] for r in rows] == [c["ood"]["accuracy"] for c in points]
     assert all(r["id_accuracy"] is None for r in rows)  # not asked for: not scored

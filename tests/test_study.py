@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -395,6 +396,71 @@ def test_a_grid_axis_is_reported_as_a_paired_difference_matched_on_the_other_axe
     assert "- `cpt` True vs False (sft_examples=64): OOD +0.375 [" in report
     assert "- `cpt` True vs False (sft_examples=128): OOD -0.125 [" in report
     assert "- `sft_examples` 128 vs 64 (cpt=False): OOD +0.375 [" in report  # every axis, matched on the others
+
+
+def test_two_cells_that_differ_in_two_axes_pair_by_seed(tmp_path):
+    """The seed study's rank pair (SFT 256, RL 16) against the quickstart's (16, 4): both axes differ, so
+    `axis_pairs` cannot pair them; `cell_pairs` matches the cells' runs by seed and stacks them on the same records,
+    by the last stage unless a stage is named. A cell that matches two runs of one seed is refused, not averaged."""
+    from bioreason.evaluation.study_report import cell_pairs
+
+    out = str(tmp_path)
+    for seed, (small, large) in enumerate([([0, 0, 1, 1], [1, 1, 1, 1]), ([0, 1, 1, 1], [0, 1, 1, 1])]):
+        for ranks, ood in (((16, 4), small), ((256, 16), large), ((16, 16), [0, 0, 0, 0])):
+            fake_run(out, f"r{ranks[0]}-{ranks[1]}_seed-{seed}", {"sft.lora_r": ranks[0], "grpo.lora_r": ranks[1],
+                                                                 "seed": seed},
+                     0.5, sum(ood) / 4, correct=[{"ood": [1, 1, 1, 1]}, {"ood": ood}])
+    [final] = cell_pairs(out, {"sft.lora_r": 16, "grpo.lora_r": 4}, {"sft.lora_r": 256, "grpo.lora_r": 16})
+    assert (final["split"], final["seeds_matched"], final["seeds"], final["n"]) == ("ood", [0, 1], 2, 4)
+    assert final["difference"] == 2 / 8 and (final["a_only"], final["b_only"]) == (0, 2)
+    [sft] = cell_pairs(out, {"sft.lora_r": 16, "grpo.lora_r": 4}, {"sft.lora_r": 256, "grpo.lora_r": 16},
+                       stage="sft")
+    assert sft["difference"] == 0  # the SFT vectors, not the last stage's
+    with pytest.raises(ValueError, match="more than one run of seed 0"):
+        cell_pairs(out, {"sft.lora_r": 16}, {"sft.lora_r": 256})  # two RL ranks under SFT rank 16
+
+
+def curve_run(out: str, name: str, axes: dict, points: dict, dataset: str = "benchmark:pbmc_cell_type") -> None:
+    """A finished run whose SFT curve holds per-record vectors: `points` {step: {split: [0/1 ...]}}."""
+    fake_run(out, name, axes, 0.5, 0.5)
+    run_dir = os.path.join(out, "runs", name)
+    with open(os.path.join(run_dir, "config.yaml"), "w") as fh:
+        fh.write(f"dataset: {dataset}\nmax_eval_examples: null\n")
+    with open(os.path.join(run_dir, "metrics.json")) as fh:
+        metrics = json.load(fh)
+    metrics["curve"] = [{"stage": "sft", "step": step, **{split: {"accuracy": sum(v) / len(v), "correct": v}
+                                                        for split, v in splits.items()}}
+                        for step, splits in points.items()]
+    with open(os.path.join(run_dir, "metrics.json"), "w") as fh:
+        json.dump(metrics, fh)
+
+
+def test_along_sft_the_step_is_chosen_on_validation_and_the_last_step_paired_against_it(tmp_path):
+    """Issue 27's "OOD peaks early, then declines": the step is chosen on the seeds' mean validation curve (step 2
+    here), never on OOD itself (whose own best is step 1), and OOD at the last step is paired against that step on the
+    same records, stacked over the seeds; a run scored on other records stays out of the stack."""
+    from bioreason.evaluation.study_report import curve_pairs
+
+    out = str(tmp_path)
+    seeds = {  # seed -> {step: {split: vector}}; validation best at step 2 for both seeds
+        0: {1: {"validation": [1, 0, 0], "ood": [1, 1, 1, 1]}, 2: {"validation": [1, 1, 1], "ood": [1, 1, 1, 0]},
+            3: {"validation": [1, 1, 0], "ood": [1, 0, 0, 0]}},
+        1: {1: {"validation": [0, 0, 0], "ood": [1, 1, 1, 1]}, 2: {"validation": [1, 1, 0], "ood": [1, 1, 0, 0]},
+            3: {"validation": [1, 0, 0], "ood": [1, 1, 0, 0]}},
+    }
+    for seed, points in seeds.items():
+        curve_run(out, f"seed-{seed}", {"seed": seed}, points)
+    [ood] = curve_pairs(out)
+    assert (ood["split"], ood["steps"], ood["chosen_step"], ood["last_step"]) == ("ood", [1, 2, 3], 2, 3)
+    assert ood["peak_step"] == 1 and ood["accuracy"] == [1.0, 5 / 8, 3 / 8]  # OOD's own best: shown, not chosen
+    assert (ood["seeds"], ood["n"]) == (2, 4)
+    assert ood["difference"] == 3 / 8 - 5 / 8 and (ood["a_only"], ood["b_only"]) == (2, 0)
+    curve_run(out, "seed-2", {"seed": 2}, seeds[0], dataset="benchmark:antibody_chain")  # other records
+    assert curve_pairs(out) == []  # not stacked with the others, and not paired record by record either
+    shutil.rmtree(os.path.join(out, "runs", "seed-2"))
+    study.harvest(out)
+    report = open(write_study_report(out)).read()
+    assert "- OOD: step 2 0.625, last step 3 0.375, last minus chosen -0.250 [" in report
 
 
 def choice_run(out: str, name: str, axes: dict, validation: list[int]) -> None:

@@ -6,7 +6,8 @@ curve (final accuracy against RL's share of the training examples); a heatmap of
 (SFT LoRA rank, RL LoRA rank) pairs. Plots whose axes did not vary in the study are skipped and said so. Every accuracy
 plot carries the majority-class and probe baselines (the mean over runs of the `majority_*` / `probe_*` columns) as
 lines; the report counts the runs that end at the majority class, ranks runs on validation, and states RL's effect as a
-paired difference on the same records with its interval (`stage_pairs`).
+paired difference on the same records with its interval (`stage_pairs`), and along SFT each test split at the last
+periodic point against the point chosen on validation (`curve_pairs`).
 """
 
 from __future__ import annotations
@@ -151,6 +152,11 @@ def _id_vs_ood(out: str, table: pd.DataFrame, baselines: dict) -> str:
 def _finished_runs(out: str) -> list[tuple[dict, dict, tuple | None]]:
     """(axes, {stage name: stage record}, records key) of every finished run of a study, in name order; axes `{}`
     where a run has no axes.json."""
+    return [(axes, {s["name"]: s for s in metrics["stages"]}, key) for axes, metrics, key in _finished_metrics(out)]
+
+
+def _finished_metrics(out: str) -> list[tuple[dict, dict, tuple | None]]:
+    """(axes, metrics.json, records key) of every finished run of a study, in name order."""
     import json
 
     runs = []
@@ -161,12 +167,12 @@ def _finished_runs(out: str) -> list[tuple[dict, dict, tuple | None]]:
         if not os.path.exists(os.path.join(run_dir, "DONE")) or not os.path.exists(metrics):
             continue
         with open(metrics, encoding="utf-8") as fh:
-            stages = {s["name"]: s for s in json.load(fh)["stages"]}
+            loaded = json.load(fh)
         axes = {}
         if os.path.exists(os.path.join(run_dir, "axes.json")):
             with open(os.path.join(run_dir, "axes.json"), encoding="utf-8") as fh:
                 axes = json.load(fh)
-        runs.append((axes, stages, _records_key(run_dir)))
+        runs.append((axes, loaded, _records_key(run_dir)))
     return runs
 
 
@@ -214,6 +220,85 @@ def axis_pairs(out: str, axis: str, stage: str | None = None, seed_axis: str = "
             comparison = paired_comparison([a for a, _ in pairs], [b for _, b in pairs])
             found.append({"axis": axis, "a": values[0], "b": next(v for v in values if repr(v) == value),
                           "given": dict(others), "split": split, **comparison})
+    return found
+
+
+def cell_pairs(out: str, a: dict, b: dict, stage: str | None = None, seed_axis: str = "seed") -> list[dict]:
+    """Grid cell `b` against cell `a` (each a setting of some axes, e.g. `{"sft.lora_r": 256, "grpo.lora_r": 16}`
+    against `{"sft.lora_r": 16, "grpo.lora_r": 4}`), where more than one axis differs and `axis_pairs` does not
+    reach: the runs of each cell matched by seed, their per-record vectors of `stage` (default: each run's last
+    stage) stacked as seeds on the same records. Returns one `{"a", "b", "split", "seeds_matched", **comparison}`
+    per split both cells scored; seeds scored on other records are not matched."""
+    from bioreason.evaluation.intervals import paired_comparison
+
+    def cell(where: dict) -> dict:
+        found = {}
+        for axes, stages, key in _finished_runs(out):
+            if any(axes.get(k) != v for k, v in where.items()):
+                continue
+            name = stage if stage is not None else [n for n in stages if n != "base"][-1]
+            if name in stages and "correct" in stages[name]:
+                if axes.get(seed_axis) in found:
+                    raise ValueError(f"{out}: cell {where} holds more than one run of seed {axes.get(seed_axis)}; "
+                                     "name every axis that differs between them")
+                found[axes.get(seed_axis)] = (stages[name]["correct"], key)
+        return found
+
+    cell_a, cell_b = cell(a), cell(b)
+    seeds = sorted((s for s in cell_a if s in cell_b and cell_a[s][1] == cell_b[s][1]), key=repr)
+    pairs = []
+    for split in ("validation", "id", "ood"):
+        vectors = [(cell_a[s][0].get(split), cell_b[s][0].get(split)) for s in seeds]
+        if not vectors or any(x is None or y is None or len(x) != len(y) for x, y in vectors) \
+                or len({len(x) for x, _ in vectors}) > 1:
+            continue
+        pairs.append({"a": a, "b": b, "split": split, "seeds_matched": seeds,
+                      **paired_comparison([x for x, _ in vectors], [y for _, y in vectors])})
+    return pairs
+
+
+def curve_pairs(out: str, stage: str = "sft", choose: str = "validation", seed_axis: str = "seed") -> list[dict]:
+    """Where along a stage its test splits stood best, read without looking at them (issue 27's "OOD peaks early,
+    then declines"): for each setting of the grid axes but the seed, the runs' periodic points of `stage`
+    (`eval_every_steps`, with `curve_splits`), stacked as seeds on the same records. The step is chosen on the mean
+    `choose` accuracy over the seeds (the earliest of the best), one step for every seed; each other split is then
+    compared at the last step against the chosen one, paired on the same records (`paired_comparison`, a = the
+    chosen step, b = the last: a negative difference is what training past the chosen step lost).
+
+    Returns one entry per (setting, split): `{"given", "split", "steps", "accuracy" (the mean curve), "chosen_step",
+    "last_step", "peak_step" (the split's own best: read on the split itself, so shown, never paired), **comparison}`.
+    Runs whose points keep no per-record vectors (before they were kept) or miss a step the others have are left
+    out of their setting."""
+    from bioreason.evaluation.intervals import paired_comparison
+
+    cells: dict[tuple, list[tuple[dict, tuple | None]]] = {}
+    for axes, metrics, key in _finished_metrics(out):
+        points = {p["step"]: p for p in metrics.get("curve") or [] if p.get("stage") == stage}
+        if len(points) < 2:
+            continue
+        others = tuple(sorted((k, repr(v)) for k, v in axes.items() if k != seed_axis))
+        cells.setdefault(others, []).append((points, key))
+    found = []
+    for others, runs in cells.items():
+        if len({key for _, key in runs}) != 1 or next(iter(runs))[1] is None:
+            continue  # not scored on the same records: the points cannot be stacked as seeds
+        steps = sorted(set.intersection(*(set(points) for points, _ in runs)))
+
+        def vectors(split: str, step: int, runs=runs) -> list | None:
+            found_vectors = [points[step].get(split, {}).get("correct") for points, _ in runs]
+            return None if any(v is None for v in found_vectors) else found_vectors
+
+        if len(steps) < 2 or any(vectors(choose, step) is None for step in steps):
+            continue
+        chosen = max(steps, key=lambda step: (float(np.mean(vectors(choose, step))), -step))
+        splits = [k for k in ("validation", "id", "ood") if k != choose
+                  and all(vectors(k, step) is not None for step in steps)]
+        for split in splits:
+            curve = [float(np.mean(vectors(split, step))) for step in steps]
+            found.append({"given": {k: v for k, v in others}, "split": split, "steps": steps, "accuracy": curve,
+                          "chosen_step": chosen, "last_step": steps[-1],
+                          "peak_step": steps[int(np.argmax(curve))],
+                          **paired_comparison(vectors(split, chosen), vectors(split, steps[-1]))})
     return found
 
 
@@ -279,6 +364,24 @@ def choice_text(out: str) -> str:
     return (f"Chosen on validation by the rule of docs/EVALUATION.md (the cheapest config whose paired difference "
             f"from the best does not lie wholly below 0; seeds {choice['seeds']}): **{name(choice['chosen'])}**."
             "\n\n" + "\n".join(lines) + "\n\n")
+
+
+def curve_text(out: str) -> str:
+    """The report's paragraph on `curve_pairs`: along SFT, each test split at the last step against the step chosen
+    on validation; empty where no run kept per-record vectors at its periodic points."""
+    from bioreason.evaluation.intervals import format_difference
+
+    lines = []
+    for c in curve_pairs(out):
+        given = ", ".join(f"{k}={v}" for k, v in c["given"].items())
+        lines.append(f"- {SPLIT_LABELS[c['split']]}" + (f" ({given})" if given else "")
+                     + f": step {c['chosen_step']} {c['accuracy_a']:.3f}, last step {c['last_step']} "
+                     f"{c['accuracy_b']:.3f}, last minus chosen {format_difference(c)}; the split's own best "
+                     f"step {c['peak_step']} (read on the split itself)")
+    if not lines:
+        return ""
+    return ("Along SFT (periodic points, seeds stacked on the same records): the step chosen on validation against "
+            "the last step:\n\n" + "\n".join(lines) + "\n\n")
 
 
 def write_study_report(out: str) -> str:
@@ -392,7 +495,7 @@ def write_study_report(out: str) -> str:
     if axis_effects:
         rl_effect += ("Each grid axis, a value against the first, paired on the same records over the seeds (last "
                       "stage; accuracy difference, 95% interval, McNemar p):\n\n" + "\n".join(axis_effects) + "\n\n")
-    rl_effect += choice_text(out)
+    rl_effect += choice_text(out) + curve_text(out)
     at_majority = ""
     judged = "id" if "id" in splits else "validation"
     if f"majority_{judged}_accuracy" in table and f"sft_{judged}_accuracy" in table:

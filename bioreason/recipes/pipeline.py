@@ -298,6 +298,13 @@ def strip(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k in SHOWN}
 
 
+def curve_point(metrics: dict) -> dict:
+    """A split's scores at a periodic point: what a stage record shows, and the per-record `correct` vector, so two
+    points of one run (the step chosen on validation against the last, `study_report.curve_pairs`) compare paired on
+    the same records."""
+    return {**strip(metrics), **({"correct": list(metrics["correct"])} if "correct" in metrics else {})}
+
+
 def stage_record(name: str, evaluated: dict, previous: dict | None, **fields) -> dict:
     """A stage's record: its scores per held-out split, `correct` (1 / 0 per record, the same records for every
     stage) and `vs_previous`, the paired comparison with the stage before it on each split."""
@@ -352,7 +359,7 @@ def _run(p: PipelineArguments, model_args: ModelArguments, data: DataArguments) 
     def evaluate(m):  # the periodic curve: validation (where checkpoints are chosen), the test splits if asked
         metrics = evaluate_splits(m, processor, dataset, cells, data, bf16=precision.bf16,
                                   keys=tuple(p.curve_splits), reliance=())
-        return {k: strip(v) for k, v in metrics.items()}
+        return {k: curve_point(v) for k, v in metrics.items()}
 
     def score(m, stage: str) -> dict:  # after a stage: every held-out split, reliance where the setting asks
         if not p.score_test_splits:  # a run that chooses: its test splits stay unread
@@ -465,7 +472,9 @@ def _train_stage(p: PipelineArguments, model_args: ModelArguments, data: DataArg
                           **{k: result[k] for k in ("mean_reward", "zero_advantage_steps", "stopped_early",
                                                      "dynamic_sampling") if k in result})
     if p.eval_every_steps:
-        curve.append({"stage": stage, "step": result["steps"], **{key: record[key] for key in p.curve_splits}})
+        curve.append({"stage": stage, "step": result["steps"],
+                      **{key: {**record[key], **({"correct": record["correct"][key]} if key in record["correct"]
+                                                  else {})} for key in p.curve_splits}})
     return model, record
 
 
