@@ -509,3 +509,18 @@ def test_choose_config_breaks_an_accuracy_tie_towards_the_cheaper_config(tmp_pat
     assert choice["best"] == {"cpt": False, "sft_examples": 128}  # CPT and no CPT tie: no CPT is cheaper
     assert [tuple(r["config"].values()) for r in choice["configs"]] == [
         (False, 64), (True, 64), (False, 128), (True, 128)]
+
+
+def test_choose_config_orders_ranks_and_other_numbers_by_value_not_by_their_text(tmp_path):
+    """rank_grid_antibody chose RL rank 16 over an equally good 4 because "16" sorts before "4" as text: a LoRA rank is
+    a cost (smaller first), and an axis outside the cost order still sorts its numbers by value."""
+    from bioreason.evaluation.study_report import choose_config
+
+    out = str(tmp_path)
+    for rank in (4, 16):
+        for rate in (0.0005, 0.00003125):
+            choice_run(out, f"r-{rank}_lr-{rate}", {"grpo.lora_r": rank, "learning_rate": rate}, [1, 1, 0, 1])
+    choice = choose_config(out)
+    assert choice["chosen"] == choice["best"] == {"grpo.lora_r": 4, "learning_rate": 0.00003125}
+    assert [tuple(r["config"].values()) for r in choice["configs"]] == [
+        (4, 0.00003125), (4, 0.0005), (16, 0.00003125), (16, 0.0005)]

@@ -302,9 +302,17 @@ def curve_pairs(out: str, stage: str = "sft", choose: str = "validation", seed_a
     return found
 
 
-COST_ORDER = ("sft_examples", "sft_epochs", "rl_examples", "total_examples", "cpt_examples", "cpt")
+COST_ORDER = ("sft_examples", "sft_epochs", "rl_examples", "total_examples", "cpt_examples", "cpt", "sft.lora_r",
+              "grpo.lora_r", "lora_r")
 """Grid axes that make a config dearer as their value grows, most important first: `choose_config` breaks ties
-towards the config that is cheaper on them (fewer SFT examples, then no CPT)."""
+towards the config that is cheaper on them (fewer SFT examples, then no CPT, then smaller LoRA ranks)."""
+
+
+def _order_key(value) -> tuple:
+    """Numbers by value, everything else by its repr after them: 4 before 16, where repr would put "16" first."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return (1, 0, repr(value))
+    return (0, value, "")
 
 
 def choose_config(out: str, split: str = "validation", seed_axis: str = "seed") -> dict | None:
@@ -333,7 +341,7 @@ def choose_config(out: str, split: str = "validation", seed_axis: str = "seed") 
     def cost(config: tuple) -> tuple:
         values = dict(config)
         return (tuple(values[a] for a in COST_ORDER if a in values),
-                tuple(repr(values[a]) for a in sorted(values) if a not in COST_ORDER))
+                tuple(_order_key(values[a]) for a in sorted(values) if a not in COST_ORDER))
 
     stacked = {config: [by_seed[s] for s in seeds] for config, by_seed in cells.items()}
     accuracy = {config: float(np.mean(vectors)) for config, vectors in stacked.items()}
