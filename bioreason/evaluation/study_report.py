@@ -152,11 +152,12 @@ def _id_vs_ood(out: str, table: pd.DataFrame, baselines: dict) -> str:
 def _finished_runs(out: str) -> list[tuple[dict, dict, tuple | None]]:
     """(axes, {stage name: stage record}, records key) of every finished run of a study, in name order; axes `{}`
     where a run has no axes.json."""
-    return [(axes, {s["name"]: s for s in metrics["stages"]}, key) for axes, metrics, key in _finished_metrics(out)]
+    return [(axes, {s["name"]: s for s in metrics["stages"]}, key) for _, axes, metrics, key in finished_metrics(out)]
 
 
-def _finished_metrics(out: str) -> list[tuple[dict, dict, tuple | None]]:
-    """(axes, metrics.json, records key) of every finished run of a study, in name order."""
+def finished_metrics(out: str) -> list[tuple[str, dict, dict, tuple | None]]:
+    """(run folder name, axes, metrics.json, records key) of every finished run of a study, in name order: what a
+    study's own summaries (`docs/measurements/*/summarize.py`) read, so none of them walks the run folders again."""
     import json
 
     runs = []
@@ -172,7 +173,7 @@ def _finished_metrics(out: str) -> list[tuple[dict, dict, tuple | None]]:
         if os.path.exists(os.path.join(run_dir, "axes.json")):
             with open(os.path.join(run_dir, "axes.json"), encoding="utf-8") as fh:
                 axes = json.load(fh)
-        runs.append((axes, loaded, _records_key(run_dir)))
+        runs.append((name, axes, loaded, _records_key(run_dir)))
     return runs
 
 
@@ -272,7 +273,7 @@ def curve_pairs(out: str, stage: str = "sft", choose: str = "validation", seed_a
     from bioreason.evaluation.intervals import paired_comparison
 
     cells: dict[tuple, list[tuple[dict, tuple | None]]] = {}
-    for axes, metrics, key in _finished_metrics(out):
+    for _, axes, metrics, key in finished_metrics(out):
         points = {p["step"]: p for p in metrics.get("curve") or [] if p.get("stage") == stage}
         if len(points) < 2:
             continue

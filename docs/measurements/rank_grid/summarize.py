@@ -15,7 +15,7 @@ import sys
 from statistics import mean
 
 from bioreason.evaluation.intervals import format_difference
-from bioreason.evaluation.study_report import cell_pairs, stage_pairs
+from bioreason.evaluation.study_report import cell_pairs, finished_metrics, stage_pairs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPLITS = ("validation", "id", "ood")
@@ -26,14 +26,7 @@ QUICKSTART = {SFT: 16, RL: 4}
 def runs_of(study: str) -> dict[str, dict]:
     """Each finished run's axes, its SFT and GRPO accuracy (with n, seconds, steps) and GRPO's sampling counts."""
     found = {}
-    for name in sorted(os.listdir(os.path.join(study, "runs"))):
-        folder = os.path.join(study, "runs", name)
-        if not os.path.exists(os.path.join(folder, "DONE")):
-            continue
-        with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as fh:
-            metrics = json.load(fh)
-        with open(os.path.join(folder, "axes.json"), encoding="utf-8") as fh:
-            axes = json.load(fh)
+    for name, axes, metrics, _ in finished_metrics(study):
         stages = {s["name"]: s for s in metrics["stages"]}
         found[name] = {"axes": axes, **{stage: {"accuracy": {k: s[k]["accuracy"] for k in SPLITS},
                                                 "n": {k: s[k]["n"] for k in SPLITS}, "seconds": s["seconds"],

@@ -14,22 +14,18 @@ import os
 import sys
 
 from bioreason.evaluation.intervals import format_difference
-from bioreason.evaluation.study_report import curve_pairs
+from bioreason.evaluation.study_report import curve_pairs, finished_metrics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPLITS = ("validation", "id", "ood")
 
 
 def curves(study: str) -> dict[str, list[dict]]:
-    """{run: [{"step", "examples", split: accuracy ...}, ...]} from each finished run's SFT curve."""
-    found = {}
-    for name in sorted(os.listdir(os.path.join(study, "runs"))):
-        folder = os.path.join(study, "runs", name)
-        if not os.path.exists(os.path.join(folder, "DONE")):
-            continue
-        with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as fh:
-            metrics = json.load(fh)
-        with open(os.path.join(folder, "run_config.json"), encoding="utf-8") as fh:
+    """{run: [{"step", "examples", split: accuracy ...}, ...]} from each finished run's SFT curve, and
+    {run + ":seconds": its training and scoring time}."""
+    found: dict = {}
+    for name, _, metrics, _ in finished_metrics(study):
+        with open(os.path.join(study, "runs", name, "run_config.json"), encoding="utf-8") as fh:
             batch = json.load(fh)["pipeline"]["sft"]["per_device_train_batch_size"]
         found[name] = [{"step": p["step"], "examples": p["step"] * batch,
                         **{k: p[k]["accuracy"] for k in SPLITS if k in p}}
