@@ -111,7 +111,7 @@ def stage_pairs(out: str, before: str, after: str, where: dict | None = None) ->
     a: dict[str, list[list[int]]] = {}
     b: dict[str, list[list[int]]] = {}
     keys: dict[str, set] = {}
-    for axes, stages, key in _finished_runs(out):
+    for axes, stages, key in finished_runs(out):
         if before not in stages or after not in stages or any(axes.get(k) != v for k, v in (where or {}).items()):
             continue
         for split, correct in stages[after].get("correct", {}).items():
@@ -149,9 +149,9 @@ def _id_vs_ood(out: str, table: pd.DataFrame, baselines: dict) -> str:
     return _save(fig, out, "id_vs_ood.png")
 
 
-def _finished_runs(out: str) -> list[tuple[dict, dict, tuple | None]]:
+def finished_runs(out: str) -> list[tuple[dict, dict, tuple | None]]:
     """(axes, {stage name: stage record}, records key) of every finished run of a study, in name order; axes `{}`
-    where a run has no axes.json."""
+    where a run has no axes.json. Public, like `finished_metrics`, for the summaries in `docs/measurements/`."""
     return [(axes, {s["name"]: s for s in metrics["stages"]}, key) for _, axes, metrics, key in finished_metrics(out)]
 
 
@@ -196,7 +196,7 @@ def axis_pairs(out: str, axis: str, stage: str | None = None, seed_axis: str = "
     scored on other records (a different `RECORD_KEYS`) are not paired."""
     from bioreason.evaluation.intervals import paired_comparison
 
-    runs = [r for r in _finished_runs(out) if axis in r[0]]
+    runs = [r for r in finished_runs(out) if axis in r[0]]
     values = _ordered([r[0][axis] for r in runs])
     if len(values) < 2:
         return []
@@ -234,7 +234,7 @@ def cell_pairs(out: str, a: dict, b: dict, stage: str | None = None, seed_axis: 
 
     def cell(where: dict) -> dict:
         found = {}
-        for axes, stages, key in _finished_runs(out):
+        for axes, stages, key in finished_runs(out):
             if any(axes.get(k) != v for k, v in where.items()):
                 continue
             name = stage if stage is not None else [n for n in stages if n != "base"][-1]
@@ -326,7 +326,7 @@ def choose_config(out: str, split: str = "validation", seed_axis: str = "seed") 
     from bioreason.evaluation.intervals import paired_comparison
 
     cells: dict[tuple, dict] = {}  # config -> {seed: correct vector}
-    for axes, stages, _ in _finished_runs(out):
+    for axes, stages, _ in finished_runs(out):
         name = [n for n in stages if n != "base"][-1]
         correct = stages[name].get("correct", {}).get(split)
         if correct is None:

@@ -9,12 +9,12 @@ import sys
 from collections import defaultdict
 
 from bioreason.evaluation.intervals import format_difference, paired_comparison
-from bioreason.evaluation.study_report import _finished_runs
+from bioreason.evaluation.study_report import finished_runs
 
-none = {a["seed"]: s["sft"]["correct"]["validation"] for a, s, _ in _finished_runs(sys.argv[1])
+none = {a["seed"]: s["sft"]["correct"]["validation"] for a, s, _ in finished_runs(sys.argv[1])
         if not a.get("cpt") and a.get("sft_examples") == 128 and a.get("cpt.descriptions") == "own"}
 cells = defaultdict(dict)
-for a, s, _ in _finished_runs(sys.argv[2]):
+for a, s, _ in finished_runs(sys.argv[2]):
     cells[(a["cpt_examples"], a["cpt.learning_rate"])][a["seed"]] = s["sft"]["correct"]["validation"]
 for cell, by_seed in sorted(cells.items()):
     seeds = sorted(set(by_seed) & set(none))

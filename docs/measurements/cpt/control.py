@@ -15,7 +15,7 @@ import os
 import sys
 
 from bioreason.evaluation.intervals import format_difference, paired_comparison
-from bioreason.evaluation.study_report import _finished_runs
+from bioreason.evaluation.study_report import finished_runs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPLITS = ("validation", "id", "ood")
@@ -26,7 +26,7 @@ def arms(on_off: str, control: str) -> dict[str, dict]:
     """{arm: {seed: (per-split 0/1 vectors of the SFT stage, records key)}}."""
     found: dict[str, dict] = {"none": {}, "own": {}, "other": {}}
     for study, from_control in ((on_off, False), (control, True)):
-        for axes, stages, key in _finished_runs(study):
+        for axes, stages, key in finished_runs(study):
             if from_control:
                 arm = "other" if axes.get("cpt.descriptions") == "other" else None
             else:
