@@ -197,6 +197,23 @@ def test_stage_pairs_where_keeps_one_cell_of_the_grid(tmp_path):
     assert stage_pairs(out, "sft", "grpo", where={"rl_fraction": 0.75})["ood"]["difference"] == -1
 
 
+def test_runs_of_two_grid_cells_pooled_on_the_same_records_are_called_runs_not_seeds(tmp_path):
+    from bioreason.evaluation.intervals import format_difference
+    from bioreason.evaluation.study_report import stage_pairs
+
+    out = str(tmp_path)
+    fake_run(out, "a", {"rl_fraction": 0.5, "seed": 0}, 0.5, 0.75, correct=[{"ood": [0, 1]}, {"ood": [1, 1]}])
+    fake_run(out, "b", {"rl_fraction": 0.75, "seed": 0}, 0.5, 0.75, correct=[{"ood": [0, 1]}, {"ood": [1, 0]}])
+    for name in ("a", "b"):
+        with open(os.path.join(out, "runs", name, "config.yaml"), "w") as fh:
+            fh.write("dataset: benchmark:x\ndata_root: runs/data\nmax_eval_examples: null\nseed: 0\n")
+    pooled = stage_pairs(out, "sft", "grpo")["ood"]
+    assert (pooled["seeds"], pooled["stacked_as_seeds"], pooled["stacked"]) == (2, True, "runs")
+    assert format_difference(pooled).endswith("(n=2 x 2 runs)")
+    one_cell = stage_pairs(out, "sft", "grpo", where={"rl_fraction": 0.5})["ood"]
+    assert "stacked" not in one_cell and format_difference(one_cell).endswith("(n=2)")
+
+
 def study_report_pairs(out):
     from bioreason.evaluation.study_report import stage_pairs
 

@@ -110,10 +110,13 @@ def paired_comparison(correct_a, correct_b, seed: int = 0, n_boot: int = N_BOOT)
 
 
 def format_difference(comparison: dict) -> str:
-    """"+0.031 [-0.012, 0.074], p=0.23 (n=195)": a paired difference as the reports print it."""
+    """"+0.031 [-0.012, 0.074], p=0.23 (n=195 x 3 seeds)": a paired difference as the reports print it. The rows
+    stacked on the same records are called what `comparison["stacked"]` says they are ("seeds" unless told): runs of
+    several grid cells pooled over their seeds are runs, not seeds."""
+    rows = comparison.get("seeds", 1)
     return (f"{comparison['difference']:+.3f} [{comparison['difference_lo']:+.3f}, {comparison['difference_hi']:+.3f}]"
             f", p={comparison['p_value']:.2g} (n={comparison['n']}"
-            + (f" x {comparison['seeds']} seeds" if comparison.get("seeds", 1) > 1 else "") + ")")
+            + (f" x {rows} {comparison.get('stacked', 'seeds')}" if rows > 1 else "") + ")")
 
 
 def format_score(metrics: dict, key: str = "accuracy") -> str:
