@@ -931,7 +931,7 @@ def fake_grpo_trainer(generations: int = 2):
     trainer = object.__new__(BioGRPOTrainer)
     trainer.num_generations = generations
     trainer.sampling_record = {"groups_generated": 0, "groups_with_advantage": 0, "groups_dropped": 0,
-                               "unfilled_groups": 0}
+                               "repeated_groups": 0, "skipped_steps": 0}
     trainer._metrics = {"train": defaultdict(list)}
     return trainer
 
@@ -952,16 +952,18 @@ def test_dynamic_sampling_keeps_the_groups_with_advantage_and_recounts_the_token
     assert (kept["advantages"].view(-1, 2) != 0).any(-1).all()
     assert int(kept["num_items_in_batch"]) == 8  # 4 rows x 2 completion tokens, not the 99 of the whole draw
     assert trainer.sampling_record == {"groups_generated": 4, "groups_with_advantage": 2, "groups_dropped": 2,
-                                       "unfilled_groups": 0}
+                                       "repeated_groups": 0, "skipped_steps": 0}
 
 
-def test_dynamic_sampling_fills_with_groups_without_advantage_only_where_too_few_have_it():
+def test_dynamic_sampling_fills_a_short_batch_by_repeating_groups_with_advantage_never_with_groups_without():
     trainer = fake_grpo_trainer()
     kept = trainer._keep_groups_with_advantage(generated([0, 0, 0, 0, 1, -1]), rows=6, groups=2)
-    assert kept["completion_ids"].flatten().tolist() == [0, 1, 4, 5]  # the group with advantage, then one without
-    assert trainer.sampling_record["unfilled_groups"] == 1
+    assert kept["completion_ids"].flatten().tolist() == [4, 5, 4, 5]  # the one group with advantage, twice
+    assert int(kept["num_items_in_batch"]) == 8  # the repeat's tokens counted: it weighs as two groups
+    assert trainer.sampling_record["repeated_groups"] == 1
     kept = trainer._keep_groups_with_advantage(generated([0, 0, 0, 0]), rows=4, groups=1)
-    assert kept["completion_ids"].flatten().tolist() == [0, 1] and trainer.sampling_record["unfilled_groups"] == 2
+    # no group has advantage: the first groups, left for the step to skip, and nothing counted as repeated
+    assert kept["completion_ids"].flatten().tolist() == [0, 1] and trainer.sampling_record["repeated_groups"] == 1
     assert trainer._metrics["train"]["dynamic_sampling/groups_with_advantage"] == [1 / 3, 0.0]
 
 
@@ -998,9 +1000,47 @@ def test_grpo_with_dynamic_sampling_trains_on_groups_with_advantage_only(tmp_pat
     assert result["steps"] == 2 and len(batches) == 2 and all(b.shape == (2, 2) for b in batches)
     record = result["dynamic_sampling"]
     assert record["groups_generated"] == 16 and record["groups_dropped"] == 12  # 4 x 2 groups drawn per step
-    filled = 4 - record["unfilled_groups"]
-    assert sum(int((b != 0).any(-1).sum()) for b in batches) == filled  # every kept group with advantage counted
-    assert record["groups_with_advantage"] >= filled > 0
+    # every batch that had a group with advantage is all groups with advantage (repeats fill it); the others skip
+    for b in batches:
+        assert bool((b != 0).any(-1).all()) or not bool((b != 0).any())
+    assert record["skipped_steps"] == sum(not bool((b != 0).any()) for b in batches)
+    assert record["groups_with_advantage"] > 0
+
+
+@pytest.fixture
+def spread_once_reward():
+    """Rewards with a spread on the first generation only; every later draw scores all rollouts alike (no advantage)."""
+    calls = []
+
+    def reward(completions, **_):
+        calls.append(len(completions))
+        return [float(i % 2) if len(calls) == 1 else 1.0 for i in range(len(completions))]
+
+    register_reward("test_spread_once")(reward)
+    yield "test_spread_once"
+    REWARDS.pop("test_spread_once")
+
+
+def test_grpo_step_whose_draw_has_no_advantage_is_skipped_and_moves_nothing(tmp_path, task, model_dir,
+                                                                            spread_once_reward):
+    """Step 1 learns from its groups; step 2's whole draw has no advantage, so it skips the loss pass and the update:
+    the weights after step 2 equal those after step 1 (a zero gradient would still move them by Adam's momentum)."""
+    from bioreason.recipes import grpo
+
+    result = grpo.main(["--model_name_or_path", model_dir, "--dataset", task, "--max_train_examples", "16",
+                        "--max_eval_examples", "2", "--output_dir", str(tmp_path / "out"),
+                        "--per_device_train_batch_size", "4", "--num_generations", "2", "--max_steps", "2",
+                        "--save_strategy", "steps", "--save_steps", "1", "--max_completion_length", "6",
+                        "--learning_rate", "1e-2", "--gradient_checkpointing", "false", "--rewards",
+                        spread_once_reward, "--dynamic_sampling", "2", "--stop_when_solved", "0", "--evaluate",
+                        "false", "--llm_trainable", "false", *CPU])
+    assert result["steps"] == 2 and result["dynamic_sampling"]["skipped_steps"] == 1
+    assert result["dynamic_sampling"]["repeated_groups"] == 0  # step 1: every group drawn had a spread
+    start = weights(model_dir)
+    one, two = weights(tmp_path / "out" / "checkpoint-1"), weights(tmp_path / "out" / "checkpoint-2")
+    assert changed(start, one, "model.projectors.")  # step 1 trained the projector
+    for key in one:
+        assert torch.equal(one[key], two[key]), key
 
 
 def test_grpo_with_dynamic_sampling_killed_midway_resumes_to_the_uninterrupted_draws(tmp_path, task, model_dir,

@@ -77,6 +77,15 @@ def write_report(out: str, metrics: dict) -> list[str]:
     return plots
 
 
+def dynamic_places(record: dict) -> str:
+    """What dynamic sampling did with the batch places the draw left without a group with advantage. Runs before
+    the places were filled by repeats recorded `unfilled_groups` (places given to groups without advantage)."""
+    if "unfilled_groups" in record:
+        return f"{record['unfilled_groups']} batch places left to groups without"
+    return (f"{record['repeated_groups']} batch places filled by repeating a group with advantage, "
+            f"{record['skipped_steps']} steps skipped (no group with advantage in the draw)")
+
+
 def stage_tables(metrics: dict) -> str:
     """Markdown: scores with intervals (and the baselines), reliance, paired stage-vs-previous differences and
     prediction rates, each table with the record counts it rests on."""
@@ -103,7 +112,7 @@ def stage_tables(metrics: dict) -> str:
                 + (f"; stopped early: {s['stopped_early']}" if s.get("stopped_early") else "")
                 + (f"; dynamic sampling: {s['dynamic_sampling']['groups_with_advantage']} of "
                    f"{s['dynamic_sampling']['groups_generated']} groups drawn had advantage, "
-                   f"{s['dynamic_sampling']['unfilled_groups']} batch places left to groups without"
+                   + dynamic_places(s["dynamic_sampling"])
                    if s.get("dynamic_sampling") else "")
                 for s in stages if "zero_advantage_steps" in s]
     if rl_notes:

@@ -20,12 +20,17 @@ lists.
 
 Dynamic sampling (`dynamic_sampling` = k > 1, after DAPO): a group whose rewards are all equal has zero advantage and
 carries no gradient. Each generation then samples k times the batch's prompts (the batch's own first, then prompts drawn
-from the train set by a seeded generator) in one generation pass, and keeps the first groups with advantage; only
-where too few have any does the batch keep groups without (counted as `unfilled`). The logged `frac_reward_zero_std`
-covers every group drawn, so `StopWhenSolved` (`stop_when_solved: N`) ends the stage after N batches in which none of
-the k-fold draw had advantage and every rollout was right. The draw generator's state and the counts go into each
-checkpoint next to the RNG states Trainer saves (`dynamic_sampling.json`, plain JSON), so a resumed stage draws the
-prompts the uninterrupted one would have and its counts cover the whole stage.
+from the train set by a seeded generator) in one generation pass, and keeps the first groups with advantage. Where
+too few have any, the places left are filled by repeating the groups that have it (`repeated_groups`), not with
+groups without: under the token-normalised losses a group without advantage adds tokens to the denominator and
+nothing to the numerator, so it would only shrink the step, and it would cost a loss pass. Where none of the draw has
+advantage, the step is skipped (`skipped_steps`): no loss pass and no backward, so the parameters have no gradient
+and the optimizer leaves them (and its moments) alone, where a zero gradient would still move them by Adam's
+momentum. The skip needs `beta` = 0 (with a KL term a group without advantage still has a gradient) and one process.
+The logged `frac_reward_zero_std` covers every group drawn, so `StopWhenSolved` (`stop_when_solved: N`) ends the
+stage after N batches in which none of the k-fold draw had advantage and every rollout was right. The draw generator's
+state and the counts go into each checkpoint next to the RNG states Trainer saves (`dynamic_sampling.json`, plain
+JSON), so a resumed stage draws the prompts the uninterrupted one would have and its counts cover the whole stage.
 """
 
 from __future__ import annotations
@@ -89,7 +94,7 @@ class BioGRPOTrainer(AtomicCheckpointMixin, ProjectorLearningRateMixin, GRPOTrai
         # what dynamic sampling did, over the stage: groups generated, kept (with advantage), dropped, and batches
         # that had to keep groups without advantage (and how many)
         self.sampling_record = {"groups_generated": 0, "groups_with_advantage": 0, "groups_dropped": 0,
-                                "unfilled_groups": 0}
+                                "repeated_groups": 0, "skipped_steps": 0}
         self.cells = cells
         self._rows: list[dict] | None = None  # dataset rows of the batch being generated
         self._modality_rows: dict[str, torch.Tensor] | None = None  # row-aligned tensors for the log-prob passes
@@ -158,20 +163,22 @@ class BioGRPOTrainer(AtomicCheckpointMixin, ProjectorLearningRateMixin, GRPOTrai
         return self._keep_groups_with_advantage(output, len(drawn), groups)
 
     def _keep_groups_with_advantage(self, output: dict, rows: int, groups: int) -> dict:
-        """The first `groups` groups of `output` whose advantages are not all zero (then, if too few, groups without),
-        every per-row tensor indexed alike; the token count the loss divides by is recounted over the kept rows."""
+        """The first `groups` groups of `output` whose advantages are not all zero; if too few, those groups again in
+        turn (never a group without advantage, unless no group has any: then the first `groups`, a batch the step
+        skips). Every per-row tensor is indexed alike; the token count the loss divides by is recounted over the kept
+        rows, repeats included, so a repeated group weighs as two."""
         g = self.num_generations
         has_advantage = (output["advantages"].view(-1, g) != 0).any(-1).tolist()
         chosen = [i for i, a in enumerate(has_advantage) if a][:groups]
-        unfilled = groups - len(chosen)
-        chosen += [i for i, a in enumerate(has_advantage) if not a][:unfilled]
+        repeated = groups - len(chosen) if chosen else 0
+        chosen = [chosen[k % len(chosen)] for k in range(groups)] if chosen else list(range(groups))
         record = self.sampling_record
         record["groups_generated"] += len(has_advantage)
         record["groups_with_advantage"] += sum(has_advantage)
         record["groups_dropped"] += len(has_advantage) - groups
-        record["unfilled_groups"] += unfilled
+        record["repeated_groups"] += repeated
         self._metrics["train"]["dynamic_sampling/groups_with_advantage"].append(sum(has_advantage) / len(has_advantage))
-        self._metrics["train"]["dynamic_sampling/unfilled_groups"].append(float(unfilled))
+        self._metrics["train"]["dynamic_sampling/repeated_groups"].append(float(repeated))
         index = torch.tensor([i * g + j for i in sorted(chosen) for j in range(g)])
         kept = {}
         for key, value in output.items():
@@ -182,6 +189,17 @@ class BioGRPOTrainer(AtomicCheckpointMixin, ProjectorLearningRateMixin, GRPOTrai
         mask = kept["completion_mask"] if kept.get("tool_mask") is None else kept["completion_mask"] * kept["tool_mask"]
         kept["num_items_in_batch"] = mask.sum()
         return kept
+
+    # Loss ------------------------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """TRL's loss, except for a batch without any advantage under dynamic sampling: no loss pass, and a loss
+        that reaches no parameter, so after `backward` their gradients stay `None` and the optimizer skips them."""
+        if (self.dynamic_sampling > 1 and self.beta == 0.0 and self.accelerator.num_processes == 1
+                and not return_outputs and bool((inputs["advantages"] == 0).all())):
+            self.sampling_record["skipped_steps"] += 1
+            self._metrics["train"]["dynamic_sampling/skipped_steps"].append(1.0)
+            return torch.zeros((), device=inputs["advantages"].device, requires_grad=True)
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def _generate_rows(self, inputs):
         self._rows = inputs
