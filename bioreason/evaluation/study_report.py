@@ -111,7 +111,7 @@ def stage_pairs(out: str, before: str, after: str, where: dict | None = None) ->
     a: dict[str, list[list[int]]] = {}
     b: dict[str, list[list[int]]] = {}
     keys: dict[str, set] = {}
-    cells: dict[str, list[tuple]] = {}
+    cells: dict[str, set[tuple]] = {}  # the grid cells (axes but the seed) stacked in each split
     for axes, stages, key in finished_runs(out):
         if before not in stages or after not in stages or any(axes.get(k) != v for k, v in (where or {}).items()):
             continue
@@ -121,7 +121,7 @@ def stage_pairs(out: str, before: str, after: str, where: dict | None = None) ->
                 a.setdefault(split, []).append(list(previous))
                 b.setdefault(split, []).append(list(correct))
                 keys.setdefault(split, set()).add((key, len(correct)))
-                cells.setdefault(split, []).append(tuple(sorted((k, repr(v)) for k, v in axes.items() if k != "seed")))
+                cells.setdefault(split, set()).add(tuple(sorted((k, repr(v)) for k, v in axes.items() if k != "seed")))
     pairs = {}
     for split in a:
         same_records = len(keys[split]) == 1 and next(iter(keys[split]))[0] is not None
@@ -130,7 +130,7 @@ def stage_pairs(out: str, before: str, after: str, where: dict | None = None) ->
         else:
             pairs[split] = paired_comparison([v for run in a[split] for v in run], [v for run in b[split] for v in run])
         pairs[split]["stacked_as_seeds"] = same_records
-        if same_records and len({run_axes for run_axes in cells[split]}) > 1:
+        if same_records and len(cells[split]) > 1:
             pairs[split]["stacked"] = "runs"  # several grid cells pooled: their rows are runs, not seeds of one config
     return {split: c for split, c in pairs.items() if c["n"]}
 

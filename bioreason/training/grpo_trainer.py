@@ -91,8 +91,8 @@ class BioGRPOTrainer(AtomicCheckpointMixin, ProjectorLearningRateMixin, GRPOTrai
         self.bio_processor = processor
         self.share_prompts = share_prompts
         self.dynamic_sampling = int(dynamic_sampling)
-        # what dynamic sampling did, over the stage: groups generated, kept (with advantage), dropped, and batches
-        # that had to keep groups without advantage (and how many)
+        # what dynamic sampling did, over the stage: groups generated, with advantage, dropped, batch places filled
+        # by repeating a group with advantage, and steps skipped because no group drawn had any
         self.sampling_record = {"groups_generated": 0, "groups_with_advantage": 0, "groups_dropped": 0,
                                 "repeated_groups": 0, "skipped_steps": 0}
         self.cells = cells
